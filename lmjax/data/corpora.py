@@ -1,0 +1,137 @@
+"""Text sources, each giving documents for training and documents for validation.
+
+`data.name` picks the source: 'shakespeare' (embedded default), 'files' (local text files) or
+'tfds:<dataset>' (any TFDS text dataset, for users with internet). Every source splits by
+document, never inside one, so no work is seen on both sides.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+
+import ml_collections
+
+from lmjax.data import shakespeare
+
+CLEANING_VERSION = 1  # bump when cleaning changes, so cached token arrays are rebuilt
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be found, read or downloaded."""
+
+
+@dataclass
+class Corpus:
+    train: list[str]
+    val: list[str]
+    val_names: list[str]
+
+
+def fingerprint(cfg: ml_collections.ConfigDict) -> str:
+    """A key for the prepared data: changes whenever the texts or their tokenization would."""
+    parts = [cfg.name, cfg.tokenizer, str(cfg.vocab_size), str(CLEANING_VERSION)]
+    if cfg.name == "files":
+        for path in _expand(cfg.files):
+            st = os.stat(path)
+            parts += [os.path.abspath(path), str(st.st_size), str(st.st_mtime_ns)]
+        parts.append(str(cfg.val_fraction))
+    elif cfg.name.startswith("tfds:"):
+        parts += [cfg.text_key, str(cfg.max_examples)]
+    elif cfg.name == "shakespeare":
+        parts += sorted(shakespeare.VAL_WORKS) + sorted(shakespeare.DROPPED_WORKS)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def load_corpus(cfg: ml_collections.ConfigDict) -> Corpus:
+    if cfg.name == "shakespeare":
+        return _shakespeare()
+    if cfg.name == "files":
+        return _files(cfg.files, cfg.val_fraction)
+    if cfg.name.startswith("tfds:"):
+        return _tfds(cfg.name[len("tfds:"):], cfg.text_key, cfg.max_examples)
+    raise DatasetError(
+        f"data.name={cfg.name!r} is not a known source: use 'shakespeare', 'files' "
+        "(with --config.data.files=a.txt,b.txt) or 'tfds:<dataset>' (e.g. tfds:lm1b).")
+
+
+def _shakespeare() -> Corpus:
+    works = shakespeare.works()
+    missing = set(shakespeare.VAL_WORKS) - set(works)
+    assert not missing, f"validation works not in the corpus: {missing}"
+    train = [t for name, t in works.items() if name not in shakespeare.VAL_WORKS]
+    val_names = [name for name in works if name in shakespeare.VAL_WORKS]
+    return Corpus(train, [works[n] for n in val_names], val_names)
+
+
+def _expand(spec: str) -> list[str]:
+    paths = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item:
+            found = sorted(glob.glob(os.path.expanduser(item)))
+            if not found:
+                raise DatasetError(f"data.files: no file matches {item!r}.")
+            paths += found
+    if not paths:
+        raise DatasetError("data.name='files' needs --config.data.files=path[,path...] (globs ok).")
+    return paths
+
+
+def _files(spec: str, val_fraction: float) -> Corpus:
+    paths = _expand(spec)
+    texts = []
+    for p in paths:
+        try:
+            with open(p, encoding="utf-8") as f:
+                texts.append(f.read())
+        except (OSError, UnicodeDecodeError) as e:
+            raise DatasetError(f"data.files: cannot read {p} as UTF-8 text: {e}") from e
+    if len(paths) == 1:
+        # One document: hold out its tail.
+        cut = int(len(texts[0]) * (1 - val_fraction))
+        return Corpus([texts[0][:cut]], [texts[0][cut:]], [paths[0] + " (tail)"])
+    # Several: the last files (in sorted order) are held out whole.
+    n_val = max(1, math.ceil(len(paths) * val_fraction))
+    return Corpus(texts[:-n_val], texts[-n_val:], paths[-n_val:])
+
+
+def _tfds(name: str, text_key: str, max_examples: int) -> Corpus:
+    import tensorflow_datasets as tfds
+
+    def read(split: str) -> list[str]:
+        source = tfds.data_source(name, split=split)
+        n = len(source) if max_examples <= 0 else min(len(source), max_examples)
+        out = []
+        for i in range(n):
+            value = source[i][text_key]
+            out.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+        return out
+
+    try:
+        builder = tfds.builder(name)
+    except Exception as e:  # tfds raises its own DatasetNotFoundError and others
+        raise DatasetError(f"TFDS has no dataset {name!r}: {e}") from None
+    splits = list(builder.info.splits.keys()) or ["train", "validation", "test"]
+    val_split = next((s for s in ("validation", "test") if s in splits), None)
+    try:
+        features = builder.info.features
+        if text_key not in features:
+            raise DatasetError(
+                f"data.text_key={text_key!r} is not a feature of {name}: it has "
+                f"{', '.join(features.keys())}.")
+        train = read("train")
+        val = read(val_split) if val_split else None
+    except DatasetError:
+        raise
+    except Exception as e:
+        raise DatasetError(
+            f"Could not read TFDS dataset {name!r} ({type(e).__name__}: {e}). It needs internet "
+            "for its first download, or prepare it once with `tfds build` and set TFDS_DATA_DIR."
+        ) from None
+    if val is None:  # no held-out split: hold out the last tenth of the documents
+        cut = int(len(train) * 0.9)
+        train, val = train[:cut], train[cut:]
+    return Corpus(train, val, [f"{name}:{val_split or 'train tail'}"])

@@ -1,0 +1,87 @@
+"""Tokenize a corpus once, cache the token arrays on disk and memory-map them on every later run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import ml_collections
+import numpy as np
+
+from lmjax.data import corpora
+from lmjax.data.tokenizers import KINDS, load_tokenizer
+
+
+@dataclass
+class Prepared:
+    train: np.ndarray  # 1-D token ids, memory-mapped
+    val: np.ndarray
+    tokenizer: object
+    directory: str
+    meta: dict
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("LMJAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lmjax")
+    return os.path.join(base, "data")
+
+
+def _encode_docs(tokenizer, docs: list[str]) -> np.ndarray:
+    # Documents are separated by the tokenizer's end-of-text token, or by a blank line for characters.
+    eot = getattr(tokenizer, "eot_id", None)
+    pieces = []
+    for doc in docs:
+        pieces.append(tokenizer.encode(doc))
+        pieces.append(np.array([eot], np.int32) if eot is not None else tokenizer.encode("\n"))
+    ids = np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
+    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+    return ids.astype(dtype)
+
+
+def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
+    """Returns the prepared data for the `data` config section, building the cache if needed."""
+    if cfg.tokenizer not in KINDS:
+        raise ValueError(f"data.tokenizer={cfg.tokenizer!r} is not one of {', '.join(KINDS)}.")
+    root = cfg.cache_dir or default_cache_dir()
+    directory = os.path.join(root, f"{cfg.name.replace(':', '_').replace('/', '_')}-"
+                                   f"{corpora.fingerprint(cfg)}")
+    if not os.path.exists(os.path.join(directory, "meta.json")):
+        log(f"Preparing data source {cfg.name!r} into {directory} ...")
+        corpus = corpora.load_corpus(cfg)
+        tokenizer = KINDS[cfg.tokenizer].train(corpus.train, cfg.vocab_size)
+        os.makedirs(root, exist_ok=True)
+        # Build in a temporary folder and rename it into place, so an interrupted preparation
+        # never leaves a half-written cache that a later run would trust.
+        tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
+        try:
+            train = _encode_docs(tokenizer, corpus.train)
+            val = _encode_docs(tokenizer, corpus.val)
+            np.save(os.path.join(tmp, "train.npy"), train)
+            np.save(os.path.join(tmp, "val.npy"), val)
+            tokenizer.save(tmp)
+            meta = {"source": cfg.name, "tokenizer": cfg.tokenizer,
+                    "vocab_size": tokenizer.vocab_size,
+                    "train_docs": len(corpus.train), "val_docs": len(corpus.val),
+                    "val_names": corpus.val_names,
+                    "train_chars": sum(map(len, corpus.train)),
+                    "val_chars": sum(map(len, corpus.val)),
+                    "train_tokens": int(train.size), "val_tokens": int(val.size)}
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump(meta, f, indent=1)
+            try:
+                os.rename(tmp, directory)
+            except OSError:  # another process (host) finished first: use theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    with open(os.path.join(directory, "meta.json")) as f:
+        meta = json.load(f)
+    return Prepared(
+        train=np.load(os.path.join(directory, "train.npy"), mmap_mode="r"),
+        val=np.load(os.path.join(directory, "val.npy"), mmap_mode="r"),
+        tokenizer=load_tokenizer(directory), directory=directory, meta=meta)

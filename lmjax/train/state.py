@@ -1,0 +1,50 @@
+"""The training state, created directly sharded over the mesh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from lmjax.parallel.mesh import LOGICAL_RULES
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def state_shardings(task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax.Array):
+    """(abstract state, its NamedShardings), from the logical axis names the model declares."""
+    boxed = jax.eval_shape(task.init_params, rng)
+    param_specs = nn.get_partition_spec(boxed)
+    params = nn.meta.unbox(boxed)
+    abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                          opt_state=jax.eval_shape(tx.init, params))
+    # Optimizer moments are sharded like their parameters; counters and scalars are replicated.
+    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    opt_specs = optax.tree_map_params(
+        tx, lambda _, spec: spec, abstract.opt_state, param_specs,
+        transform_non_params=lambda _: P(), is_leaf=is_spec)
+    specs = TrainState(step=P(), params=param_specs, opt_state=opt_specs)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+    return abstract, shardings
+
+
+def create_state(task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax.Array):
+    """Initialises parameters and optimizer state in place on their devices (no full copy)."""
+    abstract, shardings = state_shardings(task, tx, mesh, rng)
+
+    def init(rng):
+        params = nn.meta.unbox(task.init_params(rng))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    state = jax.jit(init, out_shardings=shardings)(rng)
+    return state, abstract, shardings
