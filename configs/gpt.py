@@ -21,6 +21,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.data.val_fraction = 0.1      # with name='files': share held out (whole files where several)
     c.data.text_key = "text"       # with tfds: the feature that holds the text
     c.data.max_examples = 0        # with tfds: read at most this many documents per split (0: all)
+    c.data.val_split = ""          # with tfds: the held-out split ('': validation, else test)
     c.data.tokenizer = "char"      # 'char' | 'bpe' (byte-level BPE trained on the training split)
     c.data.vocab_size = 0          # with bpe: the vocabulary size to train
     c.data.cache_dir = ""          # prepared token arrays; default ~/.cache/lmjax/data
@@ -68,6 +69,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.mesh.data = -1               # -1: all devices not used by the other axes
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    c.mesh.host_cpu_devices = -1   # CPU-only hosts: one device per core (-1), or N; 0 leaves JAX's default
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 1000      # steps between saves (also saved at the end and on SIGTERM)

@@ -96,7 +96,11 @@ def main(argv: list[str]) -> None:
     if config is None:
         _fail("--config is required, e.g. --config=configs/gpt.py")
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+    from lmjax.parallel.mesh import split_host_cpu
     from lmjax.train.loop import Preempted, train_and_evaluate  # heavy imports after the flags
+
+    if not config.distributed.cpu_devices_per_process:
+        split_host_cpu(config.mesh.host_cpu_devices)
 
     try:
         train_and_evaluate(config, workdir)

@@ -40,7 +40,7 @@ def fingerprint(cfg: ml_collections.ConfigDict) -> str:
             parts += [os.path.abspath(path), str(st.st_size), str(st.st_mtime_ns)]
         parts.append(str(cfg.val_fraction))
     elif cfg.name.startswith("tfds:"):
-        parts += [cfg.text_key, str(cfg.max_examples)]
+        parts += [cfg.text_key, str(cfg.max_examples), cfg.val_split]
     elif cfg.name == "shakespeare":
         parts += sorted(shakespeare.VAL_WORKS) + sorted(shakespeare.DROPPED_WORKS)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -52,7 +52,8 @@ def load_corpus(cfg: ml_collections.ConfigDict) -> Corpus:
     if cfg.name == "files":
         return _files(cfg.files, cfg.val_fraction)
     if cfg.name.startswith("tfds:"):
-        return _tfds(cfg.name[len("tfds:"):], cfg.text_key, cfg.max_examples)
+        return _tfds(cfg.name[len("tfds:"):], cfg.text_key, cfg.max_examples,
+                     cfg.val_split)
     raise DatasetError(
         f"data.name={cfg.name!r} is not a known source: use 'shakespeare', 'files' "
         "(with --config.data.files=a.txt,b.txt) or 'tfds:<dataset>' (e.g. tfds:lm1b).")
@@ -98,40 +99,41 @@ def _files(spec: str, val_fraction: float) -> Corpus:
     return Corpus(texts[:-n_val], texts[-n_val:], paths[-n_val:])
 
 
-def _tfds(name: str, text_key: str, max_examples: int) -> Corpus:
+def _tfds(name: str, text_key: str, max_examples: int, val_split: str) -> Corpus:
     import tensorflow_datasets as tfds
 
     def read(split: str) -> list[str]:
         source = tfds.data_source(name, split=split)
         n = len(source) if max_examples <= 0 else min(len(source), max_examples)
         out = []
-        for i in range(n):
+        for i in range(n):  # one record at a time: the batched __getitems__ is unreliable
             value = source[i][text_key]
             out.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
         return out
 
     try:
         builder = tfds.builder(name)
-    except Exception as e:  # tfds raises its own DatasetNotFoundError and others
-        raise DatasetError(f"TFDS has no dataset {name!r}: {e}") from None
-    splits = list(builder.info.splits.keys()) or ["train", "validation", "test"]
-    val_split = next((s for s in ("validation", "test") if s in splits), None)
+    except Exception as e:  # tfds raises DatasetNotFoundError and others
+        raise DatasetError(f"TFDS has no dataset {name!r}: {str(e).splitlines()[0]}") from None
+    features = builder.info.features
+    if features is not None and text_key not in features:
+        raise DatasetError(f"data.text_key={text_key!r} is not a feature of {name}: it has "
+                           f"{', '.join(features.keys())}.")
+    known = list(builder.info.splits.keys())
+    if not val_split:  # the dataset's own held-out split, by the usual names
+        val_split = next((s for s in ("validation", "test") if s in known), "validation")
     try:
-        features = builder.info.features
-        if text_key not in features:
-            raise DatasetError(
-                f"data.text_key={text_key!r} is not a feature of {name}: it has "
-                f"{', '.join(features.keys())}.")
         train = read("train")
-        val = read(val_split) if val_split else None
-    except DatasetError:
-        raise
+        try:
+            val = read(val_split)
+        except Exception:
+            if val_split != "validation" or known:
+                raise
+            val_split, val = "test", read("test")
     except Exception as e:
         raise DatasetError(
-            f"Could not read TFDS dataset {name!r} ({type(e).__name__}: {e}). It needs internet "
-            "for its first download, or prepare it once with `tfds build` and set TFDS_DATA_DIR."
-        ) from None
-    if val is None:  # no held-out split: hold out the last tenth of the documents
-        cut = int(len(train) * 0.9)
-        train, val = train[:cut], train[cut:]
-    return Corpus(train, val, [f"{name}:{val_split or 'train tail'}"])
+            f"Could not read TFDS dataset {name!r} ({type(e).__name__}: {str(e)[:200]}). Its "
+            "first use downloads it, which needs internet; or prepare it once elsewhere with "
+            "`tfds build` and point TFDS_DATA_DIR at it. Choose the held-out split with "
+            "--config.data.val_split.") from None
+    return Corpus(train, val, [f"{name}:{val_split}"])

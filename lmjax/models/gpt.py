@@ -19,7 +19,7 @@ def _dense(features, axes, cfg, name, std=0.02):
     return nn.DenseGeneral(
         features, axis=-1, dtype=cfg.dtype, param_dtype=cfg.param_dtype, use_bias=cfg.use_bias,
         kernel_init=nn.with_logical_partitioning(nn.initializers.normal(std), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]), name=name)
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]), name=name)
 
 
 def _layer_norm(cfg, name):

@@ -85,6 +85,9 @@ def evaluate(task, eval_step, params, mesh, max_windows: int, batch_size: int) -
     for batch in task.eval_batches(max_windows, batch_size):
         sums = eval_step(params, _global_batch(_local_rows(batch), sharding))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        # One batch in flight at a time: many independent evaluation steps queued at once can
+        # deadlock XLA's CPU collectives (see the note in the training loop).
+        jax.block_until_ready(totals)
     totals = jax.device_get(totals)
     count = float(totals.pop("count"))
     return {k: float(v) / count for k, v in totals.items()}
@@ -123,6 +126,16 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
     os.makedirs(workdir, exist_ok=True)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.checkpoint.keep)
+    try:
+        return _train(cfg, workdir, task, tx, schedule, mesh, ckpt, init_rng, dropout_rng, echo)
+    finally:
+        ckpt.wait()
+        ckpt.close()
+
+
+def _train(cfg, workdir, task, tx, schedule, mesh, ckpt, init_rng, dropout_rng, echo) -> dict:
+    main_process = jax.process_index() == 0
+    num_steps = cfg.train.num_steps
     abstract, shardings = state_shardings(task, tx, mesh, init_rng)
     latest = ckpt.latest_step() if cfg.checkpoint.restore else None
     if latest is not None:
@@ -167,11 +180,16 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     val = None
     try:
         with _StopFlag() as stop:
-            t_last, step_last = None, start
+            t_last, step_last, metrics = None, start, None
             for step in range(start, num_steps):
                 batch = _global_batch(task.train_batch(step, pidx, pcount), batch_sharding)
+                previous = metrics if step > start else None
                 state, metrics = train_step(state, batch)
                 done = step + 1
+                if previous is not None:
+                    # At most two steps in flight: with unbounded async dispatch, XLA's CPU
+                    # collectives can starve each other's threads and deadlock (seen on 2 devices).
+                    jax.block_until_ready(previous)
                 if t_last is None:  # the first step compiled: time from here on
                     jax.block_until_ready(state)
                     echo(f"Compiled and ran the first step in {time.time() - t_run:.1f}s")
@@ -180,12 +198,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                 if done % cfg.train.log_every == 0 or done == num_steps:
                     m = jax.device_get(metrics)
                     now = time.time()
-                    rate = (done - step_last) / max(now - t_last, 1e-9)
-                    m["tokens_per_s"] = rate * tokens_per_step
-                    eta = format_seconds((num_steps - done) / max(rate, 1e-9))
-                    logger.write(done, "train", m,
-                                 f"loss {m['loss']:.4f} | lr {m['lr']:.2e} | "
-                                 f"{m['tokens_per_s'] / 1e3:.1f}k tok/s | ETA {eta}")
+                    line = f"loss {m['loss']:.4f} | lr {m['lr']:.2e}"
+                    if done > step_last:  # not right after compiling, evaluating or saving
+                        rate = (done - step_last) / max(now - t_last, 1e-9)
+                        m["tokens_per_s"] = rate * tokens_per_step
+                        eta = format_seconds((num_steps - done) / rate)
+                        line += f" | {m['tokens_per_s'] / 1e3:.1f}k tok/s | ETA {eta}"
+                    logger.write(done, "train", m, line)
                     bar.set_postfix(loss=f"{m['loss']:.3f}")
                     t_last, step_last = now, done
                 paused = False
@@ -213,8 +232,6 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
             logger.text(num_steps, f"sample_{i}", s)
     finally:
         bar.close()
-        ckpt.wait()
-        ckpt.close()
         logger.close()
     summary = {"step": num_steps, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                "wall_time_s": time.time() - t_run}

@@ -35,7 +35,7 @@ def train_step(state: TrainState, batch: dict, *, task, tx, schedule, grad_accum
         loss, grads = loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
