@@ -41,24 +41,25 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.model.scan_layers = False    # nn.scan over the blocks: faster compiles for deep models
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 5000
+    c.train.num_steps = 2450       # about 8 minutes on a 2-core CPU (docs/experiments.md)
     c.train.batch_size = 16        # global batch, in sequences
     c.train.grad_accum = 1         # micro-batches per step (batch_size must divide by it)
     c.train.log_every = 50
-    c.train.eval_every = 1000
+    c.train.eval_every = 500
     c.train.eval_windows = 128     # validation windows for the periodic evaluations
     c.train.final_eval_windows = 0 # at the end: 0 means the whole validation split
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adamw"         # 'adamw' | 'adam' | 'sgd' | 'rmsprop'
-    c.optim.learning_rate = 2e-3
+    c.optim.name = "muon"          # 'muon' | 'adamw' | 'adam' | 'sgd' | 'rmsprop'
+    c.optim.learning_rate = 4e-3   # peak; with muon, the rate of everything but weight matrices
     c.optim.schedule = "cosine"    # after warmup: 'cosine' | 'linear' | 'constant'
-    c.optim.warmup_steps = 100
-    c.optim.end_lr_ratio = 0.1
+    c.optim.warmup_steps = 200
+    c.optim.end_lr_ratio = 0.01
     c.optim.b1 = 0.9
     c.optim.b2 = 0.99
     c.optim.eps = 1e-8
-    c.optim.momentum = 0.9         # sgd and rmsprop
+    c.optim.momentum = 0.95        # muon, sgd and rmsprop
+    c.optim.muon_learning_rate = 0.02  # muon: peak rate of the weight matrices (the rest: learning_rate)
     c.optim.rms_decay = 0.9        # rmsprop
     c.optim.weight_decay = 0.1     # decoupled; never on biases, norms or embeddings
     c.optim.clip_norm = 1.0        # global-norm clipping; 0 disables
@@ -72,7 +73,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.mesh.host_cpu_devices = -1   # CPU-only hosts: one device per core (-1), or N; 0 leaves JAX's default
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 1000      # steps between saves (also saved at the end and on SIGTERM)
+    c.checkpoint.every = 500       # steps between saves (also saved at the end and on SIGTERM)
     c.checkpoint.keep = 3
     c.checkpoint.restore = True    # resume from the workdir's latest checkpoint if there is one
 
@@ -109,7 +110,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.model.update(num_layers=12, num_heads=12, d_model=768, block_size=1024,
                        dtype="bfloat16", scan_layers=True)
         c.train.update(num_steps=20000, batch_size=32, eval_every=1000)
-        c.optim.update(learning_rate=6e-4, warmup_steps=700, b2=0.95)
+        c.optim.update(name="adamw", learning_rate=6e-4, warmup_steps=700, b2=0.95,
+                       end_lr_ratio=0.1)  # GPT-2's recipe, as nanoGPT trains it
         c.checkpoint.every = 2000
     else:
         raise ValueError(f"unknown preset {preset!r}: use cpu, tiny or gpt2_124m")

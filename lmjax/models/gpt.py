@@ -121,5 +121,22 @@ class GPT(nn.Module):
         return logits
 
 
-def make_model(cfg: ml_collections.ConfigDict) -> GPT:
-    return GPT(cfg)
+def matrix_dims(params):
+    """How each weight is a matrix (for Muon): its input and output axes, or None (not one).
+
+    Flax kernels are laid out (*inputs, *outputs). The attention output projection reads two
+    axes (heads, head_dim); every other kernel one. Under nn.scan a leading layers axis is a
+    batch of independent matrices. Embeddings, norms and biases are not matrices here.
+    """
+    from optax.contrib import MuonDimensionNumbers
+
+    def dims(path, x):
+        keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+        if keys[-1] != "kernel":
+            return None
+        first = 1 if "blocks" in keys else 0  # the scanned layers axis
+        n_in = 2 if keys[-2] == "out" else 1
+        return MuonDimensionNumbers(reduction_axis=tuple(range(first, first + n_in)),
+                                    output_axis=tuple(range(first + n_in, x.ndim)))
+
+    return jax.tree_util.tree_map_with_path(dims, params)

@@ -14,7 +14,7 @@ import optax
 
 from lmjax.optim.schedules import build_schedule, require
 
-NAMES = ('adamw', 'adam', 'sgd', 'rmsprop')
+NAMES = ('adamw', 'adam', 'sgd', 'rmsprop', 'muon')
 
 
 def decay_mask(params):
@@ -46,19 +46,21 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     require(cfg.name in NAMES, 'name', cfg.name, 'one of ' + ', '.join(NAMES))
     for field in ('b1', 'b2', 'momentum', 'rms_decay'):
         require(0 <= cfg[field] < 1, field, cfg[field], 'in [0, 1)')
-    for field in ('eps', 'weight_decay', 'clip_norm', 'l1', 'l2'):
+    for field in ('eps', 'weight_decay', 'clip_norm', 'l1', 'l2', 'muon_learning_rate'):
         require(cfg[field] >= 0, field, cfg[field], '>= 0 (0 disables)')
     if cfg.name == 'adam' and cfg.weight_decay != 0:
         raise ValueError(f'optim.weight_decay={cfg.weight_decay!r} must be 0 for '
                          "optim.name='adam'; use optim.name='adamw' for weight decay")
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int,
+                    matrix_dims=None) -> optax.GradientTransformation:
     """The optimizer named by cfg.name with its lr schedule, clipping and penalties.
 
     adamw/adam: optax's (eps outside the sqrt, bias-corrected moments).
     sgd: m_t = mu m_{t-1} + (1 - mu) g_t, update = -lr (m_t / (1 - mu^t) + wd p);
         mu = 0 is plain SGD.
+    muon: optax.contrib.muon for the matrices `matrix_dims` describes, AdamW for the rest.
     rmsprop: optax.rmsprop with weight decay inserted before the lr scaling:
         v_t = rho v_{t-1} + (1 - rho) g_t^2, u_t = lr (g_t / sqrt(v_t + eps) + wd p),
         and with momentum m_t = mu m_{t-1} + u_t, update = -m_t (else -u_t).
@@ -83,6 +85,17 @@ def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Gra
         # shrunk by the zero-initialised average.
         momentum = optax.ema(cfg.momentum, debias=True) if cfg.momentum > 0 else optax.identity()
         core = optax.chain(momentum, _decay(cfg.weight_decay), optax.scale_by_learning_rate(lr))
+    elif cfg.name == 'muon':
+        # Weight matrices: momentum orthogonalised by Newton-Schulz (optax.contrib.muon), at
+        # their own peak rate on the same schedule. Everything else (embeddings, norms, biases:
+        # the leaves matrix_dims maps to None) gets AdamW at the base rate.
+        if matrix_dims is None:
+            raise ValueError("optim.name='muon' needs the model's matrix layout (matrix_dims)")
+        ratio = cfg.muon_learning_rate / cfg.learning_rate if cfg.learning_rate else 0.0
+        core = optax.contrib.muon(
+            lambda step: lr(step) * ratio, beta=cfg.momentum, weight_decay=cfg.weight_decay,
+            weight_decay_mask=decay_mask, adam_b1=cfg.b1, adam_b2=cfg.b2, eps=cfg.eps,
+            adam_learning_rate=lr, muon_weight_dimension_numbers=matrix_dims)
     else:
         momentum = optax.trace(cfg.momentum) if cfg.momentum > 0 else optax.identity()
         core = optax.chain(optax.scale_by_rms(cfg.rms_decay, cfg.eps), _decay(cfg.weight_decay),

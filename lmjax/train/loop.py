@@ -120,7 +120,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
 
     task = make_task(cfg, log=echo)
     num_steps = cfg.train.num_steps
-    tx = optim.build_optimizer(cfg.optim, num_steps)
+    tx = optim.build_optimizer(cfg.optim, num_steps, matrix_dims=task.matrix_dims)
     schedule = optim.build_schedule(cfg.optim, num_steps)
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
 
@@ -222,10 +222,11 @@ def _train(cfg, workdir, task, tx, schedule, mesh, ckpt, init_rng, dropout_rng, 
                          "Run the same command to resume.")
                     raise Preempted(done)
         bar.close()
-        if latest != num_steps:  # make sure the final state is saved (e.g. resumed at the end)
-            ckpt.save(num_steps, state, cfg.to_dict())
+        if start >= num_steps:
+            echo(f"The checkpoint is at step {start}, train.num_steps={num_steps}: nothing to "
+                 "train; evaluating it. Raise --config.train.num_steps to train further.")
         ckpt.wait()
-        val = run_eval(num_steps, cfg.train.final_eval_windows)
+        val = run_eval(int(state.step), cfg.train.final_eval_windows)
         samples = _samples(cfg, task, state.params)
         for i, s in enumerate(samples):
             echo(f"--- sample {i} ---\n{s}")
@@ -233,9 +234,9 @@ def _train(cfg, workdir, task, tx, schedule, mesh, ckpt, init_rng, dropout_rng, 
     finally:
         bar.close()
         logger.close()
-    summary = {"step": num_steps, "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+    summary = {"step": int(state.step), "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                "wall_time_s": time.time() - t_run}
-    echo(f"Done: validation loss {val['loss']:.4f} nats/token after {num_steps} steps "
+    echo(f"Done: validation loss {val['loss']:.4f} nats/token after {summary['step']} steps "
          f"({format_seconds(summary['wall_time_s'])}). Outputs in {workdir}")
     return summary
 

@@ -29,10 +29,11 @@ def state_shardings(task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax
     abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
                           opt_state=jax.eval_shape(tx.init, params))
     # Optimizer moments are sharded like their parameters; counters and scalars are replicated.
-    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    # (optax.masked leaves MaskedNode placeholders where a transform does not apply.)
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
     opt_specs = optax.tree_map_params(
-        tx, lambda _, spec: spec, abstract.opt_state, param_specs,
-        transform_non_params=lambda _: P(), is_leaf=is_spec)
+        tx, lambda leaf, spec: leaf if masked(leaf) else spec, abstract.opt_state, param_specs,
+        transform_non_params=lambda _: P(), is_leaf=lambda x: isinstance(x, P) or masked(x))
     specs = TrainState(step=P(), params=param_specs, opt_state=opt_specs)
     shardings = nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
     return abstract, shardings

@@ -13,7 +13,7 @@ import optax
 
 from lmjax.data import batches
 from lmjax.data.prepare import prepare
-from lmjax.models.gpt import GPT
+from lmjax.models import gpt
 
 
 def model_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> ml_collections.FrozenConfigDict:
@@ -36,7 +36,8 @@ class LanguageModelTask:
         self.cfg = cfg
         self.data = prepare(cfg.data, log=log)
         self.tokenizer = self.data.tokenizer
-        self.model = GPT(model_config(cfg, self.tokenizer.vocab_size))
+        self.model = gpt.GPT(model_config(cfg, self.tokenizer.vocab_size))
+        self.matrix_dims = gpt.matrix_dims  # the weight matrices, for optim.name='muon'
         self.seq_len = cfg.model.block_size
 
     def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:

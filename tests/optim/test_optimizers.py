@@ -30,7 +30,7 @@ def ref_lr(t):
 def make_cfg(**overrides) -> ml_collections.ConfigDict:
     cfg = dict(name='adamw', learning_rate=PEAK, schedule='linear', warmup_steps=WARMUP,
                end_lr_ratio=RATIO, b1=0.9, b2=0.95, eps=1e-8, momentum=0.0, rms_decay=0.9,
-               weight_decay=0.0, clip_norm=0.0, l1=0.0, l2=0.0)
+               weight_decay=0.0, clip_norm=0.0, l1=0.0, l2=0.0, muon_learning_rate=0.02)
     cfg.update(overrides)
     return ml_collections.ConfigDict(cfg)
 

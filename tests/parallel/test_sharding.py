@@ -14,7 +14,7 @@ from lmjax.train.tasks import make_task
 
 def _run(cfg, task, devices, steps=3):
     mesh = meshlib.make_mesh(cfg.mesh, devices=devices)
-    tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps)
+    tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims)
     schedule = optim.build_schedule(cfg.optim, cfg.train.num_steps)
     state, _, shardings = create_state(task, tx, mesh, jax.random.PRNGKey(0))
     fn = steplib.jit_train_step(task, tx, schedule, 1, jax.random.PRNGKey(1), shardings,
@@ -61,7 +61,7 @@ def test_parameters_and_optimizer_state_are_created_sharded(setup):
     c = cfg.copy_and_resolve_references()
     c.mesh.update(data=1, fsdp=4, tensor=2)
     mesh = meshlib.make_mesh(c.mesh)
-    tx = optim.build_optimizer(c.optim, c.train.num_steps)
+    tx = optim.build_optimizer(c.optim, c.train.num_steps, matrix_dims=task.matrix_dims)
     state, _, _ = create_state(task, tx, mesh, jax.random.PRNGKey(0))
     fc = state.params["block_0"]["mlp"]["fc"]["kernel"]  # logical (embed, mlp)
     assert fc.sharding.spec == P("fsdp", "tensor")

@@ -13,7 +13,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_config):
     cfg.optim.update(learning_rate=1e-2, warmup_steps=0, schedule="constant")
     task = make_task(cfg, log=lambda s: None)
     mesh = meshlib.make_mesh(cfg.mesh, devices=jax.devices()[:1])
-    tx = optim.build_optimizer(cfg.optim, 100)
+    tx = optim.build_optimizer(cfg.optim, 100, matrix_dims=task.matrix_dims)
     state, _, shardings = create_state(task, tx, mesh, jax.random.PRNGKey(0))
     fn = steplib.jit_train_step(task, tx, optim.build_schedule(cfg.optim, 100), 1,
                                 jax.random.PRNGKey(1), shardings, meshlib.batch_sharding(mesh),
