@@ -20,6 +20,13 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_names=("state", "config"))
 
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wait()  # an asynchronous save in flight finishes before the run ends
+        self.close()
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 

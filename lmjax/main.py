@@ -54,10 +54,13 @@ def _unknown_field(argv: list[str], config) -> str:
     return ""
 
 
+def _config_arg(argv: list[str]) -> str:
+    return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+
+
 def _defaults(argv: list[str]):
     """The config as its file defines it, before any override."""
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
-    path, _, arg = spec.partition(":")
+    path, _, arg = _config_arg(argv).partition(":")
     get_config = runpy.run_path(path)["get_config"]
     return get_config(arg) if arg else get_config()
 
@@ -75,8 +78,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         _CONFIG.value.keys()  # the file is loaded lazily: make it fail here, if it fails
     except OSError:
-        spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
-        _fail(f"cannot load the config file {spec!r}: pass an existing file, e.g. "
+        _fail(f"cannot load the config file {_config_arg(argv)!r}: pass an existing file, e.g. "
               "--config=configs/gpt.py")
     except AttributeError:
         pass  # no --config given: main() says so

@@ -125,30 +125,32 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
 
     os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.checkpoint.keep)
-    try:
-        return _train(cfg, workdir, task, tx, schedule, mesh, ckpt, init_rng, dropout_rng, echo)
-    finally:
-        ckpt.wait()
-        ckpt.close()
+    with Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.checkpoint.keep) as ckpt:
+        latest = ckpt.latest_step() if cfg.checkpoint.restore else None
+        if latest is None:
+            state, abstract, shardings = create_state(task, tx, mesh, init_rng)
+        else:
+            abstract, shardings = state_shardings(task, tx, mesh, init_rng)
+            diffs = _incompatibilities(ckpt.stored_config(latest), cfg)
+            if diffs:
+                raise CheckpointError(
+                    f"The checkpoint in {ckpt.directory} (step {latest}) was written by a "
+                    f"different setup: {'; '.join(diffs)}. Use the same settings to resume, or "
+                    "another --workdir.")
+            state = ckpt.restore(latest, abstract, shardings)
+            echo(f"Resumed from step {latest} ({ckpt.directory}).")
+        batch_sharding, replicated = meshlib.batch_sharding(mesh), meshlib.replicated(mesh)
+        train_step = steplib.jit_train_step(task, tx, schedule, cfg.train.grad_accum,
+                                            dropout_rng, shardings, batch_sharding, replicated)
+        eval_step = steplib.jit_eval_step(task, shardings.params, batch_sharding, replicated)
+        return _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo)
 
 
-def _train(cfg, workdir, task, tx, schedule, mesh, ckpt, init_rng, dropout_rng, echo) -> dict:
+def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo) -> dict:
+    """The loop proper, from a created or restored state to the final evaluation."""
     main_process = jax.process_index() == 0
     num_steps = cfg.train.num_steps
-    abstract, shardings = state_shardings(task, tx, mesh, init_rng)
-    latest = ckpt.latest_step() if cfg.checkpoint.restore else None
-    if latest is not None:
-        diffs = _incompatibilities(ckpt.stored_config(latest), cfg)
-        if diffs:
-            raise CheckpointError(
-                f"The checkpoint in {ckpt.directory} (step {latest}) was written by a different "
-                f"setup: {'; '.join(diffs)}. Use the same settings to resume, or another --workdir.")
-        state = ckpt.restore(latest, abstract, shardings)
-        echo(f"Resumed from step {latest} ({ckpt.directory}).")
-    else:
-        state, _, _ = create_state(task, tx, mesh, init_rng)
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     echo(f"Model: {n_params / 1e6:.2f}M parameters; data: {task.data.meta['train_tokens']:,} "
          f"training and {task.data.meta['val_tokens']:,} validation tokens "
          f"(held out: {', '.join(task.data.meta['val_names'])})")
@@ -157,10 +159,6 @@ def _train(cfg, workdir, task, tx, schedule, mesh, ckpt, init_rng, dropout_rng, 
             json.dump(cfg.to_dict(), f, indent=1)
 
     batch_sharding = meshlib.batch_sharding(mesh)
-    replicated = meshlib.replicated(mesh)
-    train_step = steplib.jit_train_step(task, tx, schedule, cfg.train.grad_accum, dropout_rng,
-                                        shardings, batch_sharding, replicated)
-    eval_step = steplib.jit_eval_step(task, shardings.params, batch_sharding, replicated)
     logger = MetricLogger(workdir, cfg.log.tensorboard, echo=echo)
 
     def run_eval(step, max_windows, split="val"):

@@ -2,10 +2,7 @@
 
 import json
 import os
-import shutil
 
-import jax
-import numpy as np
 import pytest
 
 from lmjax.checkpoint import CheckpointError
