@@ -54,13 +54,10 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
     mesh = meshlib.make_mesh(cfg.mesh)
     tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims)
     state, _, shardings = create_state(task, tx, mesh, jax.random.PRNGKey(cfg.seed))
-    batch_sharding = meshlib.batch_sharding(mesh)
     fn = steplib.jit_train_step(task, tx, optim.build_schedule(cfg.optim, cfg.train.num_steps),
-                                cfg.train.grad_accum, jax.random.PRNGKey(1), shardings,
-                                batch_sharding, meshlib.replicated(mesh))
-    put = lambda b: jax.tree.map(  # noqa: E731
-        lambda x: jax.make_array_from_process_local_data(batch_sharding, x), b)
-    batches = [put(task.train_batch(i)) for i in range(2)]  # the data pipeline is not timed
+                                cfg.train.grad_accum, jax.random.PRNGKey(1), shardings, mesh)
+    # The data pipeline is not timed: two batches, placed on the devices beforehand.
+    batches = [meshlib.global_batch(task.train_batch(i), mesh) for i in range(2)]
 
     t = time.perf_counter()
     compiled = fn.lower(state, batches[0]).compile()
@@ -102,7 +99,7 @@ def main(argv) -> None:
         raise app.UsageError("--config is required, e.g. --config=configs/gpt.py:gpt2_124m")
     from lmjax.parallel.mesh import split_host_cpu
 
-    split_host_cpu(cfg.mesh.host_cpu_devices)
+    split_host_cpu(cfg)
     r = benchmark(cfg, _STEPS.value, _WARMUP.value, _PEAK.value)
     rows = [("device", r["device"]), ("parameters", f"{r['params_M']:.2f}M"),
             ("batch x context", f"{cfg.train.batch_size} x {cfg.model.block_size}"),

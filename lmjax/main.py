@@ -101,8 +101,7 @@ def main(argv: list[str]) -> None:
     from lmjax.parallel.mesh import split_host_cpu
     from lmjax.train.loop import Preempted, train_and_evaluate  # heavy imports after the flags
 
-    if not config.distributed.cpu_devices_per_process:
-        split_host_cpu(config.mesh.host_cpu_devices)
+    split_host_cpu(config)
 
     try:
         train_and_evaluate(config, workdir)

@@ -71,17 +71,26 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def split_host_cpu(num_devices: int) -> None:
-    """Presents a CPU-only host as `num_devices` devices (-1: one per core).
+def global_batch(local: dict, mesh: Mesh) -> dict:
+    """Each process contributes its own rows; together they form the batch-sharded global batch."""
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
+
+
+def split_host_cpu(cfg: ml_collections.ConfigDict) -> None:
+    """Presents a CPU-only host as `mesh.host_cpu_devices` devices (-1: one per core).
 
     XLA's CPU backend parallelises the small matrices of a small model poorly inside one device;
     data parallelism over one device per core is much faster (1.4x on 2 cores, see
     docs/experiments.md). It only changes the CPU platform, so GPU and TPU hosts are unaffected.
-    Must run before JAX starts its backends; an explicit XLA_FLAGS device count wins.
+    Must run before JAX starts its backends; an explicit XLA_FLAGS device count wins, and so do
+    simulated hosts (distributed.cpu_devices_per_process).
     """
     import os
 
-    if num_devices == 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    num_devices = cfg.mesh.host_cpu_devices
+    already_set = "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+    if cfg.distributed.cpu_devices_per_process or num_devices == 0 or already_set:
         return
     if num_devices < 0:
         num_devices = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (

@@ -80,10 +80,9 @@ def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str
 
 
 def evaluate(task, eval_step, params, mesh, max_windows: int, batch_size: int) -> dict:
-    sharding = meshlib.batch_sharding(mesh)
     totals = None
     for batch in task.eval_batches(max_windows, batch_size):
-        sums = eval_step(params, _global_batch(_local_rows(batch), sharding))
+        sums = eval_step(params, meshlib.global_batch(_local_rows(batch), mesh))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         # One batch in flight at a time: many independent evaluation steps queued at once can
         # deadlock XLA's CPU collectives (see the note in the training loop).
@@ -91,11 +90,6 @@ def evaluate(task, eval_step, params, mesh, max_windows: int, batch_size: int) -
     totals = jax.device_get(totals)
     count = float(totals.pop("count"))
     return {k: float(v) / count for k, v in totals.items()}
-
-
-def _global_batch(local: dict, sharding) -> dict:
-    """Each process contributes its own rows; together they form the global batch."""
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
 
 
 def _local_rows(batch: dict) -> dict:
@@ -139,10 +133,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                     "another --workdir.")
             state = ckpt.restore(latest, abstract, shardings)
             echo(f"Resumed from step {latest} ({ckpt.directory}).")
-        batch_sharding, replicated = meshlib.batch_sharding(mesh), meshlib.replicated(mesh)
         train_step = steplib.jit_train_step(task, tx, schedule, cfg.train.grad_accum,
-                                            dropout_rng, shardings, batch_sharding, replicated)
-        eval_step = steplib.jit_eval_step(task, shardings.params, batch_sharding, replicated)
+                                            dropout_rng, shardings, mesh)
+        eval_step = steplib.jit_eval_step(task, shardings.params, mesh)
         return _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo)
 
 
@@ -158,7 +151,6 @@ def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo) -
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=1)
 
-    batch_sharding = meshlib.batch_sharding(mesh)
     logger = MetricLogger(workdir, cfg.log.tensorboard, echo=echo)
 
     def run_eval(step, max_windows, split="val"):
@@ -180,7 +172,7 @@ def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo) -
         with _StopFlag() as stop:
             t_last, step_last, metrics = None, start, None
             for step in range(start, num_steps):
-                batch = _global_batch(task.train_batch(step, pidx, pcount), batch_sharding)
+                batch = meshlib.global_batch(task.train_batch(step, pidx, pcount), mesh)
                 previous = metrics if step > start else None
                 state, metrics = train_step(state, batch)
                 done = step + 1

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmjax.parallel.mesh import batch_sharding, replicated
 from lmjax.train.state import TrainState
 
 
@@ -39,14 +40,13 @@ def train_step(state: TrainState, batch: dict, *, task, tx, schedule, grad_accum
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def jit_train_step(task, tx, schedule, grad_accum, base_rng, state_shardings, batch_sharding,
-                   replicated):
+def jit_train_step(task, tx, schedule, grad_accum, base_rng, state_shardings, mesh):
     fn = functools.partial(train_step, task=task, tx=tx, schedule=schedule,
                            grad_accum=grad_accum, base_rng=base_rng)
-    return jax.jit(fn, in_shardings=(state_shardings, batch_sharding),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+    return jax.jit(fn, in_shardings=(state_shardings, batch_sharding(mesh)),
+                   out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
 
 
-def jit_eval_step(task, param_shardings, batch_sharding, replicated):
-    return jax.jit(task.eval_sums, in_shardings=(param_shardings, batch_sharding),
-                   out_shardings=replicated)
+def jit_eval_step(task, param_shardings, mesh):
+    return jax.jit(task.eval_sums, in_shardings=(param_shardings, batch_sharding(mesh)),
+                   out_shardings=replicated(mesh))

@@ -17,8 +17,7 @@ def _run(cfg, task, devices, steps=3):
     tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims)
     schedule = optim.build_schedule(cfg.optim, cfg.train.num_steps)
     state, _, shardings = create_state(task, tx, mesh, jax.random.PRNGKey(0))
-    fn = steplib.jit_train_step(task, tx, schedule, 1, jax.random.PRNGKey(1), shardings,
-                                meshlib.batch_sharding(mesh), meshlib.replicated(mesh))
+    fn = steplib.jit_train_step(task, tx, schedule, 1, jax.random.PRNGKey(1), shardings, mesh)
     losses = []
     for i in range(steps):
         state, metrics = fn(state, task.train_batch(i))

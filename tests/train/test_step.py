@@ -16,8 +16,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_config):
     tx = optim.build_optimizer(cfg.optim, 100, matrix_dims=task.matrix_dims)
     state, _, shardings = create_state(task, tx, mesh, jax.random.PRNGKey(0))
     fn = steplib.jit_train_step(task, tx, optim.build_schedule(cfg.optim, 100), 1,
-                                jax.random.PRNGKey(1), shardings, meshlib.batch_sharding(mesh),
-                                meshlib.replicated(mesh))
+                                jax.random.PRNGKey(1), shardings, mesh)
     batch = task.train_batch(0)
     losses = []
     for _ in range(80):
