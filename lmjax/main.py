@@ -99,7 +99,7 @@ def main(argv: list[str]) -> None:
         _fail("--config is required, e.g. --config=configs/gpt.py")
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
     from lmjax.parallel.mesh import split_host_cpu
-    from lmjax.train.loop import Preempted, train_and_evaluate  # heavy imports after the flags
+    from lmjax.train.loop import Diverged, Preempted, train_and_evaluate  # heavy imports later
 
     split_host_cpu(config)
 
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> None:
         train_and_evaluate(config, workdir)
     except Preempted:
         sys.exit(143)  # the conventional status for "terminated by SIGTERM": schedulers retry
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, Diverged) as e:
         if os.environ.get("LMJAX_DEBUG"):
             raise
         _fail(f"{e}\n(set LMJAX_DEBUG=1 for the traceback)")

@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import threading
+import math
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,10 @@ STATE_DEFINING = {
 
 class Preempted(Exception):
     """Raised when SIGTERM stopped training after saving a checkpoint."""
+
+
+class Diverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
 
 
 class _StopFlag:
@@ -98,8 +104,13 @@ def _local_rows(batch: dict) -> dict:
     return jax.tree.map(lambda x: x[i * (len(x) // n):(i + 1) * (len(x) // n)], batch)
 
 
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (or resumes) the run in `workdir`; returns the final metrics."""
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
+                       on_eval: Callable[[int, dict], None] | None = None) -> dict:
+    """Trains (or resumes) the run in `workdir`; returns the final metrics.
+
+    `on_eval(step, metrics)` is called after every periodic validation (hyperparameter sweeps
+    report to their pruner there); an exception it raises stops training.
+    """
     meshlib.initialize_distributed(cfg.distributed)
     validate(cfg)
     main_process = jax.process_index() == 0
@@ -136,10 +147,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
         train_step = steplib.jit_train_step(task, tx, schedule, cfg.train.grad_accum,
                                             dropout_rng, shardings, mesh)
         eval_step = steplib.jit_eval_step(task, shardings.params, mesh)
-        return _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo)
+        return _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo, on_eval)
 
 
-def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo) -> dict:
+def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo, on_eval) -> dict:
     """The loop proper, from a created or restored state to the final evaluation."""
     main_process = jax.process_index() == 0
     num_steps = cfg.train.num_steps
@@ -187,6 +198,11 @@ def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo) -
                 bar.update(1)
                 if done % cfg.train.log_every == 0 or done == num_steps:
                     m = jax.device_get(metrics)
+                    if not math.isfinite(m["loss"]):
+                        raise Diverged(
+                            f"The training loss is {m['loss']} at step {done}. Lower "
+                            "optim.learning_rate, raise optim.warmup_steps or set "
+                            "optim.clip_norm; resuming restarts from the last checkpoint.")
                     now = time.time()
                     line = f"loss {m['loss']:.4f} | lr {m['lr']:.2e}"
                     if done > step_last:  # not right after compiling, evaluating or saving
@@ -199,7 +215,9 @@ def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo) -
                     t_last, step_last = now, done
                 paused = False
                 if done % cfg.train.eval_every == 0 and done != num_steps:
-                    run_eval(done, cfg.train.eval_windows)
+                    val = run_eval(done, cfg.train.eval_windows)
+                    if on_eval is not None:
+                        on_eval(done, val)
                     paused = True
                 if done % cfg.checkpoint.every == 0 or done == num_steps:
                     paused |= ckpt.save(done, state, cfg.to_dict())
@@ -224,8 +242,8 @@ def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo) -
     finally:
         bar.close()
         logger.close()
-    summary = {"step": int(state.step), "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-               "wall_time_s": time.time() - t_run}
+    summary = {"step": int(state.step), "wall_time_s": time.time() - t_run,
+               **{f"val_{k}": v for k, v in val.items()}}
     echo(f"Done: validation loss {val['loss']:.4f} nats/token after {summary['step']} steps "
          f"({format_seconds(summary['wall_time_s'])}). Outputs in {workdir}")
     return summary

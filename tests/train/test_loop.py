@@ -112,3 +112,29 @@ def test_mesh_that_does_not_divide_the_devices_is_refused(cfg, tmp_path):
     cfg.mesh.data = 3
     with pytest.raises(ValueError, match="mesh"):
         train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_on_eval_sees_each_periodic_evaluation_and_can_stop_the_run(cfg, tmp_path):
+    _one_device(cfg)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def on_eval(step, metrics):
+        seen.append((step, metrics["loss"]))
+        if step == 20:
+            raise Stop
+
+    cfg.train.num_steps, cfg.train.eval_every = 40, 10
+    with pytest.raises(Stop):
+        train_and_evaluate(cfg, str(tmp_path), on_eval=on_eval)
+    assert [s for s, _ in seen] == [10, 20]
+    assert seen[1][1] == pytest.approx(_losses(tmp_path, "val")[20])
+
+
+def test_a_diverging_run_stops_with_a_clear_error(cfg, tmp_path):
+    _one_device(cfg)
+    cfg.optim.update(name="sgd", learning_rate=1e6, clip_norm=0.0, warmup_steps=0, momentum=0.0)
+    with pytest.raises(loop.Diverged, match="learning_rate"):
+        train_and_evaluate(cfg, str(tmp_path))
