@@ -38,8 +38,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
                  f"model.{name}={m[name]!r}: use 'float32', 'bfloat16' or 'float16'.")
     _require(m.attention in ("auto", "xla", "cudnn"),
              f"model.attention={m.attention!r}: use 'auto', 'xla' or 'cudnn'.")
-    _require(c.data.tokenizer in ("char", "bpe"),
-             f"data.tokenizer={c.data.tokenizer!r}: use 'char' or 'bpe'.")
+    _require(c.data.tokenizer in ("char", "bpe", "wordpiece"),
+             f"data.tokenizer={c.data.tokenizer!r}: use 'char', 'bpe' or 'wordpiece'.")
+    _require(c.data.tokenizer != "wordpiece" or c.data.vocab_size >= 64,
+             f"data.vocab_size={c.data.vocab_size}: WordPiece needs at least 64 (try 4096).")
     _require(c.data.tokenizer != "bpe" or c.data.vocab_size >= 256 + 1,
              f"data.vocab_size={c.data.vocab_size}: byte-level BPE needs at least 257.")
     _require(0.0 < c.data.val_fraction < 1.0,

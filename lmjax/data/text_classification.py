@@ -1,0 +1,145 @@
+"""Labelled text for sequence classification: fixed arrays of framed token rows and labels.
+
+`data.name` picks the source:
+- 'genres' (offline default): passages of Shakespeare labelled comedy/history/tragedy/poem,
+  split by work (lmjax/data/genres.py);
+- 'tfds:<name>' (needs the dataset, e.g. tfds:imdb_reviews): each example's text, truncated to
+  the sequence length, with its integer label; read through `tfds.data_source`, without
+  TensorFlow. Validation is the dataset's own 'test' split unless data.val_split names another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmjax.data import genres, mlm, shakespeare
+from lmjax.data.corpora import DatasetError
+
+
+@dataclass
+class TextClassificationData:
+    train_inputs: np.ndarray  # (N, seq_len) int32: [CLS] ... [SEP] [PAD]...
+    train_labels: np.ndarray  # (N,) int32
+    val_inputs: np.ndarray
+    val_labels: np.ndarray
+    class_names: list[str]
+    description: str  # one line for the console: what is on each side of the split
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _frame(docs: list[np.ndarray], seq_len: int, tokenizer) -> np.ndarray:
+    return mlm.frame(docs, seq_len, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+
+
+def _encode(tokenizer, texts: list[str]) -> list[np.ndarray]:
+    if hasattr(tokenizer, "encode_batch"):
+        return tokenizer.encode_batch(texts)
+    return [tokenizer.encode(t) for t in texts]
+
+
+def genre_passages(tokenizer, seq_len: int, fold: int = -1, num_folds: int = 0,
+                   min_tokens: int = 0) -> TextClassificationData:
+    """Shakespeare passages of seq_len - 2 tokens (a work's shorter tail kept if at least
+    `min_tokens`, default a quarter passage), labelled by genre, split by work."""
+    texts = shakespeare.works()
+    genres.check_corpus(texts)
+    train_works, val_works = genres.split_works(fold, num_folds)
+    size = seq_len - 2
+    min_tokens = min_tokens or max(1, size // 4)
+    encoded = dict(zip(texts, _encode(tokenizer, list(texts.values()))))
+
+    def side(works):
+        rows, labels = [], []
+        for w in works:
+            pieces = mlm.chunk(encoded[w], size, min_tokens)
+            rows += pieces
+            labels += [genres.GENRES.index(genres.GENRE_OF[w])] * len(pieces)
+        return _frame(rows, seq_len, tokenizer), np.asarray(labels, np.int32)
+
+    (xt, yt), (xv, yv) = side(train_works), side(val_works)
+    counts = lambda y: "/".join(str(int((y == i).sum())) for i in range(len(genres.GENRES)))  # noqa: E731
+    split = "default split" if fold < 0 or num_folds < 2 else f"fold {fold} of {num_folds}"
+    description = (f"genres {'/'.join(genres.GENRES)}; {split}: {len(train_works)} training works "
+                   f"({counts(yt)} passages), {len(val_works)} held out "
+                   f"({', '.join(val_works)}; {counts(yv)} passages)")
+    return TextClassificationData(xt, yt, xv, yv, list(genres.GENRES), description)
+
+
+def read_tfds(name: str, split: str, text_key: str = "text", label_key: str = "label",
+              max_examples: int = 0) -> tuple[list[str], np.ndarray, list[str]]:
+    """(texts, labels, class names) of one TFDS split, through tfds.data_source (no TensorFlow)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name)
+    except Exception as e:  # tfds raises DatasetNotFoundError and others
+        raise DatasetError(f"TFDS has no dataset {name!r}: {str(e).splitlines()[0]}") from None
+    features = builder.info.features
+    for key, what in ((text_key, "data.text_key"), (label_key, "data.label_key")):
+        if features is not None and key not in features:
+            raise DatasetError(f"{what}={key!r} is not a feature of {name}: it has "
+                               f"{', '.join(features.keys())}.")
+    label_feature = features[label_key] if features is not None else None
+    names = list(getattr(label_feature, "names", None) or [])
+    try:
+        source = tfds.data_source(name, split=split)
+        n = len(source) if max_examples <= 0 else min(len(source), max_examples)
+        texts, labels = [], np.zeros(n, np.int32)
+        for i in range(n):  # one record at a time: the batched __getitems__ is unreliable
+            record = source[i]
+            value = record[text_key]
+            texts.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+            labels[i] = int(record[label_key])
+    except Exception as e:
+        raise DatasetError(
+            f"Could not read split {split!r} of TFDS dataset {name!r} ({type(e).__name__}: "
+            f"{str(e)[:200]}). Its first use downloads it, which needs internet; or prepare it "
+            "once elsewhere with `tfds build` and point TFDS_DATA_DIR at it.") from None
+    return texts, labels, names
+
+
+def tfds_examples(cfg, tokenizer, seq_len: int) -> TextClassificationData:
+    """A TFDS text-classification dataset; each text truncated to its first seq_len - 2 tokens."""
+    name = cfg.name[len("tfds:"):]
+    train_texts, yt, names = read_tfds(name, "train", cfg.text_key, cfg.label_key,
+                                       cfg.max_examples)
+    val_split = cfg.val_split or "test"
+    val_texts, yv, _ = read_tfds(name, val_split, cfg.text_key, cfg.label_key, cfg.max_examples)
+    num_classes = max(len(names), int(max(yt.max(initial=0), yv.max(initial=0))) + 1)
+    names = names or [str(i) for i in range(num_classes)]
+    cut = lambda docs: [d[:seq_len - 2] for d in docs]  # noqa: E731
+    xt = _frame(cut(_encode(tokenizer, train_texts)), seq_len, tokenizer)
+    xv = _frame(cut(_encode(tokenizer, val_texts)), seq_len, tokenizer)
+    description = (f"{name}: {len(yt)} training examples (train), {len(yv)} held out "
+                   f"({val_split}); classes {', '.join(names)}")
+    return TextClassificationData(xt, yt, xv, yv, names, description)
+
+
+def training_texts(cfg) -> list[str]:
+    """The texts a tokenizer for this data may be trained on (the training side only)."""
+    if cfg.name == "genres":
+        works = shakespeare.works()
+        return [works[w] for w in genres.split_works(cfg.fold, cfg.num_folds)[0]]
+    if cfg.name.startswith("tfds:"):
+        return read_tfds(cfg.name[len("tfds:"):], "train", cfg.text_key, cfg.label_key,
+                         cfg.max_examples)[0]
+    raise _unknown(cfg.name)
+
+
+def _unknown(name: str) -> DatasetError:
+    return DatasetError(f"data.name={name!r} is not a classification source: use 'genres' "
+                        "(offline Shakespeare genres) or 'tfds:<name>' (e.g. tfds:imdb_reviews).")
+
+
+def load(cfg, tokenizer, seq_len: int) -> TextClassificationData:
+    """The classification data named by the `data` config section."""
+    if cfg.name == "genres":
+        return genre_passages(tokenizer, seq_len, cfg.fold, cfg.num_folds)
+    if cfg.name.startswith("tfds:"):
+        return tfds_examples(cfg, tokenizer, seq_len)
+    raise _unknown(cfg.name)
