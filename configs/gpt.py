@@ -9,24 +9,23 @@ Every field below can be overridden from the command line as --config.<section>.
 
 import ml_collections
 
+from lmjax.config import base_config
+
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.task = "lm"  # the model family and loss; see lmjax/train/tasks.py
-    c.seed = 0
+    c = base_config()  # train, optim, mesh, checkpoint, distributed, log: lmjax/config.py
+    c.task = "lm"
 
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "shakespeare"    # 'shakespeare' | 'files' | 'tfds:<name>' (e.g. tfds:lm1b)
-    c.data.files = ""              # with name='files': comma-separated paths or globs
-    c.data.val_fraction = 0.1      # with name='files': share held out (whole files where several)
-    c.data.text_key = "text"       # with tfds: the feature that holds the text
-    c.data.max_examples = 0        # with tfds: read at most this many documents per split (0: all)
-    c.data.val_split = ""          # with tfds: the held-out split ('': validation, else test)
-    c.data.tokenizer = "char"      # 'char' | 'bpe' (byte-level BPE trained on the training split)
-    c.data.vocab_size = 0          # with bpe: the vocabulary size to train
-    c.data.cache_dir = ""          # prepared token arrays; default ~/.cache/lmjax/data
+    c.data.update(
+        name="shakespeare",        # 'shakespeare' | 'files' | 'tfds:<name>' (e.g. tfds:lm1b)
+        files="",                  # with name='files': comma-separated paths or globs
+        val_fraction=0.1,          # with name='files': share held out (whole files where several)
+        text_key="text",           # with tfds: the feature that holds the text
+        max_examples=0,            # with tfds: read at most this many documents per split (0: all)
+        val_split="",              # with tfds: the held-out split ('': validation, else test)
+        tokenizer="char",          # 'char' | 'bpe' (byte-level BPE trained on the training split)
+        vocab_size=0)              # with bpe: the vocabulary size to train
 
-    c.model = ml_collections.ConfigDict()
     c.model.vocab_size = 0         # 0: taken from the tokenizer
     c.model.block_size = 128       # context length, also the training sequence length
     c.model.num_layers = 4
@@ -40,49 +39,16 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.model.attention = "auto"     # 'auto' | 'xla' | 'cudnn' (jax.nn.dot_product_attention)
     c.model.scan_layers = False    # nn.scan over the blocks: faster compiles for deep models
 
-    c.train = ml_collections.ConfigDict()
     c.train.num_steps = 2450       # about 8 minutes on a 2-core CPU (docs/experiments.md)
-    c.train.batch_size = 16        # global batch, in sequences
-    c.train.grad_accum = 1         # micro-batches per step (batch_size must divide by it)
-    c.train.log_every = 50
-    c.train.eval_every = 500
+    c.train.batch_size = 16        # sequences
     c.train.eval_windows = 128     # validation windows for the periodic evaluations
-    c.train.final_eval_windows = 0 # at the end: 0 means the whole validation split
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "muon"          # 'muon' | 'adamw' | 'adam' | 'sgd' | 'rmsprop'
-    c.optim.learning_rate = 4e-3   # peak; with muon, the rate of everything but weight matrices
-    c.optim.schedule = "cosine"    # after warmup: 'cosine' | 'linear' | 'constant'
+    c.optim.name = "muon"
+    c.optim.learning_rate = 4e-3   # Adam-style rate of embeddings, norms and biases
+    c.optim.muon_learning_rate = 0.02
+    c.optim.momentum = 0.95
     c.optim.warmup_steps = 200
-    c.optim.end_lr_ratio = 0.01
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.99
-    c.optim.eps = 1e-8
-    c.optim.momentum = 0.95        # muon, sgd and rmsprop
-    c.optim.muon_learning_rate = 0.02  # muon: peak rate of the weight matrices (the rest: learning_rate)
-    c.optim.rms_decay = 0.9        # rmsprop
-    c.optim.weight_decay = 0.1     # decoupled; never on biases, norms or embeddings
-    c.optim.clip_norm = 1.0        # global-norm clipping; 0 disables
-    c.optim.l1 = 0.0
-    c.optim.l2 = 0.0
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1               # -1: all devices not used by the other axes
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-    c.mesh.host_cpu_devices = -1   # CPU-only hosts: one device per core (-1), or N; 0 leaves JAX's default
-
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 500       # steps between saves (also saved at the end and on SIGTERM)
-    c.checkpoint.keep = 3
-    c.checkpoint.restore = True    # resume from the workdir's latest checkpoint if there is one
-
-    c.distributed = ml_collections.ConfigDict()
-    c.distributed.initialize = False   # True on multi-host TPU pods and GPU clusters
-    c.distributed.coordinator_address = ""
-    c.distributed.num_processes = 1
-    c.distributed.process_id = 0
-    c.distributed.cpu_devices_per_process = 0  # > 0: simulate hosts with CPU devices (tests)
+    c.optim.weight_decay = 0.1
 
     c.sample = ml_collections.ConfigDict()
     c.sample.num_samples = 3
@@ -90,10 +56,6 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.sample.prompt = "\n"
     c.sample.temperature = 0.8
     c.sample.top_k = 0             # 0: no top-k cut
-
-    c.log = ml_collections.ConfigDict()
-    c.log.tensorboard = True
-    c.log.progress_bar = True
 
     if preset == "cpu":
         pass

@@ -47,7 +47,7 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
     from lmjax.parallel import mesh as meshlib
     from lmjax.train import step as steplib
     from lmjax.train.state import create_state
-    from lmjax.train.tasks import make_task
+    from lmjax.tasks import make_task
 
     validate(cfg)
     task = make_task(cfg, log=lambda s: None)

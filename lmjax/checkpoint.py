@@ -18,7 +18,7 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_names=("state", "config"))
+            item_names=("state", "config", "progress"))
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -30,9 +30,19 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, config: dict, force: bool = False) -> bool:
+    def save(self, step: int, state, config: dict, progress: dict | None = None,
+             force: bool = False) -> bool:
+        """`progress` is the loop's own bookkeeping (best metric so far, ...), restored with it."""
         return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)), force=force)
+            state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
+            progress=ocp.args.JsonSave(progress or {})), force=force)
+
+    def progress(self, step: int) -> dict:
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(
+                progress=ocp.args.JsonRestore()))["progress"] or {}
+        except Exception as e:
+            raise self._error(step, e) from None
 
     def stored_config(self, step: int) -> dict:
         try:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import signal
 import threading
-import math
 import time
 from typing import Callable
 
@@ -20,22 +21,18 @@ from tqdm import tqdm
 from lmjax import optim
 from lmjax.checkpoint import Checkpointer, CheckpointError
 from lmjax.config import validate
-from lmjax.infer.sample import generate
 from lmjax.parallel import mesh as meshlib
 from lmjax.train import step as steplib
+from lmjax.tasks import make_task
 from lmjax.train.logging import MetricLogger, format_seconds
-from lmjax.train.state import create_state, state_shardings
-from lmjax.train.tasks import make_task
+from lmjax.train.restore import checkpoint_dir, load_run
+from lmjax.train.state import TrainState, create_state, state_shardings
 
 # Settings that change the shape or meaning of the saved state: a checkpoint written with other
-# values cannot be resumed by this config.
-STATE_DEFINING = {
-    "model": ("vocab_size", "block_size", "num_layers", "num_heads", "d_model", "mlp_ratio",
-              "use_bias", "scan_layers", "param_dtype"),
-    "data": ("name", "tokenizer", "vocab_size"),
-    "optim": ("name",),
-    "task": None,
-}
+# values cannot be resumed by this config. The whole model section counts, except the fields
+# below, which only change how the same weights are computed.
+STATE_DEFINING = ("task", "model", "data.name", "data.tokenizer", "data.vocab_size", "optim.name")
+COMPUTE_ONLY = ("dropout", "dtype", "attention", "remat")
 
 
 class Preempted(Exception):
@@ -72,30 +69,43 @@ class _StopFlag:
 
 
 def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str]:
+    current = cfg.to_dict()
+
+    def get(tree, path):
+        for key in path.split("."):
+            tree = tree.get(key) if isinstance(tree, dict) else None
+        return tree
+
     diffs = []
-    for section, fields in STATE_DEFINING.items():
-        if fields is None:
-            if stored.get(section) != cfg[section]:
-                diffs.append(f"{section}: checkpoint {stored.get(section)!r}, config {cfg[section]!r}")
-            continue
-        for f in fields:
-            old, new = stored.get(section, {}).get(f), cfg[section][f]
-            if old != new:
-                diffs.append(f"{section}.{f}: checkpoint {old!r}, config {new!r}")
+    for path in STATE_DEFINING:
+        old, new = get(stored, path), get(current, path)
+        if isinstance(new, dict):
+            for f in sorted(set(old or {}) | set(new)):
+                if f not in COMPUTE_ONLY and (old or {}).get(f) != new.get(f):
+                    diffs.append(f"{path}.{f}: checkpoint {(old or {}).get(f)!r}, "
+                                 f"config {new.get(f)!r}")
+        elif old != new:
+            diffs.append(f"{path}: checkpoint {old!r}, config {new!r}")
     return diffs
 
 
-def evaluate(task, eval_step, params, mesh, max_windows: int, batch_size: int) -> dict:
-    totals = None
-    for batch in task.eval_batches(max_windows, batch_size):
-        sums = eval_step(params, meshlib.global_batch(_local_rows(batch), mesh))
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+def evaluate(task, eval_step, params, model_state, mesh, max_examples: int, batch_size: int,
+             split: str = "val") -> dict:
+    """The task's metrics over a whole evaluation split: sums add up exactly over batches and
+    devices; per-example outputs (for AUC, confusion matrices) are gathered, padding dropped."""
+    sums, examples = None, []
+    for batch in task.eval_batches(batch_size, max_examples, split):
+        out = eval_step(params, model_state, meshlib.global_batch(_local_rows(batch), mesh))
+        sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
+        if out["examples"]:
+            keep = batch["weights"] > 0
+            examples.append({k: np.asarray(v)[keep] for k, v in out["examples"].items()})
         # One batch in flight at a time: many independent evaluation steps queued at once can
         # deadlock XLA's CPU collectives (see the note in the training loop).
-        jax.block_until_ready(totals)
-    totals = jax.device_get(totals)
-    count = float(totals.pop("count"))
-    return {k: float(v) / count for k, v in totals.items()}
+        jax.block_until_ready(sums)
+    sums = {k: float(v) for k, v in jax.device_get(sums).items()}
+    gathered = {k: np.concatenate([e[k] for e in examples]) for k in examples[0]} if examples else {}
+    return task.summarize(sums, gathered)
 
 
 def _local_rows(batch: dict) -> dict:
@@ -104,13 +114,56 @@ def _local_rows(batch: dict) -> dict:
     return jax.tree.map(lambda x: x[i * (len(x) // n):(i + 1) * (len(x) // n)], batch)
 
 
+class Monitor:
+    """Watches one validation metric: remembers the best value and when patience runs out."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, progress: dict | None = None):
+        t = cfg.train
+        self.metric, self.mode, self.patience = t.early_stopping_metric, t.early_stopping_mode, \
+            t.patience
+        progress = progress or {}
+        self.best = progress.get("best")
+        self.best_step = progress.get("best_step")
+        self.bad_evals = progress.get("bad_evals", 0)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.metric)
+
+    def update(self, step: int, metrics: dict) -> bool:
+        """True when `metrics` is the best so far."""
+        if not self.active:
+            return False
+        if self.metric not in metrics:
+            raise ValueError(f"train.early_stopping_metric={self.metric!r} is not a validation "
+                             f"metric of this task; it has {', '.join(sorted(metrics))}.")
+        value = metrics[self.metric]
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if better:
+            self.best, self.best_step, self.bad_evals = value, step, 0
+        else:
+            self.bad_evals += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.active and self.patience > 0 and self.bad_evals >= self.patience
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals}
+
+
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                        on_eval: Callable[[int, dict], None] | None = None) -> dict:
     """Trains (or resumes) the run in `workdir`; returns the final metrics.
 
     `on_eval(step, metrics)` is called after every periodic validation (hyperparameter sweeps
-    report to their pruner there); an exception it raises stops training.
+    report to their pruner there); an exception it raises stops training. With data.kfold > 1
+    this trains one run per fold instead (see train/crossval.py).
     """
+    if cfg.data.kfold > 1:
+        from lmjax.train.crossval import cross_validate
+        return cross_validate(cfg, workdir, on_eval)
     meshlib.initialize_distributed(cfg.distributed)
     validate(cfg)
     main_process = jax.process_index() == 0
@@ -130,10 +183,14 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
 
     os.makedirs(workdir, exist_ok=True)
-    with Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.checkpoint.keep) as ckpt:
+    with Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.checkpoint.keep) as ckpt, \
+            Checkpointer(checkpoint_dir(workdir, best=True), keep=1) as best_ckpt:
         latest = ckpt.latest_step() if cfg.checkpoint.restore else None
+        progress = {}
         if latest is None:
             state, abstract, shardings = create_state(task, tx, mesh, init_rng)
+            if cfg.init_from:
+                state = _init_from(cfg.init_from, task, state, shardings, mesh, echo)
         else:
             abstract, shardings = state_shardings(task, tx, mesh, init_rng)
             diffs = _incompatibilities(ckpt.stored_config(latest), cfg)
@@ -143,49 +200,91 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                     f"different setup: {'; '.join(diffs)}. Use the same settings to resume, or "
                     "another --workdir.")
             state = ckpt.restore(latest, abstract, shardings)
+            progress = ckpt.progress(latest)
             echo(f"Resumed from step {latest} ({ckpt.directory}).")
-        train_step = steplib.jit_train_step(task, tx, schedule, cfg.train.grad_accum,
-                                            dropout_rng, shardings, mesh)
-        eval_step = steplib.jit_eval_step(task, shardings.params, mesh)
-        return _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo, on_eval)
+        run = _Run(cfg=cfg, workdir=workdir, task=task, mesh=mesh, ckpt=ckpt, best_ckpt=best_ckpt,
+                   abstract=abstract, shardings=shardings, echo=echo, on_eval=on_eval,
+                   monitor=Monitor(cfg, progress),
+                   train_step=steplib.jit_train_step(task, tx, schedule, cfg.train.grad_accum,
+                                                     dropout_rng, shardings, mesh),
+                   eval_step=steplib.jit_eval_step(task, shardings, mesh))
+        return _train(run, state)
 
 
-def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo, on_eval) -> dict:
+def _init_from(source: str, task, state, shardings, mesh, echo):
+    """Starting weights from another run (pretraining -> fine-tuning): its best checkpoint if it
+    kept one, else its latest."""
+    best = os.path.isdir(checkpoint_dir(source, best=True)) and bool(
+        os.listdir(checkpoint_dir(source, best=True)))
+    _, _, source_state = load_run(source, mesh, best=best)
+    params = task.load_pretrained(state.params, source_state.params)
+    echo(f"Initialised from {source} ({'best' if best else 'latest'} checkpoint, step "
+         f"{int(source_state.step)}).")
+    return state.replace(params=jax.device_put(params, shardings.params))
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything the loop needs besides the state that changes."""
+    cfg: ml_collections.ConfigDict
+    workdir: str
+    task: object
+    mesh: object
+    ckpt: Checkpointer
+    best_ckpt: Checkpointer
+    abstract: TrainState
+    shardings: TrainState
+    echo: Callable[[str], None]
+    on_eval: Callable[[int, dict], None] | None
+    monitor: Monitor
+    train_step: Callable
+    eval_step: Callable
+    logger: MetricLogger | None = None
+
+    def evaluate(self, state, step: int, max_examples: int, split: str = "val",
+                 label: str | None = None) -> dict:
+        t = time.time()
+        metrics = evaluate(self.task, self.eval_step, state.params, state.model_state, self.mesh,
+                           max_examples, self.cfg.train.batch_size, split)
+        scalars = {k: v for k, v in metrics.items() if np.ndim(v) == 0}
+        shown = " | ".join(f"{k} {v:.4f}" for k, v in list(scalars.items())[:6])
+        self.logger.write(step, label or split, scalars, f"{shown} | {time.time() - t:.1f}s")
+        for k, v in metrics.items():
+            if np.ndim(v) != 0:  # per-class tables and confusion matrices
+                self.logger.text(step, f"{label or split}/{k}", json.dumps(v))
+        return metrics
+
+    def save(self, step: int, state, force: bool = False) -> bool:
+        return self.ckpt.save(step, state, self.cfg.to_dict(), self.monitor.state(), force=force)
+
+
+def _train(run: _Run, state) -> dict:
     """The loop proper, from a created or restored state to the final evaluation."""
+    cfg, task, echo = run.cfg, run.task, run.echo
     main_process = jax.process_index() == 0
     num_steps = cfg.train.num_steps
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    echo(f"Model: {n_params / 1e6:.2f}M parameters; data: {task.data.meta['train_tokens']:,} "
-         f"training and {task.data.meta['val_tokens']:,} validation tokens "
-         f"(held out: {', '.join(task.data.meta['val_names'])})")
+    echo(f"Model: {n_params / 1e6:.2f}M parameters; data: {task.describe()}")
     if main_process:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        with open(os.path.join(run.workdir, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=1)
 
-    logger = MetricLogger(workdir, cfg.log.tensorboard, echo=echo)
-
-    def run_eval(step, max_windows, split="val"):
-        t = time.time()
-        metrics = evaluate(task, eval_step, state.params, mesh, max_windows, cfg.train.batch_size)
-        logger.write(step, split, metrics,
-                     f"loss {metrics['loss']:.4f} | accuracy {metrics['accuracy']:.4f} | "
-                     f"{time.time() - t:.1f}s")
-        return metrics
-
+    run.logger = logger = MetricLogger.for_run(cfg, run.workdir, echo=echo)
     start = int(state.step)
-    tokens_per_step = cfg.train.batch_size * task.seq_len
+    examples_per_step = cfg.train.batch_size * getattr(task, "seq_len", 1)
+    unit = "tok" if hasattr(task, "seq_len") else "ex"
     pidx, pcount = jax.process_index(), jax.process_count()
     bar = tqdm(total=num_steps, initial=start, disable=not (cfg.log.progress_bar and main_process),
                unit="step", dynamic_ncols=True, leave=False)
     t_run = time.time()
-    val = None
+    stopped_early = False
     try:
         with _StopFlag() as stop:
             t_last, step_last, metrics = None, start, None
             for step in range(start, num_steps):
-                batch = meshlib.global_batch(task.train_batch(step, pidx, pcount), mesh)
+                batch = meshlib.global_batch(task.train_batch(step, pidx, pcount), run.mesh)
                 previous = metrics if step > start else None
-                state, metrics = train_step(state, batch)
+                state, metrics = run.train_step(state, batch)
                 done = step + 1
                 if previous is not None:
                     # At most two steps in flight: with unbounded async dispatch, XLA's CPU
@@ -207,25 +306,38 @@ def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo, o
                     line = f"loss {m['loss']:.4f} | lr {m['lr']:.2e}"
                     if done > step_last:  # not right after compiling, evaluating or saving
                         rate = (done - step_last) / max(now - t_last, 1e-9)
-                        m["tokens_per_s"] = rate * tokens_per_step
+                        m[f"{'tokens' if unit == 'tok' else 'examples'}_per_s"] = \
+                            rate * examples_per_step
                         eta = format_seconds((num_steps - done) / rate)
-                        line += f" | {m['tokens_per_s'] / 1e3:.1f}k tok/s | ETA {eta}"
+                        line += (f" | {rate * examples_per_step / 1e3:.1f}k {unit}/s"
+                                 f" | ETA {eta}")
                     logger.write(done, "train", m, line)
                     bar.set_postfix(loss=f"{m['loss']:.3f}")
                     t_last, step_last = now, done
                 paused = False
                 if done % cfg.train.eval_every == 0 and done != num_steps:
-                    val = run_eval(done, cfg.train.eval_windows)
-                    if on_eval is not None:
-                        on_eval(done, val)
+                    val = run.evaluate(state, done, cfg.train.eval_windows)
+                    if run.monitor.update(done, val):
+                        run.best_ckpt.save(done, state, cfg.to_dict(), run.monitor.state(),
+                                           force=True)
+                    if run.on_eval is not None:
+                        run.on_eval(done, val)
                     paused = True
+                    if run.monitor.should_stop:
+                        echo(f"Early stopping at step {done}: validation "
+                             f"{run.monitor.metric} has not improved for {run.monitor.patience} "
+                             f"evaluations (best {run.monitor.best:.4f} at step "
+                             f"{run.monitor.best_step}).")
+                        run.save(done, state, force=True)
+                        stopped_early = True
+                        break
                 if done % cfg.checkpoint.every == 0 or done == num_steps:
-                    paused |= ckpt.save(done, state, cfg.to_dict())
+                    paused |= run.save(done, state)
                 if paused:  # keep evaluation and saving out of the throughput figures
                     t_last, step_last = time.time(), done
                 if stop.should_stop(done):
-                    ckpt.save(done, state, cfg.to_dict(), force=True)
-                    ckpt.wait()
+                    run.save(done, state, force=True)
+                    run.ckpt.wait()
                     echo(f"SIGTERM: saved a checkpoint at step {done}. "
                          "Run the same command to resume.")
                     raise Preempted(done)
@@ -233,30 +345,42 @@ def _train(cfg, workdir, task, mesh, ckpt, state, train_step, eval_step, echo, o
         if start >= num_steps:
             echo(f"The checkpoint is at step {start}, train.num_steps={num_steps}: nothing to "
                  "train; evaluating it. Raise --config.train.num_steps to train further.")
-        ckpt.wait()
-        val = run_eval(int(state.step), cfg.train.final_eval_windows)
-        samples = _samples(cfg, task, state.params)
-        for i, s in enumerate(samples):
-            echo(f"--- sample {i} ---\n{s}")
-            logger.text(num_steps, f"sample_{i}", s)
+        elif run.monitor.should_stop and not stopped_early:
+            echo("This run had already stopped early; evaluating it.")
+        run.ckpt.wait()
+        summary = _final_evaluation(run, state)
+        for i, text in enumerate(task.samples(state.params, state.model_state)):
+            echo(f"--- sample {i} ---\n{text}")
+            logger.text(int(state.step), f"sample_{i}", text)
     finally:
         bar.close()
         logger.close()
-    summary = {"step": int(state.step), "wall_time_s": time.time() - t_run,
-               **{f"val_{k}": v for k, v in val.items()}}
-    echo(f"Done: validation loss {val['loss']:.4f} nats/token after {summary['step']} steps "
-         f"({format_seconds(summary['wall_time_s'])}). Outputs in {workdir}")
+    summary["wall_time_s"] = time.time() - t_run
+    echo(f"Done: validation loss {summary['val_loss']:.4f} after {int(state.step)} steps "
+         f"({format_seconds(summary['wall_time_s'])}). Outputs in {run.workdir}")
     return summary
 
 
-def _samples(cfg, task, params) -> list[str]:
-    n = cfg.sample.num_samples
-    if n == 0 or cfg.sample.max_new_tokens == 0:
-        return []
-    prompt = np.asarray(task.tokenizer.encode(cfg.sample.prompt), np.int32)
-    prompt = np.tile(prompt[None], (n, 1))
-    params = jax.device_get(params)  # sampling is small: one device does it
-    out = generate(task.model, params, jnp.asarray(prompt), jax.random.PRNGKey(cfg.seed),
-                   max_new_tokens=cfg.sample.max_new_tokens,
-                   temperature=cfg.sample.temperature, top_k=cfg.sample.top_k)
-    return [task.tokenizer.decode(row) for row in np.asarray(out)]
+def _final_evaluation(run: _Run, state) -> dict:
+    """The last state on the whole validation split; then the model the run delivers (the best
+    checkpoint when a metric is monitored, else the last state) on every evaluation split."""
+    cfg, step = run.cfg, int(state.step)
+    val = run.evaluate(state, step, cfg.train.final_eval_windows)
+    summary = {"step": step, **{f"val_{k}": v for k, v in val.items() if np.ndim(v) == 0}}
+    if run.monitor.update(step, val):
+        run.best_ckpt.save(step, state, cfg.to_dict(), run.monitor.state(), force=True)
+    run.best_ckpt.wait()
+    delivered, label = state, ""
+    if run.monitor.active and run.monitor.best_step != step:
+        best_step = run.best_ckpt.latest_step()
+        delivered = run.best_ckpt.restore(best_step, run.abstract, run.shardings)
+        val = run.evaluate(delivered, step, cfg.train.final_eval_windows, label="best_val")
+        summary.update({f"val_{k}": v for k, v in val.items() if np.ndim(v) == 0})
+        summary["best_step"], label = best_step, "best_"
+    elif run.monitor.active:
+        summary["best_step"] = step
+    for split in run.task.splits:
+        if split != "val":
+            test = run.evaluate(delivered, step, 0, split, label=label + split)
+            summary.update({f"{split}_{k}": v for k, v in test.items() if np.ndim(v) == 0})
+    return summary

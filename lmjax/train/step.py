@@ -18,26 +18,33 @@ def train_step(state: TrainState, batch: dict, *, task, tx, schedule, grad_accum
     rng = jax.random.fold_in(base_rng, state.step)
     grad_fn = jax.value_and_grad(task.loss, has_aux=True)
     if grad_accum == 1:
-        (loss, _), grads = grad_fn(state.params, batch, rng)
+        (loss, (aux, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
     else:
         # Micro-batches in a scan: one optimizer update per step, one dispatch, bounded memory.
+        # Model state (batch-norm statistics) is threaded through them in order.
         micro = jax.tree.map(
             lambda x: x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:]), batch)
 
         def accumulate(carry, xs):
-            loss_sum, grad_sum = carry
+            sums, model_state = carry
             i, mb = xs
-            (loss, _), grads = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
-            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+            (loss, (aux, model_state)), grads = grad_fn(state.params, model_state, mb,
+                                                        jax.random.fold_in(rng, i))
+            return (jax.tree.map(jnp.add, sums, (loss, aux, grads)), model_state), None
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), zeros),
-                                        (jnp.arange(grad_accum), micro))
-        loss, grads = loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
+        first = jax.tree.map(lambda x: x[0], micro)
+        (loss, (aux, _)), grads = jax.eval_shape(grad_fn, state.params, state.model_state, first,
+                                                 rng)
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), (loss, aux, grads))
+        (sums, model_state), _ = jax.lax.scan(accumulate, (zeros, state.model_state),
+                                              (jnp.arange(grad_accum), micro))
+        loss, aux, grads = jax.tree.map(lambda x: x / grad_accum, sums)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+               "lr": schedule(state.step)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                      model_state=model_state), metrics
 
 
 def jit_train_step(task, tx, schedule, grad_accum, base_rng, state_shardings, mesh):
@@ -47,6 +54,9 @@ def jit_train_step(task, tx, schedule, grad_accum, base_rng, state_shardings, me
                    out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
 
 
-def jit_eval_step(task, param_shardings, mesh):
-    return jax.jit(task.eval_sums, in_shardings=(param_shardings, batch_sharding(mesh)),
+def jit_eval_step(task, state_shardings, mesh):
+    """(params, model_state, batch) -> {'sums': ..., 'examples': ...}, replicated on every device."""
+    return jax.jit(task.eval_outputs,
+                   in_shardings=(state_shardings.params, state_shardings.model_state,
+                                 batch_sharding(mesh)),
                    out_shardings=replicated(mesh))

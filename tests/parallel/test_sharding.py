@@ -9,7 +9,7 @@ from lmjax import optim
 from lmjax.parallel import mesh as meshlib
 from lmjax.train import step as steplib
 from lmjax.train.state import create_state
-from lmjax.train.tasks import make_task
+from lmjax.tasks import make_task
 
 
 def _run(cfg, task, devices, steps=3):

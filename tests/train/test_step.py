@@ -5,7 +5,7 @@ from lmjax import optim
 from lmjax.parallel import mesh as meshlib
 from lmjax.train import step as steplib
 from lmjax.train.state import create_state
-from lmjax.train.tasks import make_task
+from lmjax.tasks import make_task
 
 
 def test_loss_falls_when_overfitting_one_batch(tiny_config):

@@ -1,7 +1,4 @@
-"""What the trainer needs from a model family: a model, its loss, and its data.
-
-A new family (BERT, a CNN, ...) adds a class here with the same methods; the loop stays the same.
-"""
+"""Next-token prediction with a GPT on a prepared text corpus."""
 
 from __future__ import annotations
 
@@ -13,7 +10,9 @@ import optax
 
 from lmjax.data import batches
 from lmjax.data.prepare import prepare
+from lmjax.eval import metrics
 from lmjax.models import gpt
+from lmjax.tasks.base import Task, padded_batches
 
 
 def model_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> ml_collections.FrozenConfigDict:
@@ -29,59 +28,68 @@ def model_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> ml_collecti
     return ml_collections.FrozenConfigDict(m)
 
 
-class LanguageModelTask:
-    """Next-token prediction with a GPT on a prepared text corpus."""
-
+class LanguageModelTask(Task):
     def __init__(self, cfg: ml_collections.ConfigDict, log=print):
         self.cfg = cfg
         self.data = prepare(cfg.data, log=log)
         self.tokenizer = self.data.tokenizer
         self.model = gpt.GPT(model_config(cfg, self.tokenizer.vocab_size))
-        self.matrix_dims = gpt.matrix_dims  # the weight matrices, for optim.name='muon'
+        self.matrix_dims = gpt.matrix_dims
         self.seq_len = cfg.model.block_size
+
+    def describe(self) -> str:
+        meta = self.data.meta
+        return (f"{meta['train_tokens']:,} training and {meta['val_tokens']:,} validation tokens "
+                f"(held out: {', '.join(meta['val_names'])})")
 
     def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
         x = np.zeros((batch_size, self.seq_len), np.int32)
         return {"inputs": x, "targets": x}
 
-    def init_params(self, rng: jax.Array):
-        return self.model.init(rng, self.dummy_batch()["inputs"])["params"]
+    def init_variables(self, rng: jax.Array):
+        return self.model.init(rng, self.dummy_batch()["inputs"])
 
-    def loss(self, params, batch, rng) -> tuple[jax.Array, dict]:
+    def loss(self, params, model_state, batch, rng):
         logits = self.model.apply({"params": params}, batch["inputs"], deterministic=False,
                                   rngs={"dropout": rng})
         losses = optax.softmax_cross_entropy_with_integer_labels(
             logits.astype(jnp.float32), batch["targets"])
-        return losses.mean(), {}
+        return losses.mean(), ({}, model_state)
 
-    def eval_sums(self, params, batch) -> dict[str, jax.Array]:
+    def eval_outputs(self, params, model_state, batch):
         """Sums over the batch, so that many batches (and devices) add up to exact totals."""
         logits = self.model.apply({"params": params}, batch["inputs"], deterministic=True)
         logits = logits.astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
         correct = logits.argmax(-1) == batch["targets"]
         w = jnp.broadcast_to(batch["weights"][:, None], losses.shape)  # 0 for padding rows
-        return {"loss": (losses * w).sum(), "accuracy": (correct * w).sum(), "count": w.sum()}
+        sums = {"loss": (losses * w).sum(), "accuracy": (correct * w).sum(), "count": w.sum()}
+        return {"sums": sums, "examples": {}}
+
+    def summarize(self, sums: dict, examples: dict) -> dict:
+        out = super().summarize(sums, examples)
+        out["perplexity"] = metrics.perplexity(out["loss"])
+        return out
 
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
         return batches.train_batch(self.data.train, self.cfg.seed, step, self.cfg.train.batch_size,
                                    self.seq_len, process_index, process_count)
 
-    def eval_batches(self, max_windows: int, batch_size: int):
-        """Fixed validation batches (the same every time); the last is padded with weight-0 rows."""
-        starts = batches.eval_starts(len(self.data.val), self.seq_len, max_windows)
-        for i in range(0, len(starts), batch_size):
-            chunk = starts[i:i + batch_size]
-            weights = np.zeros(batch_size, np.float32)
-            weights[:len(chunk)] = 1.0
-            batch = batches.windows(self.data.val, np.resize(chunk, batch_size), self.seq_len)
-            yield {**batch, "weights": weights}
+    def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
+        """Fixed validation windows (the same every time)."""
+        starts = batches.eval_starts(len(self.data.val), self.seq_len, max_examples)
+        return padded_batches(len(starts), batch_size,
+                              lambda idx: batches.windows(self.data.val, starts[idx], self.seq_len))
 
+    def samples(self, params, model_state) -> list[str]:
+        from lmjax.infer.sample import generate
 
-TASKS = {"lm": LanguageModelTask}
-
-
-def make_task(cfg: ml_collections.ConfigDict, log=print):
-    if cfg.task not in TASKS:
-        raise ValueError(f"task={cfg.task!r} is not one of {', '.join(TASKS)}.")
-    return TASKS[cfg.task](cfg, log=log)
+        s = self.cfg.sample
+        if s.num_samples == 0 or s.max_new_tokens == 0:
+            return []
+        prompt = np.asarray(self.tokenizer.encode(s.prompt), np.int32)
+        prompt = np.tile(prompt[None], (s.num_samples, 1))
+        params = jax.device_get(params)  # sampling is small: one device does it
+        out = generate(self.model, params, jnp.asarray(prompt), jax.random.PRNGKey(self.cfg.seed),
+                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k)
+        return [self.tokenizer.decode(row) for row in np.asarray(out)]
