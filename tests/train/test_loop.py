@@ -3,10 +3,13 @@
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from lmjax.checkpoint import CheckpointError
 from lmjax.train import loop
+from lmjax.train.restore import load_run
 from lmjax.train.loop import train_and_evaluate
 
 
@@ -138,3 +141,57 @@ def test_a_diverging_run_stops_with_a_clear_error(cfg, tmp_path):
     cfg.optim.update(name="sgd", learning_rate=1e6, clip_norm=0.0, warmup_steps=0, momentum=0.0)
     with pytest.raises(loop.Diverged, match="learning_rate"):
         train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_monitor_follows_a_scripted_validation_curve(cfg):
+    cfg.train.update(early_stopping_metric="f1", early_stopping_mode="max", patience=2)
+    monitor = loop.Monitor(cfg)
+    curve = [0.5, 0.6, 0.55, 0.7, 0.69, 0.7, 0.9]
+    stopped = None
+    for i, value in enumerate(curve):
+        improved = monitor.update(10 * (i + 1), {"f1": value})
+        assert improved == (value > max(curve[:i], default=-1))
+        if monitor.should_stop:
+            stopped = 10 * (i + 1)
+            break
+    assert (stopped, monitor.best, monitor.best_step) == (60, 0.7, 40)
+    # The state survives a checkpoint round trip.
+    again = loop.Monitor(cfg, json.loads(json.dumps(monitor.state())))
+    assert again.should_stop and again.best_step == 40
+
+
+def test_early_stopping_keeps_the_best_checkpoint_and_delivers_it(cfg, tmp_path, monkeypatch):
+    _one_device(cfg)
+    cfg.train.update(num_steps=100, eval_every=5, early_stopping_metric="loss", patience=2)
+    cfg.checkpoint.every = 1000
+    curve = iter([3.0, 2.0, 2.5, 2.2, 2.1])  # best at the 2nd evaluation, stop at the 4th
+    real = loop.evaluate
+
+    def scripted(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        return {**metrics, "loss": next(curve, 9.0)}
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    summary = train_and_evaluate(cfg, str(tmp_path))
+    assert summary["step"] == 20 and summary["best_step"] == 10
+    assert os.listdir(tmp_path / "best") == ["10"]
+    assert os.listdir(tmp_path / "checkpoints") == ["20"]
+    # The delivered model is the best one: its accuracy is that of the evaluation at step 10.
+    with open(tmp_path / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    at_10 = next(r for r in rows if r["split"] == "val" and r["step"] == 10)
+    assert summary["val_accuracy"] == pytest.approx(at_10["accuracy"])
+
+
+def test_init_from_copies_another_runs_weights(cfg, tmp_path):
+    _one_device(cfg)
+    cfg.train.num_steps = 10
+    train_and_evaluate(cfg, str(tmp_path / "pre"))
+    cfg.init_from = str(tmp_path / "pre")
+    cfg.train.num_steps = 1
+    cfg.optim.update(learning_rate=0.0, muon_learning_rate=0.0, warmup_steps=0)  # keep them
+    train_and_evaluate(cfg, str(tmp_path / "fine"))
+    _, _, pre = load_run(str(tmp_path / "pre"))
+    _, _, fine = load_run(str(tmp_path / "fine"))
+    for a, b in zip(jax.tree.leaves(pre.params), jax.tree.leaves(fine.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
