@@ -80,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True
     c.log.progress_bar = True
+    c.log.wandb = False            # also log to Weights & Biases (pip install wandb)
+    c.log.wandb_project = "lmjax"
+    c.log.wandb_mode = "online"    # 'online' | 'offline' (sync later: wandb sync) | 'disabled'
     return c
 
 

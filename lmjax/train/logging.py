@@ -1,12 +1,30 @@
-"""Where training progress goes: console lines, a JSON-lines metrics file, TensorBoard."""
+"""Where training progress goes: console lines, a JSON-lines metrics file, TensorBoard, and
+Weights & Biases when the config asks for it; plus run_info.json, which records what produced
+the run (config, lmjax version and git commit, library versions, devices)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
+import socket
+import subprocess
+import sys
 import time
+import uuid
 
 import jax
+import ml_collections
+import numpy as np
+
+from lmjax.config import ConfigError
+
+# Versions recorded in run_info.json (those installed; the rest are left out).
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "ml-collections",
+             "numpy", "tensorflow-datasets", "tokenizers", "tensorboardX", "optuna", "wandb",
+             "transformers", "qwix")
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 def _fmt(v) -> str:
@@ -23,17 +41,37 @@ def format_seconds(s: float) -> str:
 class MetricLogger:
     """Only the main process writes; every process may call it."""
 
-    def __init__(self, workdir: str, tensorboard: bool = True, echo=print):
+    def __init__(self, workdir: str, tensorboard: bool = True, echo=print,
+                 wandb: dict | None = None):
+        """`wandb`: keyword arguments for `wandb.init` (project, mode, config, ...), or None."""
         self.active = jax.process_index() == 0
         self.echo = echo
         self.file = None
         self.writer = None
+        self.wandb = None
         if self.active:
             os.makedirs(workdir, exist_ok=True)
+            if wandb is not None:  # first: if wandb is missing, nothing else is left open
+                self.wandb = _start_wandb(workdir, wandb)
             self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter
                 self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    @classmethod
+    def for_run(cls, cfg: ml_collections.ConfigDict, workdir: str, echo=print) -> "MetricLogger":
+        """The logger the config's `log` section asks for; also writes run_info.json."""
+        log = cfg.log
+        wandb = None
+        if log.get("wandb", False):
+            mode = log.get("wandb_mode", "online")
+            if mode not in WANDB_MODES:
+                raise ConfigError(f"log.wandb_mode={mode!r}: use one of {', '.join(WANDB_MODES)}.")
+            wandb = dict(project=log.get("wandb_project", "lmjax"), mode=mode,
+                         config=cfg.to_dict())
+        if jax.process_index() == 0:
+            write_run_info(cfg, workdir)
+        return cls(workdir, log.tensorboard, echo=echo, wandb=wandb)
 
     def write(self, step: int, split: str, metrics: dict, console: str | None = None) -> None:
         if not self.active:
@@ -45,15 +83,117 @@ class MetricLogger:
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"{split}/{k}", float(v), step)
+        if self.wandb is not None:
+            self.wandb.log({f"{split}/{k}": float(v) for k, v in metrics.items()}, step=step)
         line = console or " | ".join(f"{k} {_fmt(float(v))}" for k, v in metrics.items())
         self.echo(f"[{split}] step {step} | {line}")
 
     def text(self, step: int, tag: str, text: str) -> None:
-        if self.active and self.writer is not None:
+        if not self.active:
+            return
+        if self.writer is not None:
             self.writer.add_text(tag, text, step)
+        if self.wandb is not None:
+            import wandb
+            self.wandb.log({tag: wandb.Html(f"<pre>{_escape(text)}</pre>")}, step=step)
+
+    def image(self, step: int, tag: str, image) -> None:
+        """An image, such as a rendered confusion matrix: (height, width, channels) uint8 with
+        1, 3 or 4 channels, or (height, width) grey."""
+        if not self.active:
+            return
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"logger.image({tag!r}): expected (H, W, C) uint8 with C in 1, 3, 4; "
+                             f"got {image.shape} {image.dtype}.")
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+        if self.wandb is not None:
+            import wandb
+            self.wandb.log({tag: wandb.Image(image[..., 0] if image.shape[-1] == 1 else image)},
+                           step=step)
 
     def close(self) -> None:
         if self.file:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _start_wandb(workdir: str, kwargs: dict):
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("log.wandb=True needs the wandb package: pip install wandb (or "
+                          "'lmjax[wandb]'), or leave log.wandb=False.") from None
+    # One W&B run per workdir: a resumed training run continues the same W&B run.
+    id_file = os.path.join(workdir, "wandb_run_id")
+    if os.path.exists(id_file):
+        with open(id_file) as f:
+            run_id = f.read().strip()
+    else:
+        run_id = uuid.uuid4().hex[:12]
+        with open(id_file, "w") as f:
+            f.write(run_id)
+    return wandb.init(dir=workdir, id=run_id, resume="allow",
+                      name=os.path.basename(os.path.abspath(workdir)), **kwargs)
+
+
+def _git_commit() -> dict | None:
+    """The commit of the lmjax checkout this code runs from (None when installed from a wheel)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def write_run_info(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Writes <workdir>/run_info.json: enough to trace a result to what produced it. A resumed
+    run rewrites it and appends its start time to `sessions`."""
+    path = os.path.join(workdir, "run_info.json")
+    sessions = []
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                sessions = json.load(f).get("sessions", [])
+        except (OSError, ValueError):
+            pass  # a damaged file is replaced; the run itself is unaffected
+    devices = jax.devices()
+    info = {
+        "lmjax_version": _version("lmjax"),
+        "git": _git_commit(),
+        "command": getattr(sys, "orig_argv", sys.argv),  # python -m lmjax.main --config=...
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "libraries": {n: v for n in LIBRARIES if (v := _version(n))},
+        "devices": {"platform": devices[0].platform, "kind": devices[0].device_kind,
+                    "count": len(devices), "processes": jax.process_count()},
+        "sessions": sessions + [{"start": time.time()}],
+        "config": cfg.to_dict(),
+    }
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(info, f, indent=1)
+    return info
