@@ -7,6 +7,7 @@ maps them onto mesh axes, so the model itself knows nothing about devices.
 from __future__ import annotations
 
 import chex
+import flax.struct
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -29,17 +30,55 @@ def _layer_norm(cfg, name):
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
 
 
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of every layer, for decoding one token at a time.
+
+    Slots are shared by the whole batch: slot `index` is where the next token goes. Rows are
+    left-padded, so row b's real tokens start at slot `start[b]`; earlier slots are never read.
+    """
+    k: jax.Array      # (layers, batch, slots, heads, head_dim)
+    v: jax.Array
+    start: jax.Array  # (batch,) int32
+    index: jax.Array  # () int32
+
+    @classmethod
+    def zeros(cls, cfg, batch: int, slots: int, start: jax.Array | None = None) -> "KVCache":
+        shape = (cfg.num_layers, batch, slots, cfg.num_heads, cfg.d_model // cfg.num_heads)
+        start = jnp.zeros((batch,), jnp.int32) if start is None else start.astype(jnp.int32)
+        return cls(k=jnp.zeros(shape, cfg.dtype), v=jnp.zeros(shape, cfg.dtype), start=start,
+                   index=jnp.zeros((), jnp.int32))
+
+
+def _cached_attention(q, k, v, cache: KVCache, layer):
+    """Writes this step's keys/values into `layer`'s slots, then attends over the cache."""
+    where = (layer, 0, cache.index, 0, 0)
+    ck = jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), where)
+    cv = jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), where)
+    keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False).astype(q.dtype)
+    values = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False).astype(q.dtype)
+    slots = jnp.arange(ck.shape[2])[None, None, :]
+    q_slots = (cache.index + jnp.arange(q.shape[1]))[None, :, None]
+    # Causal over slots, and blind to each row's left padding: (batch, 1, queries, slots).
+    mask = (slots <= q_slots) & (slots >= cache.start[:, None, None])
+    y = jax.nn.dot_product_attention(q, keys, values, mask=mask[:, None])
+    return y, cache.replace(k=ck, v=cv)
+
+
 class Attention(nn.Module):
     cfg: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
+    def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0):
         cfg = self.cfg
         head_dim = cfg.d_model // cfg.num_heads
         qkv = _dense((3, cfg.num_heads, head_dim), ("embed", "qkv", "heads", "kv"), cfg, "qkv")(x)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, length, heads, head_dim)
-        # One call that lets XLA, cuDNN or a TPU kernel pick the fused implementation.
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=cfg.attention)
+        if cache is None:
+            # One call that lets XLA, cuDNN or a TPU kernel pick the fused implementation.
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=cfg.attention)
+        else:
+            y, cache = _cached_attention(q, k, v, cache, layer)
         # Residual projections are scaled down with depth, as in GPT-2.
         std = 0.02 / (2 * cfg.num_layers) ** 0.5
         out = nn.DenseGeneral(
@@ -49,7 +88,8 @@ class Attention(nn.Module):
                                                      ("heads", "kv", "embed")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             name="out")(y)
-        return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+        out = nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
+        return out if cache is None else (out, cache)
 
 
 class MLP(nn.Module):
@@ -69,10 +109,14 @@ class Block(nn.Module):
     cfg: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
-        x = x + Attention(self.cfg, name="attn")(_layer_norm(self.cfg, "ln1")(x), deterministic)
+    def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0):
+        h = Attention(self.cfg, name="attn")(_layer_norm(self.cfg, "ln1")(x), deterministic,
+                                             cache, layer)
+        if cache is not None:
+            h, cache = h
+        x = x + h
         x = x + MLP(self.cfg, name="mlp")(_layer_norm(self.cfg, "ln2")(x), deterministic)
-        return x
+        return x if cache is None else (x, cache)
 
 
 class ScannedBlock(nn.Module):
@@ -84,16 +128,31 @@ class ScannedBlock(nn.Module):
         return Block(self.cfg, name="block")(x, deterministic), None
 
 
-class GPT(nn.Module):
-    """Token ids (batch, length) in, next-token logits (batch, length, vocab) out."""
+class ScannedDecodeBlock(nn.Module):
+    """`Block` with the cache in the scan carry, so each layer updates its slice in place."""
     cfg: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, carry, layer, deterministic: bool):
+        x, cache = carry
+        return Block(self.cfg, name="block")(x, deterministic, cache, layer), None
+
+
+class GPT(nn.Module):
+    """Token ids (batch, length) in, next-token logits (batch, length, vocab) out.
+
+    Decoding passes a `KVCache` and each token's `positions` (batch, length); the call then
+    returns (logits, the cache with these tokens appended). Training never passes one.
+    """
+    cfg: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, deterministic: bool = True, *,
+                 positions: jax.Array | None = None, cache: KVCache | None = None):
         cfg = self.cfg
         batch, length = tokens.shape
         chex.assert_rank(tokens, 2)
-        if length > cfg.block_size:
+        if cache is None and length > cfg.block_size:
             raise ValueError(f"sequence length {length} exceeds model.block_size={cfg.block_size}")
         wte = nn.Embed(
             cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
@@ -102,6 +161,10 @@ class GPT(nn.Module):
         wpe = self.param("wpe", nn.with_logical_partitioning(nn.initializers.normal(0.01),
                                                               ("length", "embed")),
                          (cfg.block_size, cfg.d_model), cfg.param_dtype)
+        if cache is not None:
+            chex.assert_shape(positions, (batch, length))
+            x = wte(tokens) + jnp.take(wpe, positions, axis=0, mode="clip").astype(cfg.dtype)
+            return self._decode(x, cache, wte, deterministic)
         x = wte(tokens) + wpe[:length].astype(cfg.dtype)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         if cfg.scan_layers:
@@ -119,6 +182,21 @@ class GPT(nn.Module):
         logits = wte.attend(x)  # tied input and output embeddings
         chex.assert_shape(logits, (batch, length, cfg.vocab_size))
         return logits
+
+    def _decode(self, x, cache: KVCache, wte, deterministic):
+        """The layers with a cache; the same parameters (and names) as the training path."""
+        cfg = self.cfg
+        if cfg.scan_layers:
+            (x, cache), _ = nn.scan(
+                ScannedDecodeBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                in_axes=(0, nn.broadcast), length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="blocks")(
+                    (x, cache), jnp.arange(cfg.num_layers), deterministic)
+        else:
+            for i in range(cfg.num_layers):
+                x, cache = Block(cfg, name=f"block_{i}")(x, deterministic, cache, i)
+        x = _layer_norm(cfg, "ln_f")(x)
+        return wte.attend(x), cache.replace(index=cache.index + x.shape[1])
 
 
 def matrix_dims(params):

@@ -1,0 +1,191 @@
+"""Text in, text out: batching, padding, stop strings and long outputs around `decode`.
+
+    gen = Generator(model, params, tokenizer)
+    gen.generate([Request("ROMEO:", max_new_tokens=200, temperature=0.8, top_k=40)])
+
+Shapes are rounded up (batch to a power of two, prompt and output lengths to multiples of 16
+and 64) so that a server sees a handful of compiled programs, not one per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax.infer import decode as dec
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One prompt and how to continue it. temperature 0 is greedy decoding."""
+    prompt: str
+    max_new_tokens: int = 100
+    temperature: float = 0.0
+    top_k: int = 0          # 0: no top-k cut
+    top_p: float = 1.0      # 1: no nucleus cut
+    seed: int = 0
+    stop: tuple[str, ...] = ()  # generation ends at the first of these (not included)
+
+
+@dataclasses.dataclass
+class Completion:
+    text: str
+    tokens: list[int]
+    finish_reason: str | None = None  # 'stop' | 'length'; None while still generating
+    emitted: int = 0                  # characters of `text` already handed to a stream
+
+    def take_new(self, hold: int = 0) -> str:
+        """The text not yet streamed, keeping back `hold` characters that could still turn out
+        to be the start of a stop string."""
+        end = len(self.text) if self.finish_reason else max(self.emitted, len(self.text) - hold)
+        new, self.emitted = self.text[self.emitted:end], end
+        return new
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+class Generator:
+    """A model with its parameters and tokenizer, ready to continue prompts."""
+
+    def __init__(self, model, params, tokenizer, max_batch: int = 64):
+        self.model, self.params, self.tokenizer = model, params, tokenizer
+        self.block_size = model.cfg.block_size
+        self.max_batch = max_batch
+        # Byte-level BPE has an end-of-text token; generating it ends a row.
+        self.eot_id = getattr(tokenizer, "eot_id", None)
+        self.eot = getattr(tokenizer, "EOT", None) if self.eot_id is not None else None
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer.encode(text), np.int32)
+
+    # ---- token level -------------------------------------------------------------------
+
+    def _arrays(self, contexts, requests, produced, limits):
+        """Device inputs for one segment: left-padded tokens, sampling settings, stops."""
+        batch = _pow2(len(contexts))
+        plen = _round_up(max(len(c) for c in contexts), 16)
+        tokens = np.zeros((batch, plen), np.int32)
+        start = np.full((batch,), plen - 1, np.int32)  # padding rows: one token, never read
+        limit = np.ones((batch,), np.int32)
+        temperature, top_p = np.zeros((batch,), np.float32), np.ones((batch,), np.float32)
+        top_k, offset = np.zeros((batch,), np.int32), np.zeros((batch,), np.int32)
+        keys = np.zeros((batch, 2), np.uint32)
+        stop_ids = []
+        for b, (c, r) in enumerate(zip(contexts, requests)):
+            tokens[b, plen - len(c):], start[b], limit[b] = c, plen - len(c), limits[b]
+            temperature[b], top_k[b], top_p[b] = r.temperature, r.top_k, r.top_p
+            keys[b], offset[b] = np.asarray(jax.random.PRNGKey(r.seed)), produced[b]
+            seqs = [self.encode(s) for s in r.stop]
+            if self.eot_id is not None:
+                seqs.append(np.array([self.eot_id], np.int32))
+            stop_ids.append([s for s in seqs if len(s)])
+        # Few distinct shapes: up to 4 stop sequences of up to 8 tokens share one program.
+        count = _round_up(max([len(s) for s in stop_ids] + [1]), 4)
+        width = _round_up(max([len(x) for s in stop_ids for x in s] + [1]), 8)
+        stops = np.full((batch, count, width), dec.NEVER, np.int32)
+        for b, seqs in enumerate(stop_ids):
+            for k, s in enumerate(seqs):
+                stops[b, k] = dec.WILDCARD
+                stops[b, k, width - len(s):] = s[-width:]
+        sampling = dec.Sampling(temperature=jnp.asarray(temperature), top_k=jnp.asarray(top_k),
+                                top_p=jnp.asarray(top_p), keys=jnp.asarray(keys),
+                                offset=jnp.asarray(offset))
+        return (jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(limit), jnp.asarray(stops),
+                sampling)
+
+    def stream(self, requests: Sequence[Request], chunk: int = 0) -> Iterator[list[Completion]]:
+        """Continues every request together; yields the completions (updated in place) after
+        every `chunk` decoding steps (0: only once, at the end).
+
+        A row whose prompt plus output fits the context gets exactly the tokens it would get
+        alone. Longer outputs go in segments: when a row's context is full, its last 3/4 is run
+        through the model again and decoding goes on from there.
+        """
+        n = len(requests)
+        if not 0 < n <= self.max_batch:
+            raise ValueError(f"{n} requests: give between 1 and {self.max_batch}.")
+        prompts = [self.encode(r.prompt) for r in requests]
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("an empty prompt: give at least one character (e.g. a newline).")
+        rows = [Completion(text="", tokens=[]) for _ in requests]
+        for row, r in zip(rows, requests):
+            if r.max_new_tokens <= 0:
+                row.finish_reason = "length"
+        keep = [self.block_size - 1] * n  # a first segment keeps as much prompt as fits
+        while True:
+            active = [b for b in range(n) if rows[b].finish_reason is None]
+            if not active:
+                break
+            contexts = [np.concatenate([prompts[b], rows[b].tokens]).astype(np.int32)[-keep[b]:]
+                        for b in active]
+            # Each row's positions stay inside the context: its own limit for this segment.
+            limits = [min(requests[b].max_new_tokens - len(rows[b].tokens),
+                          self.block_size - len(c)) for b, c in zip(active, contexts)]
+            steps = max(limits)
+            args = self._arrays(contexts, [requests[b] for b in active],
+                                [len(rows[b].tokens) for b in active], limits)
+            capacity = _round_up(max(steps - 1, 1), 64)
+            state = dec.prefill(self.model, self.params, *args,
+                                slots=args[0].shape[1] + capacity)
+            taken = [0] * len(active)
+            self._absorb(rows, requests, active, np.asarray(state.last)[:, None], taken, limits)
+            if chunk > 0:
+                yield rows
+            left = steps - 1
+            while left > 0 and any(rows[b].finish_reason is None and t < lim
+                                   for b, t, lim in zip(active, taken, limits)):
+                todo = min(left, chunk) if chunk > 0 else left
+                state, out, written = dec.decode(self.model, self.params, state,
+                                                 jnp.asarray(todo, jnp.int32), capacity=capacity)
+                written = int(written)
+                if written == 0:  # every row stopped on the device
+                    break
+                self._absorb(rows, requests, active, np.asarray(out)[:, :written], taken, limits)
+                left -= written
+                if chunk > 0:
+                    yield rows
+            for b in active:
+                keep[b] = max(1, self.block_size * 3 // 4)
+        if chunk <= 0:
+            yield rows
+
+    def _absorb(self, rows, requests, active, block: np.ndarray, taken, limits) -> None:
+        """Appends a block of new tokens (segment batch, t) to the rows still running, up to
+        each row's limit in this segment, and ends a row at its first stop string (cut from
+        the text) or at max_new_tokens."""
+        for i, b in enumerate(active):
+            row, r = rows[b], requests[b]
+            new = block[i][:limits[i] - taken[i]]
+            if row.finish_reason is not None or len(new) == 0:
+                continue
+            taken[i] += len(new)
+            row.tokens.extend(int(t) for t in new)
+            text = self.tokenizer.decode(row.tokens)
+            stops = list(r.stop) + ([self.eot] if self.eot else [])
+            hits = [(text.find(s), s) for s in stops if s and s in text]
+            if hits:
+                pos, s = min(hits)
+                # Keep the tokens up to the one that completed the stop string.
+                while len(row.tokens) > 1 and s in self.tokenizer.decode(row.tokens[:-1])[pos:]:
+                    row.tokens.pop()
+                row.text, row.finish_reason = text[:pos], "stop"
+            else:
+                row.text = text
+                if len(row.tokens) >= r.max_new_tokens:
+                    row.finish_reason = "length"
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        """Continues all requests as one batch and returns their completions."""
+        for rows in self.stream(requests):
+            pass
+        return rows

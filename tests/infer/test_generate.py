@@ -1,0 +1,169 @@
+"""KV-cache decoding against the cache-free sampler, batches against single rows, sampling
+filters against a NumPy formula."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from lmjax.data.tokenizers import CharTokenizer
+from lmjax.infer import decode as dec
+from lmjax.infer.generate import Generator, Request
+from lmjax.infer.sample import generate as uncached_generate
+from lmjax.models.gpt import GPT, KVCache
+
+TOKENIZER = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLM.,:;!?\n"])
+
+
+def _model(scan_layers=False):
+    cfg = ml_collections.FrozenConfigDict(dict(
+        vocab_size=TOKENIZER.vocab_size, block_size=32, num_layers=2, num_heads=2, d_model=32,
+        mlp_ratio=4, dropout=0.0, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32,
+        attention=None, scan_layers=scan_layers))
+    model = GPT(cfg)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
+    return model, _chaotic(nn.meta.unbox(shapes)["params"])
+
+
+def _chaotic(params, gain=3.0):
+    """Weights with more gain than a training init: an untrained model's greedy output then
+    varies instead of repeating one character, so token-by-token comparisons mean something."""
+    rng = np.random.default_rng(0)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    new = []
+    for path, x in leaves:
+        name, normal = jax.tree_util.keystr(path), rng.standard_normal(x.shape)
+        if "scale" in name:
+            new.append(np.ones(x.shape))
+        elif "bias" in name:
+            new.append(0.1 * normal)
+        elif "wte" in name or "wpe" in name:
+            new.append(normal)
+        else:  # kernels: (inputs..., outputs...); the attention output reads (heads, head_dim)
+            fan_in = x.shape[-4 if "qkv" in name else 0] * (x.shape[-2] if "out" in name else 1)
+            new.append(gain * normal / np.sqrt(fan_in))
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x, jnp.float32) for x in new])
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return Generator(*_model(), TOKENIZER)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_cached_greedy_equals_uncached_greedy(scan_layers, gen):
+    prompt = "ROMEO:"
+    model, params = _model(scan_layers)
+    # The same parameters in nn.scan's layout: a leading layers axis.
+    g = gen if not scan_layers else Generator(model, _stacked(gen.params), TOKENIZER)
+    out = g.generate([Request(prompt, max_new_tokens=32 - len(prompt))])[0]
+    ids = jnp.asarray(TOKENIZER.encode(prompt))[None]
+    ref = uncached_generate(gen.model, gen.params, ids, jax.random.PRNGKey(0),
+                            max_new_tokens=32 - len(prompt), temperature=0.0)
+    assert out.tokens == np.asarray(ref)[0, len(prompt):].tolist()
+    assert len(set(out.tokens)) > 3, out.tokens  # not a degenerate repetition
+
+
+def _stacked(params):
+    blocks = [params[f"block_{i}"] for i in range(2)]
+    rest = {k: v for k, v in params.items() if not k.startswith("block_")}
+    return {**rest, "blocks": {"block": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}}
+
+
+def test_prefill_and_steps_give_the_full_model_logits(gen):
+    model, params = gen.model, gen.params
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, TOKENIZER.vocab_size)
+    full = jax.jit(model.apply)({"params": params}, tokens)
+    apply = jax.jit(lambda t, p, c: model.apply({"params": params}, t, positions=p, cache=c))
+    pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
+    first, cache = apply(tokens[:, :8], pos[:, :8], KVCache.zeros(model.cfg, 2, 16))
+    steps = [first]
+    for t in range(8, 12):
+        logits, cache = apply(tokens[:, t:t + 1], pos[:, t:t + 1], cache)
+        steps.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=1e-4, rtol=1e-5)
+
+
+def test_padded_batch_rows_equal_the_prompts_run_alone(gen):
+    requests = [Request("ROMEO:", 20), Request("a", 25, temperature=1.0, seed=7),
+                Request("Good morrow.", 15, temperature=0.7, top_k=5, top_p=0.9, seed=3)]
+    together = gen.generate(requests)
+    for r, row in zip(requests, together):
+        alone = gen.generate([r])[0]
+        assert row.tokens == alone.tokens and row.text == alone.text
+        assert len(row.tokens) == r.max_new_tokens and row.finish_reason == "length"
+
+
+def test_stop_strings_cut_the_text(gen):
+    free = gen.generate([Request("ROMEO:", 26)])[0].text
+    stop = free[6:8]
+    first = free.find(stop)
+    out = gen.generate([Request("ROMEO:", 26, stop=("zzzz", stop))])[0]
+    assert out.text == free[:first] and out.finish_reason == "stop"
+    assert TOKENIZER.decode(out.tokens) == free[:first + len(stop)]
+
+
+def test_streaming_gives_the_same_text(gen):
+    requests = [Request("ROMEO:", 20), Request("To be", 12, temperature=0.9, seed=1),
+                Request("b", 5)]
+    pieces = [""] * len(requests)
+    for rows in gen.stream(requests, chunk=4):
+        for i, row in enumerate(rows):
+            pieces[i] += row.take_new()
+    assert pieces == [c.text for c in gen.generate(requests)]
+
+
+def test_outputs_longer_than_the_context(gen):
+    out = gen.generate([Request("ROMEO:", 70)])
+    assert len(out[0].tokens) == 70
+    # Within the context the tokens are those of a run that stops there.
+    assert out[0].tokens[:26] == gen.generate([Request("ROMEO:", 26)])[0].tokens
+
+
+def test_decoding_is_one_device_loop(gen):
+    args = gen._arrays([TOKENIZER.encode("ab")], [Request("ab", 10)], [0], [10])
+    state = dec.prefill(gen.model, gen.params, *args, slots=80)
+    text = dec.decode.lower(gen.model, gen.params, state, jnp.asarray(9, jnp.int32),
+                            capacity=64).as_text()
+    assert "stablehlo.while" in text
+
+
+def _reference_filter(logits, temperature, top_k, top_p):
+    x = logits / temperature
+    order = np.argsort(-x, kind="stable")
+    keep = np.zeros_like(x, bool)
+    keep[order[:top_k or len(x)]] = True
+    p = np.exp(x - x[keep].max()) * keep
+    p /= p.sum()
+    mass = 0.0
+    nucleus = np.zeros_like(keep)
+    for i in order:
+        if not keep[i] or mass >= top_p:
+            break
+        nucleus[i] = True
+        mass += p[i]
+    return np.where(nucleus, x, -np.inf)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 1.0),
+                                                     (1.3, 0, 0.8), (1.0, 10, 0.5)])
+def test_filter_logits_matches_numpy(temperature, top_k, top_p):
+    logits = np.random.default_rng(0).normal(size=(3, 40)).astype(np.float32) * 2
+    got = dec.filter_logits(jnp.asarray(logits), jnp.full((3,), temperature),
+                            jnp.full((3,), top_k), jnp.full((3,), top_p))
+    for row, g in zip(logits, np.asarray(got)):
+        np.testing.assert_allclose(g, _reference_filter(row, temperature, top_k, top_p),
+                                   rtol=1e-6)
+
+
+def test_sampling_follows_the_softmax():
+    logits = jnp.asarray([[2.0, 1.0, 0.0, -1.0]])
+    n = 20000
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    s = dec.Sampling(temperature=jnp.ones((1,)), top_k=jnp.zeros((1,), jnp.int32),
+                     top_p=jnp.ones((1,)), keys=keys[:1], offset=jnp.zeros((1,), jnp.int32))
+    draws = jax.vmap(lambda k: dec.sample(logits, s.replace(keys=k[None]), jnp.asarray(0)))(keys)
+    freq = np.bincount(np.asarray(draws).ravel(), minlength=4) / n
+    np.testing.assert_allclose(freq, jax.nn.softmax(logits[0]), atol=0.015)
