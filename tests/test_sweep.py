@@ -22,7 +22,7 @@ from lmjax.config import validate
 from lmjax.sweep import SweepError, load_sweep, open_study, run_worker, write_report
 from lmjax.sweep.results import current_trials
 from lmjax.sweep.spec import check_against_config, with_values
-from lmjax.train.loop import Diverged
+from lmjax.train.loop import Diverged, Preempted
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -165,6 +165,25 @@ def test_a_sweep_resumes_with_a_larger_budget_and_refuses_another_sweep(cfg, tmp
     cfg.model.d_model = 64
     with pytest.raises(SweepError, match="different config: model.d_model: study 32, now 64"):
         run(cfg, tmp_path, algorithm="random", num_trials=5)
+
+
+def test_an_interrupted_trial_runs_again_in_its_own_workdir(cfg, tmp_path):
+    def preempted(c, workdir, on_eval=None):  # SIGTERM arrived: the trainer saved and stopped
+        fake_train(c, workdir, on_eval)
+        raise Preempted(5)
+
+    study, sweep, base = prepare(cfg, tmp_path, algorithm="random", num_trials=2)
+    with pytest.raises(Preempted):
+        run_worker(study, sweep, base, str(tmp_path / "sweep"), train_fn=preempted)
+    (first,) = study.trials
+    assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
+    study, sweep, ran = run(cfg, tmp_path, algorithm="random", num_trials=2)
+    retry, other = sorted(current_trials(study), key=lambda t: t.number)
+    assert ran == 2 and retry.user_attrs["retry_of"] == first.number
+    assert retry.params == first.params and retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["workdir"] == first.user_attrs["workdir"]  # so training resumes
+    calls = tmp_path / "sweep" / retry.user_attrs["workdir"] / "calls.txt"
+    assert len(calls.read_text().split()) == 2
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import os
 import runpy
+import warnings
 from typing import Any
 
 import ml_collections
@@ -216,8 +217,10 @@ def make_sampler(s: Sweep, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if s.algorithm == "tpe":
         # constant_liar: concurrent workers see each other's running trials and spread out.
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials,
-                                          multivariate=True, constant_liar=True)
+        with warnings.catch_warnings():  # both options are "experimental" in older Optunas
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials,
+                                              multivariate=True, constant_liar=True)
     try:
         import torch  # noqa: F401  (Optuna's Gaussian-process sampler is written in PyTorch)
     except ImportError:

@@ -227,7 +227,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep,
                     note = f"the final {metric} is {value}"
             except optuna.TrialPruned as e:
                 state, note = TrialState.PRUNED, str(e)
-            except SweepError:
+            except (SweepError, Preempted):
                 raise
             except Exception as e:  # the trial failed by itself; the sweep goes on
                 note = _reason(e)
