@@ -52,7 +52,8 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
     validate(cfg)
     task = make_task(cfg, log=lambda s: None)
     mesh = meshlib.make_mesh(cfg.mesh)
-    tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims)
+    tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims,
+                               trainable=task.trainable)
     state, _, shardings = create_state(task, tx, mesh, jax.random.PRNGKey(cfg.seed))
     fn = steplib.jit_train_step(task, tx, optim.build_schedule(cfg.optim, cfg.train.num_steps),
                                 cfg.train.grad_accum, jax.random.PRNGKey(1), shardings, mesh)

@@ -124,11 +124,16 @@ def training_texts(cfg) -> list[str]:
     """The texts a tokenizer for this data may be trained on (the training side only)."""
     if cfg.name == "genres":
         works = shakespeare.works()
-        return [works[w] for w in genres.split_works(cfg.fold, cfg.num_folds)[0]]
+        return [works[w] for w in genres.split_works(*_fold(cfg))[0]]
     if cfg.name.startswith("tfds:"):
         return read_tfds(cfg.name[len("tfds:"):], "train", cfg.text_key, cfg.label_key,
                          cfg.max_examples)[0]
     raise _unknown(cfg.name)
+
+
+def _fold(cfg) -> tuple[int, int]:
+    """(fold, number of folds): the cross-validation driver sets data.fold and data.num_folds."""
+    return cfg.get("fold", -1), cfg.get("num_folds", 0)
 
 
 def _unknown(name: str) -> DatasetError:
@@ -139,7 +144,7 @@ def _unknown(name: str) -> DatasetError:
 def load(cfg, tokenizer, seq_len: int) -> TextClassificationData:
     """The classification data named by the `data` config section."""
     if cfg.name == "genres":
-        return genre_passages(tokenizer, seq_len, cfg.fold, cfg.num_folds)
+        return genre_passages(tokenizer, seq_len, *_fold(cfg))
     if cfg.name.startswith("tfds:"):
         return tfds_examples(cfg, tokenizer, seq_len)
     raise _unknown(cfg.name)

@@ -7,6 +7,10 @@ it, and computes `x W + (x A B) * alpha / rank`. The wrapped model is still a Li
 trainer, sharding and checkpoints need nothing new. What qwix does not give us, and this file
 does: which parameters train (the adapters and the fresh task head), and folding the adapters
 back into plain kernels so the unwrapped model serves the merged weights.
+
+Trap (qwix 0.1.8): qwix finds a module's kernel among its parameters that are jax.Arrays. Under
+jit they all are; applied eagerly to NumPy parameters (jax.device_get of a checkpoint), the
+adapters are silently skipped. Convert with jax.tree.map(jnp.asarray, params) first.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
 
 
 def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int,
-                    matrix_dims=None) -> optax.GradientTransformation:
+                    matrix_dims=None, trainable=None) -> optax.GradientTransformation:
     """The optimizer named by cfg.name with its lr schedule, clipping and penalties.
 
     adamw/adam: optax's (eps outside the sqrt, bias-corrected moments).
@@ -64,7 +64,13 @@ def build_optimizer(cfg: ml_collections.ConfigDict, num_steps: int,
     rmsprop: optax.rmsprop with weight decay inserted before the lr scaling:
         v_t = rho v_{t-1} + (1 - rho) g_t^2, u_t = lr (g_t / sqrt(v_t + eps) + wd p),
         and with momentum m_t = mu m_{t-1} + u_t, update = -m_t (else -u_t).
+    `trainable(params)` -> tree of bools, when given, freezes the False leaves (LoRA): they get
+    no update, no optimizer state, and no share of the clipping norm.
     """
+    if trainable is not None:
+        tx = build_optimizer(cfg, num_steps, matrix_dims)
+        labels = lambda p: jax.tree.map(lambda t: 'train' if t else 'frozen', trainable(p))  # noqa: E731
+        return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
     _validate(cfg)
     lr = build_schedule(cfg, num_steps)
     parts = []

@@ -11,6 +11,7 @@ class Task:
     """Base class: subclasses set `model` and implement the methods that raise here."""
 
     matrix_dims = None  # for optim.name='muon': which parameters are weight matrices
+    trainable = None    # params -> tree of bools: only True leaves train (LoRA); None: all
     splits = ("val",)   # evaluation splits; a task with an official test split adds "test"
 
     def init_variables(self, rng):

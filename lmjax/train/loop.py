@@ -108,6 +108,11 @@ def evaluate(task, eval_step, params, model_state, mesh, max_examples: int, batc
     return task.summarize(sums, gathered)
 
 
+def _scalar(v) -> bool:
+    """A metric logged as a curve (not a per-class table or a confusion matrix)."""
+    return np.ndim(v) == 0 and not isinstance(v, (dict, str))
+
+
 def _local_rows(batch: dict) -> dict:
     """The rows of an evaluation batch that belong to this process."""
     n, i = jax.process_count(), jax.process_index()
@@ -178,7 +183,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
 
     task = make_task(cfg, log=echo)
     num_steps = cfg.train.num_steps
-    tx = optim.build_optimizer(cfg.optim, num_steps, matrix_dims=task.matrix_dims)
+    tx = optim.build_optimizer(cfg.optim, num_steps, matrix_dims=task.matrix_dims,
+                               trainable=task.trainable)
     schedule = optim.build_schedule(cfg.optim, num_steps)
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
 
@@ -246,11 +252,11 @@ class _Run:
         t = time.time()
         metrics = evaluate(self.task, self.eval_step, state.params, state.model_state, self.mesh,
                            max_examples, self.cfg.train.batch_size, split)
-        scalars = {k: v for k, v in metrics.items() if np.ndim(v) == 0}
+        scalars = {k: v for k, v in metrics.items() if _scalar(v)}
         shown = " | ".join(f"{k} {v:.4f}" for k, v in list(scalars.items())[:6])
         self.logger.write(step, label or split, scalars, f"{shown} | {time.time() - t:.1f}s")
         for k, v in metrics.items():
-            if np.ndim(v) != 0:  # per-class tables and confusion matrices
+            if not _scalar(v):  # per-class tables and confusion matrices
                 self.logger.text(step, f"{label or split}/{k}", json.dumps(v))
         return metrics
 
@@ -366,7 +372,7 @@ def _final_evaluation(run: _Run, state) -> dict:
     checkpoint when a metric is monitored, else the last state) on every evaluation split."""
     cfg, step = run.cfg, int(state.step)
     val = run.evaluate(state, step, cfg.train.final_eval_windows)
-    summary = {"step": step, **{f"val_{k}": v for k, v in val.items() if np.ndim(v) == 0}}
+    summary = {"step": step, **{f"val_{k}": v for k, v in val.items() if _scalar(v)}}
     if run.monitor.update(step, val):
         run.best_ckpt.save(step, state, cfg.to_dict(), run.monitor.state(), force=True)
     run.best_ckpt.wait()
@@ -375,12 +381,12 @@ def _final_evaluation(run: _Run, state) -> dict:
         best_step = run.best_ckpt.latest_step()
         delivered = run.best_ckpt.restore(best_step, run.abstract, run.shardings)
         val = run.evaluate(delivered, step, cfg.train.final_eval_windows, label="best_val")
-        summary.update({f"val_{k}": v for k, v in val.items() if np.ndim(v) == 0})
+        summary.update({f"val_{k}": v for k, v in val.items() if _scalar(v)})
         summary["best_step"], label = best_step, "best_"
     elif run.monitor.active:
         summary["best_step"] = step
     for split in run.task.splits:
         if split != "val":
             test = run.evaluate(delivered, step, 0, split, label=label + split)
-            summary.update({f"{split}_{k}": v for k, v in test.items() if np.ndim(v) == 0})
+            summary.update({f"{split}_{k}": v for k, v in test.items() if _scalar(v)})
     return summary

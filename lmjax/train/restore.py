@@ -35,7 +35,8 @@ def load_run(workdir: str, mesh: Mesh | None = None, best: bool = False,
             raise CheckpointError(f"No checkpoints in {directory}.")
         cfg = ml_collections.ConfigDict(ckpt.stored_config(step))
         task = make_task(cfg, log=log)
-        tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims)
+        tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims,
+                                   trainable=task.trainable)
         abstract, shardings = state_shardings(task, tx, mesh, jax.random.PRNGKey(cfg.seed))
         state = ckpt.restore(step, abstract, shardings)
     return cfg, task, state

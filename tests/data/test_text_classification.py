@@ -12,8 +12,7 @@ from lmjax.data.tokenizers import WordPieceTokenizer
 
 def data_cfg(**kw):
     c = ml_collections.ConfigDict(dict(name="tfds:imdb_reviews", text_key="text",
-                                       label_key="label", max_examples=0, val_split="",
-                                       fold=-1, num_folds=0))
+                                       label_key="label", max_examples=0, val_split=""))
     c.update(kw)
     return c
 

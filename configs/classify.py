@@ -1,0 +1,80 @@
+"""Sequence classification with a BERT encoder: fine-tuning a configs/bert.py run, or from scratch.
+
+    python -m lmjax.main --config=configs/bert.py --workdir=runs/bert          # pretrain first
+    python -m lmjax.main --config=configs/classify.py --config.init_from=runs/bert
+    python -m lmjax.main --config=configs/classify.py                          # from scratch
+    python -m lmjax.main --config=configs/classify.py --config.init_from=runs/bert \\
+        --config.lora.rank=8 --config.lora.targets=query,value                 # LoRA
+    python -m lmjax.main --config=configs/classify.py --config.data.kfold=4    # 4-fold CV
+    python -m lmjax.main --config=configs/classify.py --config.data.name=tfds:imdb_reviews \\
+        --config.init_from=runs/bert                                           # sentiment (online)
+
+Default task (offline): which kind of work — comedy, history, tragedy or poem — a Shakespeare
+passage comes from, split by work (lmjax/data/genres.py). Reports accuracy, precision, recall
+and F1 (per class, macro, micro), one-vs-rest ROC-AUC, log loss and the confusion matrix.
+"""
+
+import runpy
+from pathlib import Path
+
+import ml_collections
+
+from lmjax.config import base_config
+
+_bert = runpy.run_path(str(Path(__file__).with_name("bert.py")))
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    c = base_config()
+    c.task = "text_classify"
+    c.init_from = ""               # a configs/bert.py workdir: its encoder and tokenizer
+
+    c.data.name = "genres"         # 'genres' (offline) | 'tfds:<name>' (e.g. tfds:imdb_reviews)
+    c.data.text_key = "text"       # with tfds: the text feature
+    c.data.label_key = "label"     # with tfds: the integer label feature
+    c.data.max_examples = 0        # with tfds: at most this many examples per split (0: all)
+    c.data.val_split = ""          # with tfds: the held-out split ('': test)
+    c.data.vocab_size = 4096       # WordPiece vocabulary when not taken from init_from
+
+    c.model = _bert["model_section"]()
+    c.model.dropout = 0.1
+
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0                # > 0: freeze the encoder, train rank-r adapters + the head
+    c.lora.alpha = 16.0            # adapter output scaled by alpha / rank
+    c.lora.targets = "query,value" # among query,key,value,out,fc,proj
+
+    c.train.num_steps = 600
+    c.train.batch_size = 32
+    c.train.log_every = 50
+    c.train.eval_every = 100
+    c.train.eval_windows = 0       # 0: every validation passage (1,289 by default)
+    c.train.final_eval_windows = 0
+    c.train.class_weights = "balanced"  # '' | 'balanced' | 'w0,w1,...' (poems are rare)
+    c.train.early_stopping_metric = "f1_macro"
+    c.train.early_stopping_mode = "max"
+    c.train.patience = 0           # evaluations without improvement before stopping (0: never)
+
+    c.optim.name = "adamw"
+    c.optim.learning_rate = 3e-4
+    c.optim.warmup_steps = 60
+    c.optim.b2 = 0.98
+    c.optim.weight_decay = 0.01
+    c.optim.end_lr_ratio = 0.0
+
+    c.checkpoint.every = 200
+
+    if preset == "cpu":
+        pass
+    elif preset == "tiny":  # seconds, for tests and smoke runs; matches configs/bert.py:tiny
+        tiny = _bert["get_config"]("tiny")
+        c.data.vocab_size = tiny.data.vocab_size
+        c.model.update(num_layers=2, num_heads=2, d_model=32, block_size=32)
+        c.train.update(num_steps=20, batch_size=8, log_every=5, eval_every=10, eval_windows=64,
+                       final_eval_windows=128)
+        c.optim.warmup_steps = 5
+        c.checkpoint.every = 10
+        c.log.progress_bar = False
+    else:
+        raise ValueError(f"unknown preset {preset!r}: use cpu or tiny")
+    return c

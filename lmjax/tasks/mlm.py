@@ -1,0 +1,132 @@
+"""Masked-language-model pretraining of a BERT encoder on a prepared text corpus.
+
+The data are the same prepared token arrays as the GPT's (tokenizer 'wordpiece'), cut into
+[CLS] passage [SEP] rows document by document; masking is redone every step (lmjax/data/mlm.py).
+Loss and accuracy count the selected positions only (15% of the ordinary tokens), on the
+held-out works for validation, whose masks are fixed so evaluations compare.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lmjax.data import mlm
+from lmjax.data.prepare import prepare
+from lmjax.eval import metrics
+from lmjax.models import bert
+from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
+from lmjax.tasks.lm import model_config
+
+EVAL_STEP = 0  # validation rows are masked as at this step (keyed by their own indices)
+
+
+def bert_config(cfg: ml_collections.ConfigDict, vocab_size: int,
+                num_classes: int = 0) -> ml_collections.FrozenConfigDict:
+    """The model section resolved for lmjax.models.bert (vocabulary, dtypes, classes)."""
+    m = model_config(cfg, vocab_size).as_configdict()
+    m.num_classes = num_classes
+    return ml_collections.FrozenConfigDict(m)
+
+
+def check_tokenizer(tokenizer) -> None:
+    if getattr(tokenizer, "kind", None) != "wordpiece":
+        raise ValueError("BERT needs [CLS]/[SEP]/[PAD]/[MASK]: set --config.data.tokenizer="
+                         f"wordpiece (got {getattr(tokenizer, 'kind', tokenizer)!r}).")
+
+
+class MaskedLMTask(Task):
+    def __init__(self, cfg: ml_collections.ConfigDict, log=print):
+        self.cfg = cfg
+        self.data = prepare(cfg.data, log=log)
+        self.tokenizer = tok = self.data.tokenizer
+        check_tokenizer(tok)
+        self.seq_len = cfg.model.block_size
+        self.rate = cfg.data.mask_rate
+        self.num_predictions = mlm.num_predictions(self.seq_len, self.rate)
+        self.train_rows = mlm.passages(self.data.train, self.seq_len, tok)
+        self.val_rows = mlm.passages(self.data.val, self.seq_len, tok)
+        self.model = bert.MaskedLM(bert_config(cfg, tok.vocab_size))
+        self.matrix_dims = bert.matrix_dims
+
+    def describe(self) -> str:
+        meta = self.data.meta
+        return (f"{len(self.train_rows):,} training and {len(self.val_rows):,} validation "
+                f"passages of <= {self.seq_len} WordPiece tokens (vocabulary "
+                f"{self.tokenizer.vocab_size:,}; held out: {', '.join(meta['val_names'])}); "
+                f"{self.rate:.0%} of tokens masked, {self.num_predictions} predictions/passage")
+
+    def init_variables(self, rng: jax.Array):
+        tokens = jnp.zeros((1, self.seq_len), jnp.int32)
+        return self.model.init(rng, tokens, jnp.zeros((1, self.num_predictions), jnp.int32))
+
+    def _scores(self, params, batch, deterministic, rng=None):
+        logits = self.model.apply(
+            {"params": params}, batch["inputs"], batch["mlm_positions"],
+            deterministic=deterministic, rngs=None if rng is None else {"dropout": rng})
+        logits = logits.astype(jnp.float32)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["mlm_targets"])
+        correct = logits.argmax(-1) == batch["mlm_targets"]
+        return losses, correct
+
+    def loss(self, params, model_state, batch, rng):
+        losses, correct = self._scores(params, batch, False, rng)
+        w = batch["mlm_weights"]  # 0 for unused prediction slots: padding never counts
+        n = jnp.maximum(w.sum(), 1.0)
+        return (losses * w).sum() / n, ({"accuracy": (correct * w).sum() / n}, model_state)
+
+    def eval_outputs(self, params, model_state, batch):
+        losses, correct = self._scores(params, batch, True)
+        w = batch["mlm_weights"] * batch["weights"][:, None]
+        return {"sums": {"loss": (losses * w).sum(), "accuracy": (correct * w).sum(),
+                         "count": w.sum()}, "examples": {}}
+
+    def summarize(self, sums: dict, examples: dict) -> dict:
+        out = super().summarize(sums, examples)  # loss and accuracy per masked token
+        out["perplexity"] = metrics.perplexity(out["loss"])
+        return out
+
+    def _masked(self, rows, ids, step):
+        return mlm.mask_batch(rows[ids], ids, self.cfg.seed, step, self.tokenizer,
+                              self.num_predictions, self.rate)
+
+    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
+        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, len(self.train_rows))
+        return self._masked(self.train_rows, local_rows(ids, process_index, process_count), step)
+
+    def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
+        ids = np.arange(len(self.val_rows))
+        if 0 < max_examples < len(ids):  # spread evenly over the held-out works
+            ids = ids[np.linspace(0, len(ids) - 1, max_examples).round().astype(int)]
+        return padded_batches(len(ids), batch_size,
+                              lambda i: self._masked(self.val_rows, ids[i], EVAL_STEP))
+
+    def samples(self, params, model_state) -> list[str]:
+        """A few held-out passages with their masked words filled in: 'truth [was→is]'."""
+        n = self.cfg.fill_mask.num_passages
+        if n == 0:
+            return []
+        ids = np.linspace(0, len(self.val_rows) - 1, n).round().astype(int)
+        batch = self._masked(self.val_rows, ids, EVAL_STEP)
+        params = jax.device_get(params)
+        logits = self.model.apply({"params": params}, batch["inputs"], batch["mlm_positions"])
+        guess = np.asarray(logits.argmax(-1))
+        out = []
+        for r in range(n):
+            row = self.val_rows[ids[r]]
+            guessed = {int(p): int(g) for p, g, w in zip(batch["mlm_positions"][r], guess[r],
+                                                          batch["mlm_weights"][r]) if w}
+            text = ""
+            for p, t in enumerate(row[:self.cfg.fill_mask.max_tokens]):
+                if t in self.tokenizer.special_ids:
+                    continue
+                piece = self.tokenizer.decode([t])
+                if p in guessed:
+                    g = self.tokenizer.decode([guessed[p]])
+                    piece = f"{'##' * piece.startswith('##')}[{piece.lstrip('#')}→{g.lstrip('#')}]"
+                text += piece[2:] if piece.startswith("##") else " " + piece
+            out.append(text.strip())
+        return out

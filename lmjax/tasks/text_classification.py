@@ -1,0 +1,204 @@
+"""Sequence classification with a BERT encoder: fine-tuned from a masked-LM run, or from scratch.
+
+With `init_from` the tokenizer and the encoder come from the pretrained run (its stored config
+says how its data were prepared, so the same WordPiece vocabulary is rebuilt or found in the
+cache); the pooler and the classifier head start fresh. Without it, a WordPiece vocabulary is
+trained on the training side of the data. `lora.rank > 0` freezes the encoder and trains
+low-rank adapters on `lora.targets` plus the head (lmjax/models/lora.py).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lmjax.data import text_classification
+from lmjax.data.prepare import prepare
+from lmjax.eval import metrics
+from lmjax.models import bert, lora
+from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
+from lmjax.tasks.mlm import bert_config, check_tokenizer
+
+# Encoder fields that must agree with the pretrained run's.
+ENCODER_FIELDS = ("vocab_size", "block_size", "num_layers", "num_heads", "d_model", "mlp_ratio",
+                  "use_bias", "type_vocab_size", "param_dtype")
+
+
+def class_weights(spec: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """None (''), 'balanced' (n / (classes * count), scikit-learn's) or explicit 'w0,w1,...'."""
+    if not spec:
+        return None
+    if spec == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        if (counts == 0).any():
+            raise ValueError("train.class_weights='balanced': some class has no training example.")
+        return (len(labels) / (num_classes * counts)).astype(np.float32)
+    try:
+        w = np.asarray([float(x) for x in spec.split(",")], np.float32)
+    except ValueError:
+        w = np.zeros(0)
+    if len(w) != num_classes or (w <= 0).any():
+        raise ValueError(f"train.class_weights={spec!r}: use '', 'balanced' or {num_classes} "
+                         "positive comma-separated numbers, one per class.")
+    return w
+
+
+def pretrained_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config that wrote the latest checkpoint of the run in `workdir`."""
+    from lmjax.checkpoint import Checkpointer, CheckpointError
+    from lmjax.train.restore import checkpoint_dir
+
+    with Checkpointer(checkpoint_dir(workdir)) as ckpt:
+        step = ckpt.latest_step()
+        if step is None:
+            raise CheckpointError(f"init_from={workdir!r} has no checkpoint: give the workdir of "
+                                  "a finished (or saved) configs/bert.py run.")
+        return ml_collections.ConfigDict(ckpt.stored_config(step))
+
+
+def _tokenizer_data(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The `data` section whose prepared corpus gives this run its tokenizer."""
+    if cfg.init_from:
+        pre = pretrained_config(cfg.init_from)
+        if pre.task != "mlm":
+            raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; fine-tuning "
+                             "starts from a masked-LM run (configs/bert.py).")
+        diffs = [f"model.{f}: pretrained {pre.model[f]!r}, here {cfg.model[f]!r}"
+                 for f in ENCODER_FIELDS if f != "vocab_size" and pre.model[f] != cfg.model[f]]
+        if diffs:
+            raise ValueError(f"The encoder here differs from the pretrained one in {cfg.init_from}"
+                             f": {'; '.join(diffs)}. Use the same model settings.")
+        data = pre.data
+        data.cache_dir = cfg.data.cache_dir or data.cache_dir
+        return data
+    # The training side's texts: Shakespeare's training works (the same corpus, hence the same
+    # vocabulary, as configs/bert.py pretrains on), or the dataset's own train split.
+    name = "shakespeare" if cfg.data.name == "genres" else cfg.data.name
+    return ml_collections.ConfigDict(dict(
+        name=name, tokenizer="wordpiece", vocab_size=cfg.data.vocab_size,
+        cache_dir=cfg.data.cache_dir, text_key=cfg.data.text_key,
+        max_examples=cfg.data.max_examples, val_split=cfg.data.val_split,
+        files="", val_fraction=0.1))
+
+
+class TextClassificationTask(Task):
+    def __init__(self, cfg: ml_collections.ConfigDict, log=print):
+        self.cfg = cfg
+        self.tokenizer = tok = prepare(_tokenizer_data(cfg), log=log).tokenizer
+        check_tokenizer(tok)
+        self.seq_len = cfg.model.block_size
+        self.data = text_classification.load(cfg.data, tok, self.seq_len)
+        self.num_classes = self.data.num_classes
+        self.weights = class_weights(cfg.train.class_weights, self.data.train_labels,
+                                     self.num_classes)
+        self.base_model = bert.Classifier(bert_config(cfg, tok.vocab_size, self.num_classes))
+        self.lora = cfg.lora.rank > 0
+        self.model = (lora.apply_lora(self.base_model, cfg.lora.rank, cfg.lora.alpha,
+                                      cfg.lora.targets) if self.lora else self.base_model)
+        self.matrix_dims = bert.matrix_dims
+        # Which parameters the optimizer may change (None: all); see lmjax/models/lora.py.
+        self.trainable = lora.trainable_mask if self.lora else None
+
+    def describe(self) -> str:
+        line = self.data.description
+        if self.weights is not None:
+            line += f"; class weights {', '.join(f'{w:.2f}' for w in self.weights)}"
+        if self.lora:
+            params = nn.meta.unbox(jax.eval_shape(self.init_variables, jax.random.PRNGKey(0)))
+            params = params["params"]
+            n = lora.count(params, lora.trainable_mask(params))
+            line += (f"; LoRA rank {self.cfg.lora.rank} on {self.cfg.lora.targets}: {n:,} of "
+                     f"{lora.count(params):,} parameters train")
+        return line
+
+    def init_variables(self, rng: jax.Array):
+        return self.model.init(rng, jnp.zeros((1, self.seq_len), jnp.int32))
+
+    def _logits(self, params, inputs, deterministic, rng=None):
+        # qwix recognises a kernel only among jax.Arrays (tracers under jit): applied eagerly to
+        # NumPy parameters (a restored checkpoint), a LoRA model would silently skip its adapters.
+        params = jax.tree.map(jnp.asarray, params)
+        return self.model.apply({"params": params}, inputs, deterministic=deterministic,
+                                rngs=None if rng is None else {"dropout": rng}
+                                ).astype(jnp.float32)
+
+    def loss(self, params, model_state, batch, rng):
+        logits = self._logits(params, batch["inputs"], False, rng)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+        # Weighted mean (each example counts its class's weight), as scikit-learn and PyTorch.
+        w = (jnp.ones_like(losses) if self.weights is None
+             else jnp.asarray(self.weights)[batch["labels"]])
+        accuracy = (logits.argmax(-1) == batch["labels"]).mean()
+        return (losses * w).sum() / w.sum(), ({"accuracy": accuracy}, model_state)
+
+    def eval_outputs(self, params, model_state, batch):
+        logits = self._logits(params, batch["inputs"], True)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+        w = batch["weights"]
+        return {"sums": {"loss": (losses * w).sum(), "count": w.sum()},
+                "examples": {"probs": jax.nn.softmax(logits), "labels": batch["labels"]}}
+
+    def summarize(self, sums: dict, examples: dict) -> dict:
+        out = {"loss": sums["loss"] / sums["count"]}  # unweighted: the log loss
+        out.update(metrics.classification_report(examples["probs"], examples["labels"],
+                                                 self.data.class_names))
+        return out
+
+    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
+        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size,
+                            len(self.data.train_labels))
+        ids = local_rows(ids, process_index, process_count)
+        return {"inputs": self.data.train_inputs[ids], "labels": self.data.train_labels[ids]}
+
+    def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
+        n = len(self.data.val_labels)
+        ids = np.arange(n)
+        if 0 < max_examples < n:
+            ids = ids[np.linspace(0, n - 1, max_examples).round().astype(int)]
+        return padded_batches(len(ids), batch_size, lambda i: {
+            "inputs": self.data.val_inputs[ids[i]], "labels": self.data.val_labels[ids[i]]})
+
+    def load_pretrained(self, params, pretrained):
+        """The pretrained encoder ('bert') exactly; pooler, classifier and adapters stay fresh."""
+        if "bert" not in pretrained:
+            raise ValueError("init_from: the pretrained parameters have no BERT encoder ('bert').")
+
+        def take(path, mine):
+            keys = [k.key for k in path]
+            node = pretrained["bert"]
+            for k in keys:
+                if not isinstance(node, dict) or k not in node:
+                    if lora.is_adapter(path):
+                        return mine
+                    raise ValueError(f"init_from: the pretrained encoder has no "
+                                     f"{'/'.join(map(str, keys))}.")
+                node = node[k]
+            if node.shape != mine.shape:
+                raise ValueError(f"init_from: bert/{'/'.join(map(str, keys))} is {node.shape} "
+                                 f"there and {mine.shape} here.")
+            return node.astype(mine.dtype)
+
+        return {**params, "bert": jax.tree_util.tree_map_with_path(take, params["bert"])}
+
+    def merged(self, params):
+        """(plain model, parameters) for inference: LoRA adapters folded into the kernels."""
+        if not self.lora:
+            return self.base_model, params
+        return self.base_model, lora.merge(params, self.cfg.lora.rank, self.cfg.lora.alpha)
+
+    def samples(self, params, model_state) -> list[str]:
+        """With LoRA: merges the adapters and checks the plain model gives the same logits."""
+        if not self.lora:
+            return []
+        params = jax.device_get(params)
+        inputs = self.data.val_inputs[:min(32, len(self.data.val_inputs))]
+        base, merged = self.merged(params)
+        diff = np.abs(np.asarray(base.apply({"params": merged}, inputs) -
+                                 self._logits(params, inputs, True))).max()
+        return [f"LoRA adapters merged into the base weights (lmjax.models.lora.merge): the "
+                f"merged model's logits on {len(inputs)} validation passages differ from the "
+                f"adapted model's by at most {diff:.2e}."]
