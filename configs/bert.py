@@ -52,21 +52,21 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
     c.model = model_section()
 
-    c.train.num_steps = 1500
+    c.train.num_steps = 800
     c.train.batch_size = 32
     c.train.log_every = 50
-    c.train.eval_every = 500
+    c.train.eval_every = 200
     c.train.eval_windows = 256     # validation passages per periodic evaluation
     c.train.final_eval_windows = 0 # 0: every held-out passage
 
     c.optim.name = "adamw"
     c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 100
+    c.optim.warmup_steps = 80
     c.optim.b2 = 0.98
     c.optim.weight_decay = 0.01    # BERT's
     c.optim.end_lr_ratio = 0.0
 
-    c.checkpoint.every = 500
+    c.checkpoint.every = 400
 
     c.fill_mask = ml_collections.ConfigDict()  # printed at the end of a run
     c.fill_mask.num_passages = 2   # held-out passages shown with their masked words guessed

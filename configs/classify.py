@@ -44,7 +44,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.lora.alpha = 16.0            # adapter output scaled by alpha / rank
     c.lora.targets = "query,value" # among query,key,value,out,fc,proj
 
-    c.train.num_steps = 600
+    c.train.num_steps = 300
     c.train.batch_size = 32
     c.train.log_every = 50
     c.train.eval_every = 100
@@ -57,12 +57,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
     c.optim.name = "adamw"
     c.optim.learning_rate = 3e-4
-    c.optim.warmup_steps = 60
+    c.optim.warmup_steps = 30
     c.optim.b2 = 0.98
     c.optim.weight_decay = 0.01
     c.optim.end_lr_ratio = 0.0
 
-    c.checkpoint.every = 200
+    c.checkpoint.every = 300
 
     if preset == "cpu":
         pass

@@ -82,7 +82,8 @@ def mask_example(tokens: np.ndarray, rng: np.random.Generator, mask_id: int, num
 
 
 def mask_batch(rows: np.ndarray, example_ids: np.ndarray, seed: int, step: int, tokenizer,
-               max_predictions: int | None = None, rate: float = MASK_RATE) -> dict[str, np.ndarray]:
+               max_predictions: int | None = None,
+               rate: float = MASK_RATE) -> dict[str, np.ndarray]:
     """Masks each row with a generator keyed by (seed, step, example id): a pure function.
 
     Keys: inputs (B, L), mlm_positions / mlm_targets / mlm_weights (B, P).

@@ -61,8 +61,10 @@ def genre_passages(tokenizer, seq_len: int, fold: int = -1, num_folds: int = 0,
             labels += [genres.GENRES.index(genres.GENRE_OF[w])] * len(pieces)
         return _frame(rows, seq_len, tokenizer), np.asarray(labels, np.int32)
 
+    def counts(y):
+        return "/".join(str(int((y == i).sum())) for i in range(len(genres.GENRES)))
+
     (xt, yt), (xv, yv) = side(train_works), side(val_works)
-    counts = lambda y: "/".join(str(int((y == i).sum())) for i in range(len(genres.GENRES)))  # noqa: E731
     split = "default split" if fold < 0 or num_folds < 2 else f"fold {fold} of {num_folds}"
     description = (f"genres {'/'.join(genres.GENRES)}; {split}: {len(train_works)} training works "
                    f"({counts(yt)} passages), {len(val_works)} held out "

@@ -76,12 +76,12 @@ class MaskedLMTask(Task):
         losses, correct = self._scores(params, batch, False, rng)
         w = batch["mlm_weights"]  # 0 for unused prediction slots: padding never counts
         n = jnp.maximum(w.sum(), 1.0)
-        return (losses * w).sum() / n, ({"accuracy": (correct * w).sum() / n}, model_state)
+        return (losses * w).sum() / n, ({"masked_accuracy": (correct * w).sum() / n}, model_state)
 
     def eval_outputs(self, params, model_state, batch):
         losses, correct = self._scores(params, batch, True)
         w = batch["mlm_weights"] * batch["weights"][:, None]
-        return {"sums": {"loss": (losses * w).sum(), "accuracy": (correct * w).sum(),
+        return {"sums": {"loss": (losses * w).sum(), "masked_accuracy": (correct * w).sum(),
                          "count": w.sum()}, "examples": {}}
 
     def summarize(self, sums: dict, examples: dict) -> dict:
@@ -126,7 +126,8 @@ class MaskedLMTask(Task):
                 piece = self.tokenizer.decode([t])
                 if p in guessed:
                     g = self.tokenizer.decode([guessed[p]])
-                    piece = f"{'##' * piece.startswith('##')}[{piece.lstrip('#')}→{g.lstrip('#')}]"
+                    glue = "##" if piece.startswith("##") else ""
+                    piece = f"{glue}[{piece.lstrip('#')}→{g.lstrip('#')}]"
                 text += piece[2:] if piece.startswith("##") else " " + piece
             out.append(text.strip())
         return out

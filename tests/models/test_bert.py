@@ -1,4 +1,4 @@
-"""The BERT encoder: bidirectional, blind to padding, heads consistent, shardable by logical names."""
+"""The BERT encoder: bidirectional, blind to padding, consistent heads, sharded by logical names."""
 
 import flax.linen as nn
 import jax

@@ -37,9 +37,9 @@ def pretrained(tmp_path_factory, data_cache, load_config):
 
 def test_mlm_pretraining_learns_and_reports_masked_metrics(pretrained):
     workdir, summary = pretrained
-    assert {"val_loss", "val_accuracy", "val_perplexity"} <= set(summary)
+    assert {"val_loss", "val_masked_accuracy", "val_perplexity"} <= set(summary)
     # 512 WordPiece tokens: uniform guessing would be ln(512) = 6.24 nats and 0.2% accurate.
-    assert summary["val_loss"] < 5.9 and summary["val_accuracy"] > 0.01
+    assert summary["val_loss"] < 5.9 and summary["val_masked_accuracy"] > 0.01
     np.testing.assert_allclose(summary["val_perplexity"], np.exp(summary["val_loss"]), rtol=1e-6)
 
 
