@@ -46,6 +46,20 @@ class Completion:
         return new
 
 
+def inference_params(model, params):
+    """Weight matrices and embeddings stored in the compute dtype (e.g. bfloat16 when training
+    kept float32 masters): the model casts them to it before every use, so this computes exactly
+    the same and reads half the bytes per token. Vectors (norms, biases) stay as they are, since
+    LayerNorm applies its scale in float32. Quantized (qwix) parameters are left alone."""
+    from lmjax.models.gpt import GPT
+
+    dtype = jnp.dtype(model.cfg.dtype)
+    if type(model) is not GPT or dtype.itemsize >= 4:
+        return params
+    return jax.tree.map(lambda x: x.astype(dtype) if x.ndim >= 2 and jnp.issubdtype(
+        x.dtype, jnp.floating) else x, params)
+
+
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
@@ -57,12 +71,13 @@ def _pow2(x: int) -> int:
 class Generator:
     """A model with its parameters and tokenizer, ready to continue prompts."""
 
-    def __init__(self, model, params, tokenizer, max_batch: int = 64):
-        self.model, self.params, self.tokenizer = model, params, tokenizer
+    def __init__(self, model, params, tokenizer, max_batch: int = 64, stop_at_eot: bool = True):
+        self.model, self.tokenizer = model, tokenizer
+        self.params = inference_params(model, params)
         self.block_size = model.cfg.block_size
         self.max_batch = max_batch
         # Byte-level BPE has an end-of-text token; generating it ends a row.
-        self.eot_id = getattr(tokenizer, "eot_id", None)
+        self.eot_id = getattr(tokenizer, "eot_id", None) if stop_at_eot else None
         self.eot = getattr(tokenizer, "EOT", None) if self.eot_id is not None else None
 
     def encode(self, text: str) -> np.ndarray:
