@@ -4,6 +4,8 @@ Compiles the same jitted, sharded step the trainer runs, excludes warm-up, synch
 device after every step and reports the median. MFU counts nanoGPT's/PaLM's model FLOPs:
 6·N per token for the N non-position-embedding parameters, plus 12·L·d·T per token for
 attention scores and values (L layers, width d, context T), against the device's dense peak.
+For other families (CNN, MLP, LSTM) the FLOPs are XLA's cost analysis of the compiled step,
+and throughput is in examples/s (tokens/s for language models).
 """
 
 from __future__ import annotations
@@ -73,8 +75,15 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
 
     step_s = float(np.median(times))
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    tokens = cfg.train.batch_size * cfg.model.block_size
-    achieved = flops_per_token(cfg, n_params) * tokens / step_s
+    is_lm = hasattr(task, "seq_len") and "num_heads" in cfg.model
+    items = cfg.train.batch_size * (task.seq_len if hasattr(task, "seq_len") else 1)
+    if is_lm:
+        step_flops = flops_per_token(cfg, n_params) * items
+    else:  # other families: XLA's own count of the compiled step's floating-point operations
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        step_flops = float((cost or {}).get("flops", 0.0)) * mesh.devices.size
+    achieved = step_flops / step_s
     device = jax.devices()[0]
     peak = peak_flops(device.device_kind, peak_tflops)
     stats = device.memory_stats() or {}
@@ -84,7 +93,9 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
         "compile_s": compile_s,
         "step_ms": step_s * 1e3,
         "step_ms_p90": float(np.percentile(times, 90)) * 1e3,
-        "tokens_per_s": tokens / step_s,
+        "unit": "tokens" if hasattr(task, "seq_len") else "examples",
+        "items_per_s": items / step_s,
+        "tokens_per_s": items / step_s,  # (examples/s for tasks without sequences)
         "model_tflops_per_s": achieved / 1e12,
         "mfu": achieved / (peak * mesh.devices.size) if peak else None,
         "peak_memory_GiB": stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats
@@ -103,10 +114,12 @@ def main(argv) -> None:
     split_host_cpu(cfg)
     r = benchmark(cfg, _STEPS.value, _WARMUP.value, _PEAK.value)
     rows = [("device", r["device"]), ("parameters", f"{r['params_M']:.2f}M"),
-            ("batch x context", f"{cfg.train.batch_size} x {cfg.model.block_size}"),
+            ("batch" + (" x context" if "block_size" in cfg.model else ""),
+             f"{cfg.train.batch_size}" + (f" x {cfg.model.block_size}"
+                                          if "block_size" in cfg.model else "")),
             ("compile time", f"{r['compile_s']:.1f} s"),
             ("step time (median, p90)", f"{r['step_ms']:.1f} ms, {r['step_ms_p90']:.1f} ms"),
-            ("tokens/s", f"{r['tokens_per_s']:,.0f}"),
+            (f"{r['unit']}/s", f"{r['items_per_s']:,.0f}"),
             ("model TFLOP/s", f"{r['model_tflops_per_s']:.3f}"),
             ("MFU", f"{r['mfu']:.1%}" if r["mfu"] is not None else
              "n/a (unknown peak: pass --peak_tflops)"),

@@ -14,6 +14,16 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """A config from 'configs/x.py' or 'configs/x.py:preset', as --config reads it (for notebooks
+    and scripts; overrides are plain attribute assignments afterwards)."""
+    import runpy
+
+    path, _, preset = spec.partition(":")
+    get_config = runpy.run_path(path)["get_config"]
+    return get_config(preset) if preset else get_config()
+
+
 def base_config() -> ml_collections.ConfigDict:
     """The sections every experiment shares, with neutral defaults; configs/*.py start from it
     and set what their model family needs (see configs/gpt.py for every field explained)."""

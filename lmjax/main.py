@@ -9,14 +9,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import runpy
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lmjax.checkpoint import CheckpointError
-from lmjax.config import ConfigError
+from lmjax.config import ConfigError, load_config
 from lmjax.data.corpora import DatasetError
 from lmjax.data.shakespeare import CorpusMissingError
 
@@ -60,9 +59,7 @@ def _config_arg(argv: list[str]) -> str:
 
 def _defaults(argv: list[str]):
     """The config as its file defines it, before any override."""
-    path, _, arg = _config_arg(argv).partition(":")
-    get_config = runpy.run_path(path)["get_config"]
-    return get_config(arg) if arg else get_config()
+    return load_config(_config_arg(argv))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

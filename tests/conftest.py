@@ -37,3 +37,32 @@ def tiny_config(data_cache):
     c.data.cache_dir = data_cache
     c.log.tensorboard = False
     return c
+
+
+def write_idx(path, array):
+    """An IDX file as Fashion-MNIST ships them (gzip, big-endian header)."""
+    import gzip
+
+    import numpy as np
+    array = np.asarray(array, np.uint8)
+    magic = (0x08 << 8) | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory) -> str:
+    """Small Fashion-MNIST-shaped IDX files: 600 training and 200 test images of 28x28 in
+    which each class is a square of its own brightness on noise, so a model can learn them."""
+    import numpy as np
+    d = tmp_path_factory.mktemp("fashion")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 600), ("t10k", 200)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 28, 28))
+        for i, y in enumerate(labels):
+            images[i, 6:22, 6:22] = 60 + 19 * y
+        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return str(d)

@@ -22,6 +22,8 @@ import ml_collections
 # task name -> "module:Class", imported on use so that a GPT run does not import BERT.
 TASKS = {
     "lm": "lmjax.tasks.lm:LanguageModelTask",
+    "classify": "lmjax.tasks.classification:ClassificationTask",
+    "regress": "lmjax.tasks.classification:RegressionTask",
     "mlm": "lmjax.tasks.mlm:MaskedLMTask",
     "text_classify": "lmjax.tasks.text_classification:TextClassificationTask",
 }

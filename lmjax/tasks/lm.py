@@ -11,7 +11,7 @@ import optax
 from lmjax.data import batches
 from lmjax.data.prepare import prepare
 from lmjax.eval import metrics
-from lmjax.models import gpt
+from lmjax.models import gpt, rnn
 from lmjax.tasks.base import Task, padded_batches
 
 
@@ -23,8 +23,10 @@ def model_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> ml_collecti
     elif m["vocab_size"] < vocab_size:
         raise ValueError(f"model.vocab_size={m['vocab_size']} is smaller than the tokenizer's "
                          f"vocabulary ({vocab_size}): set it to 0 or at least {vocab_size}.")
-    m["dtype"], m["param_dtype"] = jnp.dtype(m["dtype"]), jnp.dtype(m["param_dtype"])
-    m["attention"] = None if m["attention"] == "auto" else m["attention"]
+    if "dtype" in m:
+        m["dtype"], m["param_dtype"] = jnp.dtype(m["dtype"]), jnp.dtype(m["param_dtype"])
+    if "attention" in m:
+        m["attention"] = None if m["attention"] == "auto" else m["attention"]
     return ml_collections.FrozenConfigDict(m)
 
 
@@ -33,8 +35,13 @@ class LanguageModelTask(Task):
         self.cfg = cfg
         self.data = prepare(cfg.data, log=log)
         self.tokenizer = self.data.tokenizer
-        self.model = gpt.GPT(model_config(cfg, self.tokenizer.vocab_size))
-        self.matrix_dims = gpt.matrix_dims
+        model_cfg = model_config(cfg, self.tokenizer.vocab_size)
+        if cfg.model.get("name", "gpt") == "gpt":
+            self.model, self.matrix_dims = gpt.GPT(model_cfg), gpt.matrix_dims
+        elif cfg.model.name in rnn.CELLS:
+            self.model = rnn.RNNLM(model_cfg)
+        else:
+            raise ValueError(f"model.name={cfg.model.name!r}: use 'gpt', 'lstm' or 'gru'.")
         self.seq_len = cfg.model.block_size
 
     def describe(self) -> str:

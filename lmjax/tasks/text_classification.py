@@ -14,37 +14,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from lmjax.data import text_classification
 from lmjax.data.prepare import prepare
-from lmjax.eval import metrics
 from lmjax.models import bert, lora
 from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
+from lmjax.tasks.classification import (class_weights, classification_loss, classification_metrics,
+                                         classification_outputs)
 from lmjax.tasks.mlm import bert_config, check_tokenizer
 
 # Encoder fields that must agree with the pretrained run's.
 ENCODER_FIELDS = ("vocab_size", "block_size", "num_layers", "num_heads", "d_model", "mlp_ratio",
                   "use_bias", "type_vocab_size", "param_dtype")
-
-
-def class_weights(spec: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
-    """None (''), 'balanced' (n / (classes * count), scikit-learn's) or explicit 'w0,w1,...'."""
-    if not spec:
-        return None
-    if spec == "balanced":
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        if (counts == 0).any():
-            raise ValueError("train.class_weights='balanced': some class has no training example.")
-        return (len(labels) / (num_classes * counts)).astype(np.float32)
-    try:
-        w = np.asarray([float(x) for x in spec.split(",")], np.float32)
-    except ValueError:
-        w = np.zeros(0)
-    if len(w) != num_classes or (w <= 0).any():
-        raise ValueError(f"train.class_weights={spec!r}: use '', 'balanced' or {num_classes} "
-                         "positive comma-separated numbers, one per class.")
-    return w
 
 
 def pretrained_config(workdir: str) -> ml_collections.ConfigDict:
@@ -128,25 +109,15 @@ class TextClassificationTask(Task):
 
     def loss(self, params, model_state, batch, rng):
         logits = self._logits(params, batch["inputs"], False, rng)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
-        # Weighted mean (each example counts its class's weight), as scikit-learn and PyTorch.
-        w = (jnp.ones_like(losses) if self.weights is None
-             else jnp.asarray(self.weights)[batch["labels"]])
-        accuracy = (logits.argmax(-1) == batch["labels"]).mean()
-        return (losses * w).sum() / w.sum(), ({"accuracy": accuracy}, model_state)
+        loss, accuracy = classification_loss(logits, batch["labels"], self.weights)
+        return loss, ({"accuracy": accuracy}, model_state)
 
     def eval_outputs(self, params, model_state, batch):
         logits = self._logits(params, batch["inputs"], True)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
-        w = batch["weights"]
-        return {"sums": {"loss": (losses * w).sum(), "count": w.sum()},
-                "examples": {"probs": jax.nn.softmax(logits), "labels": batch["labels"]}}
+        return classification_outputs(logits, batch["labels"], batch["weights"])
 
     def summarize(self, sums: dict, examples: dict) -> dict:
-        out = {"loss": sums["loss"] / sums["count"]}  # unweighted: the log loss
-        out.update(metrics.classification_report(examples["probs"], examples["labels"],
-                                                 self.data.class_names))
-        return out
+        return classification_metrics(sums, examples, self.data.class_names)
 
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
         ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size,

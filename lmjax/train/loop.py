@@ -12,7 +12,6 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from lmjax import optim
 from lmjax.checkpoint import Checkpointer, CheckpointError
 from lmjax.config import validate
+from lmjax.eval.evaluate import evaluate
 from lmjax.parallel import mesh as meshlib
 from lmjax.train import step as steplib
 from lmjax.tasks import make_task
@@ -33,6 +33,9 @@ from lmjax.train.state import TrainState, create_state, state_shardings
 # below, which only change how the same weights are computed.
 STATE_DEFINING = ("task", "model", "data.name", "data.tokenizer", "data.vocab_size", "optim.name")
 COMPUTE_ONLY = ("dropout", "dtype", "attention", "remat")
+# The evaluation metrics shown on the console (all of them go to metrics.jsonl and TensorBoard).
+HEADLINE = ("loss", "accuracy", "perplexity", "f1_macro", "roc_auc", "masked_accuracy", "rmse",
+            "mae", "r2")
 
 
 class Preempted(Exception):
@@ -89,34 +92,9 @@ def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str
     return diffs
 
 
-def evaluate(task, eval_step, params, model_state, mesh, max_examples: int, batch_size: int,
-             split: str = "val") -> dict:
-    """The task's metrics over a whole evaluation split: sums add up exactly over batches and
-    devices; per-example outputs (for AUC, confusion matrices) are gathered, padding dropped."""
-    sums, examples = None, []
-    for batch in task.eval_batches(batch_size, max_examples, split):
-        out = eval_step(params, model_state, meshlib.global_batch(_local_rows(batch), mesh))
-        sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
-        if out["examples"]:
-            keep = batch["weights"] > 0
-            examples.append({k: np.asarray(v)[keep] for k, v in out["examples"].items()})
-        # One batch in flight at a time: many independent evaluation steps queued at once can
-        # deadlock XLA's CPU collectives (see the note in the training loop).
-        jax.block_until_ready(sums)
-    sums = {k: float(v) for k, v in jax.device_get(sums).items()}
-    gathered = {k: np.concatenate([e[k] for e in examples]) for k in examples[0]} if examples else {}
-    return task.summarize(sums, gathered)
-
-
 def _scalar(v) -> bool:
     """A metric logged as a curve (not a per-class table or a confusion matrix)."""
     return np.ndim(v) == 0 and not isinstance(v, (dict, str))
-
-
-def _local_rows(batch: dict) -> dict:
-    """The rows of an evaluation batch that belong to this process."""
-    n, i = jax.process_count(), jax.process_index()
-    return jax.tree.map(lambda x: x[i * (len(x) // n):(i + 1) * (len(x) // n)], batch)
 
 
 class Monitor:
@@ -253,7 +231,8 @@ class _Run:
         metrics = evaluate(self.task, self.eval_step, state.params, state.model_state, self.mesh,
                            max_examples, self.cfg.train.batch_size, split)
         scalars = {k: v for k, v in metrics.items() if _scalar(v)}
-        shown = " | ".join(f"{k} {v:.4f}" for k, v in list(scalars.items())[:6])
+        headline = [k for k in HEADLINE if k in scalars] or list(scalars)[:5]
+        shown = " | ".join(f"{k} {scalars[k]:.4f}" for k in headline)
         self.logger.write(step, label or split, scalars, f"{shown} | {time.time() - t:.1f}s")
         for k, v in metrics.items():
             if not _scalar(v):  # per-class tables and confusion matrices

@@ -84,3 +84,22 @@ def test_mesh_sizes_are_checked():
     assert small.devices.size == 4 and dict(small.shape) == {"data": 2, "fsdp": 2, "tensor": 1}
     with pytest.raises(ValueError, match="at most one may be -1"):
         meshlib.mesh_shape(ml_collections.ConfigDict(dict(data=-1, fsdp=-1, tensor=1)), 8)
+
+
+def test_batch_norm_cnn_on_8_devices_matches_one_device_statistics_included(
+        load_config, fashion_dir):
+    cfg = load_config("tiny", "fashion_mnist.py")
+    cfg.data.update(dir=fashion_dir, val_size=100)
+    cfg.optim.warmup_steps = 0
+    task = make_task(cfg, log=lambda s: None)
+    cfg.mesh.data = 1
+    one, one_losses = _run(cfg, task, jax.devices()[:1])
+    cfg.mesh.data = 8
+    eight, eight_losses = _run(cfg, task, jax.devices())
+    np.testing.assert_allclose(eight_losses, one_losses, rtol=1e-5)
+    # The running statistics are those of the global batch, not of each device's quarter of it.
+    for a, b in zip(jax.tree.leaves(eight.model_state), jax.tree.leaves(one.model_state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert any(float(np.abs(x).max()) > 0 for x in jax.tree.leaves(one.model_state))
+    for a, b in zip(jax.tree.leaves(eight.params), jax.tree.leaves(one.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=0.05 * cfg.optim.learning_rate)

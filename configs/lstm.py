@@ -1,0 +1,30 @@
+"""A character-level LSTM (or GRU) language model on the same Shakespeare split and tokenizer
+as the GPT default, for comparison at the same wall-clock budget (docs/baselines.md).
+
+    python -m lmjax.main --config=configs/lstm.py
+    python -m lmjax.main --config=configs/lstm.py --config.model.name=gru
+"""
+
+import os
+import runpy
+
+import ml_collections
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+    # Everything but the model is the GPT default's (or its tiny preset's): data, batches,
+    # schedule, evaluation and samples, so the two compare like for like.
+    gpt = runpy.run_path(os.path.join(os.path.dirname(__file__), "gpt.py"))["get_config"]
+    c = gpt("tiny" if preset == "tiny" else "cpu")
+    block_size = c.model.block_size
+    c.model = ml_collections.ConfigDict(dict(
+        name="lstm",               # 'lstm' | 'gru'
+        vocab_size=0,              # 0: taken from the tokenizer
+        block_size=block_size,     # training window; the state starts from zeros in each window
+        d_model=512 if preset == "cpu" else 32,  # hidden units per layer
+        num_layers=1,
+        dropout=0.0))
+    c.optim.update(name="adamw", learning_rate=4e-3, weight_decay=0.0)
+    if preset not in ("cpu", "tiny"):
+        raise ValueError(f"unknown preset {preset!r}: use cpu or tiny")
+    return c

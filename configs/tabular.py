@@ -1,0 +1,32 @@
+"""Small tabular tasks from scikit-learn's bundled datasets, with an MLP.
+
+    python -m lmjax.main --config=configs/tabular.py:diabetes        # regression, MSE
+    python -m lmjax.main --config=configs/tabular.py:breast_cancer   # binary, log loss
+    python -m lmjax.eval.sklearn_baseline --config=configs/tabular.py:diabetes  # the linear reference
+"""
+
+import ml_collections
+
+from lmjax.config import base_config
+
+
+def get_config(preset: str = "diabetes") -> ml_collections.ConfigDict:
+    c = base_config()
+    c.data.update(name=preset, val_size=60)
+    c.model.update(name="mlp", hidden=(64,), dropout=0.1)
+    c.train.update(num_steps=1500, batch_size=32, eval_every=100, log_every=100,
+                   early_stopping_metric="loss", patience=0)
+    c.train.label_smoothing = 0.0
+    c.train.class_weights = ""
+    c.optim.update(name="adamw", learning_rate=3e-3, warmup_steps=50, weight_decay=1e-2)
+    c.checkpoint.every = 500
+    c.mesh.data = 1                # a few hundred rows: one device is plenty
+    c.log.progress_bar = False
+    if preset == "diabetes":
+        c.task = "regress"
+    elif preset == "breast_cancer":
+        c.task = "classify"
+        c.data.val_size = 80
+    else:
+        raise ValueError(f"unknown preset {preset!r}: use diabetes or breast_cancer")
+    return c

@@ -1,0 +1,68 @@
+"""Classic baselines: a multilayer perceptron and a small convolutional network.
+
+Both map a batch of inputs (images as uint8 NHWC, or float feature rows) to `num_outputs`
+logits. Images are scaled to [0, 1] and standardised inside the model, so every data source
+feeds raw pixels. Their weights are small and replicated: they train data-parallel only.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+    if x.dtype == jnp.uint8:  # raw pixels: scale and centre (Fashion-MNIST: mean 0.29, std 0.35)
+        return (x.astype(jnp.float32) / 255.0 - 0.29) / 0.35
+    return x.astype(jnp.float32)
+
+
+class MLP(nn.Module):
+    num_outputs: int
+    hidden: Sequence[int] = (512, 256)
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        batch = x.shape[0]
+        x = _as_float(x).reshape(batch, -1)
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+        logits = nn.Dense(self.num_outputs)(x)
+        chex.assert_shape(logits, (batch, self.num_outputs))
+        return logits
+
+
+class CNN(nn.Module):
+    """Blocks of (3x3 convolution, batch norm, ReLU) x `convs_per_block`, then 2x2 max-pooling;
+    global average pooling, dropout and a linear classifier."""
+    num_outputs: int
+    channels: Sequence[int] = (32, 64, 128)
+    convs_per_block: int = 2
+    dropout: float = 0.0
+    bn_momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        chex.assert_rank(x, 4)  # (batch, height, width, channels)
+        batch = x.shape[0]
+        x = _as_float(x)
+        for i, width in enumerate(self.channels):
+            for _ in range(self.convs_per_block):
+                x = nn.Conv(width, (3, 3), use_bias=False)(x)
+                # Under jit with the batch sharded over devices, the batch mean and variance
+                # are reductions over the global batch: statistics are global, not per device.
+                x = nn.BatchNorm(use_running_average=deterministic, momentum=self.bn_momentum)(x)
+                x = nn.relu(x)
+            if i < len(self.channels) - 1:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.mean(axis=(1, 2))
+        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+        logits = nn.Dense(self.num_outputs)(x)
+        chex.assert_shape(logits, (batch, self.num_outputs))
+        return logits

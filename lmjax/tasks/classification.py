@@ -1,0 +1,178 @@
+"""Classification (and regression) of fixed examples: images, table rows, any arrays.
+
+The data source gives train / validation / test arrays (lmjax/data/images.py, tabular.py);
+`model.name` picks a baseline from lmjax/models/baselines.py. Training batches are epochs of
+fresh permutations drawn from (seed, epoch); images are augmented on the device.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lmjax.data.augment import augment
+from lmjax.eval import metrics
+from lmjax.models import baselines
+from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
+
+MODELS = {"mlp": baselines.MLP, "cnn": baselines.CNN}
+
+
+def class_weights(spec: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """None (''), 'balanced' (n / (classes * count), scikit-learn's) or explicit 'w0,w1,...'."""
+    if not spec:
+        return None
+    if spec == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        if (counts == 0).any():
+            raise ValueError("train.class_weights='balanced': some class has no training example.")
+        return (len(labels) / (num_classes * counts)).astype(np.float32)
+    try:
+        w = np.asarray([float(x) for x in spec.split(",")], np.float32)
+    except ValueError:
+        w = np.zeros(0)
+    if len(w) != num_classes or (w <= 0).any():
+        raise ValueError(f"train.class_weights={spec!r}: use '', 'balanced' or {num_classes} "
+                         "positive comma-separated numbers, one per class.")
+    return w
+
+
+def classification_loss(logits, labels, weights=None, smoothing: float = 0.0):
+    """(mean cross-entropy, accuracy). With class weights, a weighted mean: each example counts
+    its class's weight, as scikit-learn and PyTorch define it."""
+    logits = logits.astype(jnp.float32)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
+    w = jnp.ones_like(losses) if weights is None else jnp.asarray(weights)[labels]
+    accuracy = (logits.argmax(-1) == labels).mean()
+    return (losses * w).sum() / w.sum(), accuracy
+
+
+def classification_outputs(logits, labels, weights) -> dict:
+    """Evaluation outputs: the summed log loss, and every example's probabilities and label."""
+    logits = logits.astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return {"sums": {"loss": (losses * weights).sum(), "count": weights.sum()},
+            "examples": {"probs": jax.nn.softmax(logits), "labels": labels}}
+
+
+def classification_metrics(sums: dict, examples: dict, class_names: list[str]) -> dict:
+    out = {"loss": sums["loss"] / sums["count"]}  # unweighted: the log loss
+    out.update(metrics.classification_report(examples["probs"], examples["labels"], class_names))
+    return out
+
+
+def load_examples(cfg: ml_collections.ConfigDict):
+    from lmjax.data import images, tabular
+
+    if cfg.name in tabular.DATASETS:
+        return tabular.load_table(cfg)
+    return images.load_images(cfg)
+
+
+def build_model(cfg: ml_collections.ConfigDict, num_outputs: int):
+    fields = {k: v for k, v in cfg.to_dict().items() if k != "name"}
+    if cfg.name not in MODELS:
+        raise ValueError(f"model.name={cfg.name!r}: use one of {', '.join(MODELS)}.")
+    try:
+        return MODELS[cfg.name](num_outputs=num_outputs, **fields)
+    except TypeError as e:
+        raise ValueError(f"model: {e} (model.name={cfg.name!r})") from None
+
+
+class ClassificationTask(Task):
+    splits = ("val", "test")
+
+    def __init__(self, cfg: ml_collections.ConfigDict, log=print):
+        self.cfg = cfg
+        self.data = load_examples(cfg.data)
+        if self.data.test is None:
+            self.splits = ("val",)
+        self.num_classes = len(self.data.class_names)
+        self.model = build_model(cfg.model, self.num_outputs)
+        self.weights = class_weights(cfg.train.get("class_weights", ""), self.data.train.labels,
+                                     self.num_classes) if self.num_classes else None
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def describe(self) -> str:
+        return self.data.description
+
+    def init_variables(self, rng: jax.Array):
+        return self.model.init(rng, self.data.train.inputs[:1])
+
+    def _apply(self, params, model_state, inputs, rng=None):
+        """(outputs, new model_state); training mode when rng is given."""
+        variables = {"params": params, **model_state}
+        if rng is None:
+            return self.model.apply(variables, inputs, deterministic=True), model_state
+        return self.model.apply(variables, inputs, deterministic=False, rngs={"dropout": rng},
+                                mutable=list(model_state))
+
+    def _augment(self, batch, rng):
+        d = self.cfg.data
+        if batch["inputs"].ndim != 4:
+            return batch["inputs"]
+        return augment(batch["inputs"], batch["ids"], jax.random.fold_in(rng, 1),
+                       crop_padding=d.get("crop_padding", 0), flip=d.get("flip", False))
+
+    def loss(self, params, model_state, batch, rng):
+        inputs = self._augment(batch, rng)
+        logits, model_state = self._apply(params, model_state, inputs, rng)
+        loss, accuracy = classification_loss(logits, batch["labels"], self.weights,
+                                             self.cfg.train.get("label_smoothing", 0.0))
+        return loss, ({"accuracy": accuracy}, model_state)
+
+    def eval_outputs(self, params, model_state, batch):
+        logits, _ = self._apply(params, model_state, batch["inputs"])
+        return classification_outputs(logits, batch["labels"], batch["weights"])
+
+    def summarize(self, sums: dict, examples: dict) -> dict:
+        return classification_metrics(sums, examples, self.data.class_names)
+
+    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
+        train = self.data.train
+        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, len(train))
+        ids = local_rows(ids, process_index, process_count)
+        return {"inputs": train.inputs[ids], "labels": train.labels[ids],
+                "ids": ids.astype(np.int32)}
+
+    def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
+        data = self.data.test if split == "test" else self.data.val
+        ids = np.arange(len(data))
+        if 0 < max_examples < len(ids):
+            ids = ids[np.linspace(0, len(ids) - 1, max_examples).round().astype(int)]
+        return padded_batches(len(ids), batch_size, lambda i: {
+            "inputs": data.inputs[ids[i]], "labels": data.labels[ids[i]],
+            "ids": ids[i].astype(np.int32)})
+
+
+class RegressionTask(ClassificationTask):
+    """Mean squared error on standardised targets; metrics in the targets' own units."""
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    def loss(self, params, model_state, batch, rng):
+        preds, model_state = self._apply(params, model_state, batch["inputs"], rng)
+        return jnp.mean((preds[:, 0] - batch["labels"]) ** 2), ({}, model_state)
+
+    def eval_outputs(self, params, model_state, batch):
+        preds, _ = self._apply(params, model_state, batch["inputs"])
+        err = (preds[:, 0] - batch["labels"]) ** 2
+        return {"sums": {"loss": (err * batch["weights"]).sum(), "count": batch["weights"].sum()},
+                "examples": {"preds": preds[:, 0], "targets": batch["labels"]}}
+
+    def summarize(self, sums: dict, examples: dict) -> dict:
+        scale, shift = self.data.target_scale, self.data.target_shift
+        preds = examples["preds"] * scale + shift
+        targets = examples["targets"] * scale + shift
+        return {"loss": sums["loss"] / sums["count"], "mse": metrics.mse(preds, targets),
+                "rmse": float(np.sqrt(metrics.mse(preds, targets))),
+                "mae": metrics.mae(preds, targets), "r2": metrics.r2(preds, targets)}
