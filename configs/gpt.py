@@ -2,6 +2,7 @@
 
     python -m lmjax.main --config=configs/gpt.py                 # the CPU default (Shakespeare, chars)
     python -m lmjax.main --config=configs/gpt.py:gpt2_124m       # GPT-2 small, for accelerators
+    python -m lmjax.main --config=configs/gpt.py:gpt2_350m       # GPT-2 medium (and gpt2_774m: large)
     python -m lmjax.main --config=configs/gpt.py --config.train.num_steps=5000 --config.model.num_layers=6
 
 Every field below can be overridden from the command line as --config.<section>.<field>=value.
@@ -10,6 +11,15 @@ Every field below can be overridden from the command line as --config.<section>.
 import ml_collections
 
 from lmjax.config import base_config
+
+
+# GPT-2's sizes: layers, heads, width; and the batch and remat policy for one 80 GB GPU at
+# context 1024 (sharded over more devices, raise the batch or drop remat).
+GPT2_SIZES = {
+    "gpt2_124m": (12, 12, 768, 32, "none"),
+    "gpt2_350m": (24, 16, 1024, 32, "dots"),
+    "gpt2_774m": (36, 20, 1280, 16, "dots"),
+}
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
@@ -38,6 +48,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"
     c.model.attention = "auto"     # 'auto' | 'xla' | 'cudnn' (jax.nn.dot_product_attention)
     c.model.scan_layers = False    # nn.scan over the blocks: faster compiles for deep models
+    c.model.remat = "none"         # activation checkpointing per block: 'none' | 'dots' | 'full'
 
     c.train.num_steps = 2450       # about 8 minutes on a 2-core CPU (docs/experiments.md)
     c.train.batch_size = 16        # sequences
@@ -67,14 +78,15 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.checkpoint.every = 10
         c.sample.update(num_samples=1, max_new_tokens=20)
         c.log.progress_bar = False
-    elif preset == "gpt2_124m":
-        c.data.update(tokenizer="bpe", vocab_size=50304)
-        c.model.update(num_layers=12, num_heads=12, d_model=768, block_size=1024,
-                       dtype="bfloat16", scan_layers=True)
-        c.train.update(num_steps=20000, batch_size=32, eval_every=1000)
-        c.optim.update(name="adamw", learning_rate=6e-4, warmup_steps=700, b2=0.95,
-                       end_lr_ratio=0.1)  # GPT-2's recipe, as nanoGPT trains it
+    elif preset in GPT2_SIZES:
+        layers, heads, width, batch, remat = GPT2_SIZES[preset]
+        c.data.update(tokenizer="bpe", vocab_size=50304)  # 50257 rounded up to a multiple of 64
+        c.model.update(num_layers=layers, num_heads=heads, d_model=width, block_size=1024,
+                       dtype="bfloat16", scan_layers=True, remat=remat)
+        c.train.update(num_steps=20000, batch_size=batch, eval_every=1000)
+        c.optim.update(name="adamw", learning_rate=6e-4 if width <= 768 else 3e-4,
+                       warmup_steps=700, b2=0.95, end_lr_ratio=0.1)  # GPT-2's recipe (nanoGPT's)
         c.checkpoint.every = 2000
     else:
-        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny or gpt2_124m")
+        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny, {', '.join(GPT2_SIZES)}")
     return c

@@ -100,6 +100,9 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
         "mfu": achieved / (peak * mesh.devices.size) if peak else None,
         "peak_memory_GiB": stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats
         else None,
+        # Parameters + optimizer state on the busiest device: what FSDP divides.
+        "state_MiB_per_device": max(meshlib.bytes_per_device(
+            (state.params, state.opt_state)).values()) / 2**20,
         "loss": float(metrics["loss"]),
     }
 
@@ -123,6 +126,7 @@ def main(argv) -> None:
             ("model TFLOP/s", f"{r['model_tflops_per_s']:.3f}"),
             ("MFU", f"{r['mfu']:.1%}" if r["mfu"] is not None else
              "n/a (unknown peak: pass --peak_tflops)"),
+            ("params + optimizer state per device", f"{r['state_MiB_per_device']:.1f} MiB"),
             ("peak device memory", f"{r['peak_memory_GiB']:.2f} GiB"
              if r["peak_memory_GiB"] is not None else "n/a (not reported by this backend)")]
     width = max(len(k) for k, _ in rows)

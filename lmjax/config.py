@@ -141,6 +141,8 @@ def _validate_transformer(m: ml_collections.ConfigDict) -> None:
                  f"model.{name}={m[name]!r}: use 'float32', 'bfloat16' or 'float16'.")
     _require(m.attention in ("auto", "xla", "cudnn"),
              f"model.attention={m.attention!r}: use 'auto', 'xla' or 'cudnn'.")
+    _require(m.get("remat", "none") in ("none", "dots", "full"),
+             f"model.remat={m.get('remat')!r}: use 'none', 'dots' or 'full'.")
 
 
 def _validate_text_data(d: ml_collections.ConfigDict) -> None:

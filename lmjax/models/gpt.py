@@ -138,6 +138,22 @@ class ScannedDecodeBlock(nn.Module):
         return Block(self.cfg, name="block")(x, deterministic, cache, layer), None
 
 
+# Activation checkpointing (model.remat): what the backward pass may keep instead of recomputing.
+REMAT_POLICIES = {
+    "none": None,                  # keep every activation (fastest, most memory)
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+}
+
+
+def _remat(block_cls, cfg):
+    policy = cfg.get("remat", "none")
+    if policy == "none":
+        return block_cls
+    # Argument 2 (after self and x) is `deterministic`, a Python bool.
+    return nn.remat(block_cls, static_argnums=(2,), policy=REMAT_POLICIES[policy])
+
+
 class GPT(nn.Module):
     """Token ids (batch, length) in, next-token logits (batch, length, vocab) out.
 
@@ -170,14 +186,15 @@ class GPT(nn.Module):
         if cfg.scan_layers:
             # One compiled block applied num_layers times: compile time stays flat in depth.
             x, _ = nn.scan(
-                ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True,
+                _remat(ScannedBlock, cfg), variable_axes={"params": 0}, split_rngs={"params": True,
                                                                       "dropout": True},
                 in_axes=nn.broadcast, length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="blocks")(
                     x, deterministic)
         else:
+            block = _remat(Block, cfg)
             for i in range(cfg.num_layers):
-                x = Block(cfg, name=f"block_{i}")(x, deterministic)
+                x = block(cfg, name=f"block_{i}")(x, deterministic)
         x = _layer_norm(cfg, "ln_f")(x)
         logits = wte.attend(x)  # tied input and output embeddings
         chex.assert_shape(logits, (batch, length, cfg.vocab_size))

@@ -118,3 +118,12 @@ def initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.config.update("jax_num_cpu_devices", cfg.cpu_devices_per_process)
     jax.distributed.initialize(**kwargs)
+
+
+def bytes_per_device(tree) -> dict:
+    """Bytes each device holds of a tree of (possibly sharded) arrays: {device: bytes}."""
+    held: dict = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return held

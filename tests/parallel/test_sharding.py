@@ -103,3 +103,20 @@ def test_batch_norm_cnn_on_8_devices_matches_one_device_statistics_included(
     assert any(float(np.abs(x).max()) > 0 for x in jax.tree.leaves(one.model_state))
     for a, b in zip(jax.tree.leaves(eight.params), jax.tree.leaves(one.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=0.05 * cfg.optim.learning_rate)
+
+
+def test_fsdp_divides_parameter_and_optimizer_memory_per_device(setup):
+    cfg, task, _ = setup
+    held = {}
+    for name, layout in {"data": dict(data=8, fsdp=1, tensor=1),
+                         "fsdp": dict(data=1, fsdp=8, tensor=1)}.items():
+        c = cfg.copy_and_resolve_references()
+        c.mesh.update(layout)
+        mesh = meshlib.make_mesh(c.mesh)
+        tx = optim.build_optimizer(c.optim, c.train.num_steps, matrix_dims=task.matrix_dims)
+        state, _, _ = create_state(task, tx, mesh, jax.random.PRNGKey(0))
+        held[name] = max(meshlib.bytes_per_device((state.params, state.opt_state)).values())
+    total = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
+    assert held["data"] == total  # data parallelism: a full copy on every device
+    # FSDP: an eighth of every 'embed'-sharded tensor; only a few small biases are replicated.
+    assert held["fsdp"] < 0.16 * total, held["fsdp"] / total
