@@ -92,6 +92,14 @@ def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str
     return diffs
 
 
+def confusion_image(matrix, cell: int = 16) -> np.ndarray:
+    """A confusion matrix as a grey image: each true class's row normalised, one square a cell
+    (white: all of the row's examples; black: none)."""
+    m = np.asarray(matrix, np.float64)
+    rows = m / np.maximum(m.sum(1, keepdims=True), 1)
+    return np.kron((rows * 255).round().astype(np.uint8), np.ones((cell, cell), np.uint8))
+
+
 def _scalar(v) -> bool:
     """A metric logged as a curve (not a per-class table or a confusion matrix)."""
     return np.ndim(v) == 0 and not isinstance(v, (dict, str))
@@ -237,6 +245,9 @@ class _Run:
         for k, v in metrics.items():
             if not _scalar(v):  # per-class tables and confusion matrices
                 self.logger.text(step, f"{label or split}/{k}", json.dumps(v))
+        if "confusion_matrix" in metrics:
+            self.logger.image(step, f"{label or split}/confusion_matrix",
+                              confusion_image(metrics["confusion_matrix"]))
         return metrics
 
     def save(self, step: int, state, force: bool = False) -> bool:

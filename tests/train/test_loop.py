@@ -195,3 +195,9 @@ def test_init_from_copies_another_runs_weights(cfg, tmp_path):
     _, _, fine = load_run(str(tmp_path / "fine"))
     for a, b in zip(jax.tree.leaves(pre.params), jax.tree.leaves(fine.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_confusion_matrix_image_shows_each_true_class_row_normalised():
+    image = loop.confusion_image([[3, 1], [0, 0]], cell=2)
+    assert image.shape == (4, 4) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[::2, ::2], [[191, 64], [0, 0]])  # 3/4 and 1/4 of white
