@@ -186,6 +186,15 @@ def test_an_interrupted_trial_runs_again_in_its_own_workdir(cfg, tmp_path):
     assert len(calls.read_text().split()) == 2
 
 
+def test_a_metric_the_task_does_not_have_stops_the_sweep(cfg, tmp_path):
+    with pytest.raises(SweepError, match=r"metric 'f1_macro' is not among this task's validation "
+                                         r"metrics \(loss, accuracy\)"):
+        run(cfg, tmp_path, metric="f1_macro", direction="maximize", num_trials=3)
+    (trial,) = optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path}/sweep/study.db"
+                                 ).trials  # one trial, failed and not to be run again
+    assert trial.state == TrialState.FAIL and not trial.user_attrs["interrupted"]
+
+
 @pytest.mark.parametrize("fields, message", [
     (dict(algorithm="bayes"), "algorithm='bayes': use one of 'grid'"),
     (dict(num_trial=3), "unknown sweep field 'num_trial'; did you mean 'num_trials'"),

@@ -29,8 +29,7 @@ def get_sweep():
             "optim.muon_learning_rate": ("log_uniform", 5e-3, 8e-2),  # default 0.02
             "optim.warmup_steps": ("int", 0, 200, 10),                # default 200
             "optim.weight_decay": ("uniform", 0.0, 0.3),              # default 0.1
-            # Categorical: dropout 0 is a choice of its own (and on CPU the fast path: dropout
-            # masks cost about as much as the model's matmuls at this size).
+            # Categorical, so that "no dropout" is a choice of its own.
             "model.dropout": ("categorical", [0.0, 0.05, 0.1, 0.2]),  # default 0.0
         },
     )

@@ -191,15 +191,11 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:400]
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep,
-              base_cfg: ml_collections.ConfigDict, sweep_dir: str, train_fn: TrainFn,
-              echo=print) -> TrialState:
-    values = suggest(trial, sweep.space)
-    rel = trial.user_attrs.get("workdir") or os.path.join("trials", f"{trial.number:04d}")
-    trial.set_user_attr("workdir", rel)
-    echo(f"[sweep] trial {trial.number}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
-                                                   else f"{k}={v}" for k, v in values.items()))
-    metric, progress = sweep.metric, {"step": 0}
+def _train(trial: optuna.Trial, sweep: Sweep, cfg: ml_collections.ConfigDict, run_dir: str,
+           train_fn: TrainFn, progress: dict, echo) -> tuple[TrialState, float | None, str]:
+    """Trains the trial's run: (state, objective value, note). A trial's own failure is an
+    outcome; interruptions and mistakes in the sweep file propagate."""
+    metric = sweep.metric
 
     def on_eval(step: int, metrics: dict) -> None:
         if metric not in metrics:
@@ -210,32 +206,43 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep,
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} ({metric} {metrics[metric]:.4g})")
 
-    state, value, note, t0 = TrialState.FAIL, None, "", time.time()
+    try:
+        summary = train_fn(cfg, run_dir, on_eval=on_eval)
+    except optuna.TrialPruned as e:
+        return TrialState.PRUNED, None, str(e)
+    except (SweepError, Preempted):
+        raise
+    except Exception as e:  # the trial failed by itself; the sweep goes on
+        if os.environ.get("LMJAX_DEBUG"):
+            echo(traceback.format_exc())
+        return TrialState.FAIL, None, _reason(e)
+    progress["step"] = summary.get("step", progress["step"])
+    if f"val_{metric}" not in summary:
+        raise SweepError(f"the sweep's metric {metric!r} is not in the run's summary "
+                         f"({', '.join(summary)}): set metric in the sweep file.")
+    value = float(summary[f"val_{metric}"])
+    if not math.isfinite(value):
+        return TrialState.FAIL, None, f"the final {metric} is {value}"
+    return TrialState.COMPLETE, value, f"{metric} {value:.4f}"
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep,
+              base_cfg: ml_collections.ConfigDict, sweep_dir: str, train_fn: TrainFn,
+              echo=print) -> TrialState:
+    values = suggest(trial, sweep.space)
+    rel = trial.user_attrs.get("workdir") or os.path.join("trials", f"{trial.number:04d}")
+    trial.set_user_attr("workdir", rel)
+    echo(f"[sweep] trial {trial.number}: " + " ".join(f"{k}={v:.4g}" if isinstance(v, float)
+                                                   else f"{k}={v}" for k, v in values.items()))
+    progress, t0 = {"step": 0}, time.time()
     try:
         with _Heartbeat(trial):
-            try:
-                summary = train_fn(with_values(base_cfg, values, f"trial {trial.number}"),
-                                   os.path.join(sweep_dir, rel), on_eval=on_eval)
-                progress["step"] = summary.get("step", progress["step"])
-                if f"val_{metric}" not in summary:
-                    raise SweepError(f"the sweep's metric {metric!r} is not in the run's summary "
-                                     f"({', '.join(summary)}): set metric in the sweep file.")
-                value = summary[f"val_{metric}"]
-                if math.isfinite(value):
-                    state = TrialState.COMPLETE
-                else:
-                    note = f"the final {metric} is {value}"
-            except optuna.TrialPruned as e:
-                state, note = TrialState.PRUNED, str(e)
-            except (SweepError, Preempted):
-                raise
-            except Exception as e:  # the trial failed by itself; the sweep goes on
-                note = _reason(e)
-                if os.environ.get("LMJAX_DEBUG"):
-                    echo(traceback.format_exc())
+            cfg = with_values(base_cfg, values, f"trial {trial.number}")
+            state, value, note = _train(trial, sweep, cfg, os.path.join(sweep_dir, rel),
+                                        train_fn, progress, echo)
     except (KeyboardInterrupt, Preempted, SweepError) as e:
-        # Not this trial's fault: the next run of the sweep runs it again (or the user fixes
-        # the sweep file).
+        # Not this trial's fault: the next run of the sweep runs it again (after the user fixes
+        # the sweep file, for a SweepError).
         trial.set_user_attr("interrupted", not isinstance(e, SweepError))
         trial.set_user_attr("note", _reason(e))
         study.tell(trial, state=TrialState.FAIL)
@@ -244,12 +251,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep,
         jax.clear_caches()  # compiled steps of finished trials would pile up in this process
     trial.set_user_attr("steps", int(progress["step"]))
     trial.set_user_attr("wall_time_s", time.time() - t0)
-    if note:
+    if state != TrialState.COMPLETE:
         trial.set_user_attr("note", note)
-    study.tell(trial, float(value) if state == TrialState.COMPLETE else None, state=state)
-    tag = {TrialState.COMPLETE: f"{metric} {value:.4f}" if value is not None else "",
-           TrialState.PRUNED: note, TrialState.FAIL: note}[state]
-    echo(f"[sweep] trial {trial.number} {STATES[state]} after {time.time() - t0:.0f}s: {tag}")
+    study.tell(trial, value, state=state)
+    echo(f"[sweep] trial {trial.number} {STATES[state]} after {time.time() - t0:.0f}s: {note}")
     return state
 
 
