@@ -180,9 +180,8 @@ def write_hf(out: str, params: dict, model, tokenizer=None) -> None:
     save_file(hf_from_params(params, model), os.path.join(out, "model.safetensors"),
               metadata={"format": "pt"})
     config = hf_config(model)
-    eot = getattr(tokenizer, "eot_id", None)
-    if eot is not None:
-        config.update(bos_token_id=eot, eos_token_id=eot)
+    eot = getattr(tokenizer, "eot_id", None)  # None: no such token (GPT2Config says 50256)
+    config.update(bos_token_id=eot, eos_token_id=eot)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
     if tokenizer is not None and getattr(tokenizer, "kind", "") == "bpe":

@@ -36,32 +36,41 @@ class KVCache:
 
     Slots are shared by the whole batch: slot `index` is where the next token goes. Rows are
     left-padded, so row b's real tokens start at slot `start[b]`; earlier slots are never read.
+    Heads come before slots, the layout the attention products read without a transpose.
     """
-    k: jax.Array      # (layers, batch, slots, heads, head_dim)
+    k: jax.Array      # (layers, batch, heads, slots, head_dim)
     v: jax.Array
     start: jax.Array  # (batch,) int32
     index: jax.Array  # () int32
 
     @classmethod
     def zeros(cls, cfg, batch: int, slots: int, start: jax.Array | None = None) -> "KVCache":
-        shape = (cfg.num_layers, batch, slots, cfg.num_heads, cfg.d_model // cfg.num_heads)
+        shape = (cfg.num_layers, batch, cfg.num_heads, slots, cfg.d_model // cfg.num_heads)
         start = jnp.zeros((batch,), jnp.int32) if start is None else start.astype(jnp.int32)
         return cls(k=jnp.zeros(shape, cfg.dtype), v=jnp.zeros(shape, cfg.dtype), start=start,
                    index=jnp.zeros((), jnp.int32))
 
 
 def _cached_attention(q, k, v, cache: KVCache, layer):
-    """Writes this step's keys/values into `layer`'s slots, then attends over the cache."""
-    where = (layer, 0, cache.index, 0, 0)
-    ck = jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), where)
-    cv = jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), where)
+    """Writes this step's keys/values into `layer`'s slots, then attends over the cache.
+
+    The same computation as jax.nn.dot_product_attention's XLA path (scores in the compute
+    dtype, softmax in float32), written out so that the cache is read in place.
+    """
+    where = (layer, 0, 0, cache.index, 0)
+    new_k, new_v = (x.transpose(0, 2, 1, 3)[None].astype(cache.k.dtype) for x in (k, v))
+    ck = jax.lax.dynamic_update_slice(cache.k, new_k, where)
+    cv = jax.lax.dynamic_update_slice(cache.v, new_v, where)
     keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False).astype(q.dtype)
     values = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False).astype(q.dtype)
-    slots = jnp.arange(ck.shape[2])[None, None, :]
+    scores = jnp.einsum("bthd,bhsd->bhts", q, keys) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    slots = jnp.arange(ck.shape[3])[None, None, :]
     q_slots = (cache.index + jnp.arange(q.shape[1]))[None, :, None]
     # Causal over slots, and blind to each row's left padding: (batch, 1, queries, slots).
-    mask = (slots <= q_slots) & (slots >= cache.start[:, None, None])
-    y = jax.nn.dot_product_attention(q, keys, values, mask=mask[:, None])
+    mask = ((slots <= q_slots) & (slots >= cache.start[:, None, None]))[:, None]
+    scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
+    y = jnp.einsum("bhts,bhsd->bthd", probs, values)
     return y, cache.replace(k=ck, v=cv)
 
 
