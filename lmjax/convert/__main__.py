@@ -1,6 +1,7 @@
-"""Command line: convert GPT weights between lmjax and Hugging Face GPT-2 (safetensors).
+"""Command line: convert weights between lmjax and Hugging Face (safetensors).
 
-    # lmjax run -> a directory GPT2LMHeadModel.from_pretrained() loads
+    # lmjax run -> a directory transformers loads: GPT2LMHeadModel for a GPT run,
+    # BertForMaskedLM / BertForSequenceClassification for a BERT masked-LM / classifier run
     python -m lmjax.convert to_hf --workdir=runs/gpt --out=exports/gpt-hf
 
     # Hugging Face GPT-2 (hub id or local directory) -> an lmjax run at step 0, with the data
@@ -50,8 +51,8 @@ def main(argv) -> None:
             if not (_WORKDIR.value and _OUT.value):
                 _fail("to_hf needs --workdir (the run) and --out (the new directory).")
             source = to_hf(_WORKDIR.value, _OUT.value, _BEST.value)
-            print(f"Wrote {_OUT.value} from {source}: GPT2LMHeadModel.from_pretrained"
-                  f"({_OUT.value!r}) loads it.")
+            print(f"Wrote {_OUT.value} from {source}: transformers.AutoModel.from_pretrained"
+                  f"({_OUT.value!r}) loads it (its config.json names the class).")
         else:
             if not (_HF.value and _WORKDIR.value):
                 _fail("from_hf needs --hf (a model directory or Hub id) and --workdir.")

@@ -8,19 +8,35 @@ import pprint
 
 
 def to_hf(workdir: str, out: str, best: bool = False) -> str:
+    """Writes a Hugging Face directory for the run in `workdir`: a GPT as GPT2LMHeadModel, a
+    BERT masked LM as BertForMaskedLM, a BERT text classifier (LoRA merged) as
+    BertForSequenceClassification. Returns what was converted."""
     import jax
 
-    from lmjax.convert import gpt2
-    from lmjax.infer.load import load
+    from lmjax.convert import bert, gpt2
+    from lmjax.train.restore import load_run
 
-    loaded = load(workdir, best=best)
-    if loaded.task is None:
-        raise gpt2.ConversionError(f"{workdir} is a quantized export; convert the run it came "
-                                   "from instead.")
-    cfg = loaded.model.cfg
-    params = gpt2.unstack_layers(jax.device_get(loaded.params), cfg.num_layers)
-    gpt2.write_hf(out, params, cfg, loaded.tokenizer)
-    return loaded.source
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise gpt2.ConversionError(f"{workdir} has no checkpoints/: give a training run's "
+                                   "workdir (not a quantized export).")
+    cfg, task, state = load_run(workdir, best=best)
+    params = jax.device_get(state.params)
+    model = task.model.cfg if cfg.task != "text_classify" else task.base_model.cfg
+    if cfg.task == "lm":
+        gpt2.write_hf(out, gpt2.unstack_layers(params, model.num_layers), model, task.tokenizer)
+    elif cfg.task == "mlm":
+        bert.write_hf(out, params, model, task.tokenizer)
+    elif cfg.task == "text_classify":
+        if cfg.lora.rank > 0:
+            from lmjax.models import lora
+
+            params = lora.merge(params, cfg.lora.rank, cfg.lora.alpha)
+        bert.write_hf(out, params, model, task.tokenizer, task.data.class_names)
+    else:
+        raise gpt2.ConversionError(f"{workdir} is a {cfg.task!r} run: Hugging Face conversion "
+                                   "covers GPT (lm), BERT masked LM (mlm) and BERT text "
+                                   "classifiers (text_classify).")
+    return f"{workdir} ({cfg.task}, step {int(state.step)})"
 
 
 def _tokenize_with(data_cfg, tokenizer_file: str, log=print) -> None:

@@ -23,12 +23,12 @@ def start(prog: str, argv: list[str], workdir: str | None,
         fail(prog, f"give --workdir: {what}.")
 
 
-def load_or_fail(prog: str, path: str, best: bool = False):
+def load_or_fail(prog: str, path: str, best: bool = False, tasks=("lm",)):
     """`lmjax.infer.load.load`, with its errors as one line on stderr."""
     from lmjax.checkpoint import CheckpointError
     from lmjax.infer.load import load
 
     try:
-        return load(path, best=best)
+        return load(path, best=best, tasks=tasks)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         fail(prog, str(e))

@@ -27,8 +27,9 @@ class Loaded:
     source: str = ""     # a line for logs: what was loaded
 
 
-def load(path: str, best: bool = False, log=lambda s: None) -> Loaded:
-    """Loads a GPT for generation; errors name the directory and what it should contain."""
+def load(path: str, best: bool = False, log=lambda s: None, tasks=("lm",)) -> Loaded:
+    """Loads a GPT for generation (or a run of another of `tasks`, e.g. 'text_classify');
+    errors name the directory and what it should contain."""
     if not os.path.isdir(path):
         raise CheckpointError(f"{path!r} is not a directory: give a run's --workdir (with "
                               "checkpoints/) or a directory written by python -m lmjax.quantize.")
@@ -39,9 +40,9 @@ def load(path: str, best: bool = False, log=lambda s: None) -> Loaded:
     from lmjax.train.restore import load_run
 
     cfg, task, state = load_run(path, best=best, log=log)
-    if cfg.task != "lm":
-        raise ValueError(f"{path} holds a {cfg.task!r} run; text generation needs a GPT language "
-                         "model (task='lm').")
+    if cfg.task not in tasks:
+        raise ValueError(f"{path} holds a {cfg.task!r} run; this needs "
+                         f"{' or '.join(repr(t) for t in tasks)} (a GPT language model is 'lm').")
     return Loaded(model=task.model, params=state.params, tokenizer=task.tokenizer,
                   cfg=cfg, task=task,
                   source=f"{path} (step {int(state.step)}{', best' if best else ''})")

@@ -1,7 +1,8 @@
 """Command line: `python -m lmjax.serve --workdir=runs/gpt [--port=8000]`.
 
 Loads a run's latest checkpoint (or --best, or an int8 export), compiles the common shapes
-once, then serves the API in lmjax/serve/app.py with uvicorn. See docs/serving.md.
+once, then serves the API in lmjax/serve/app.py with uvicorn: /v1/generate for a GPT run,
+/v1/classify for a BERT text classifier run (configs/classify.py). See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -30,15 +31,23 @@ def main(argv) -> None:
     from lmjax.serve.app import create_app
     from lmjax.serve.batcher import warm_up
 
-    loaded = load_or_fail("lmjax.serve", _WORKDIR.value, _BEST.value)
-    generator = Generator(loaded.model, loaded.params, loaded.tokenizer,
-                          max_batch=_MAX_BATCH.value)
+    loaded = load_or_fail("lmjax.serve", _WORKDIR.value, _BEST.value,
+                          tasks=("lm", "text_classify"))
     print(f"Model: {loaded.source}", flush=True)
-    if _WARMUP.value:
-        warm_up(generator, _MAX_BATCH.value)
-    api = create_app(generator, source=loaded.source, max_batch=_MAX_BATCH.value,
-                     max_wait_s=_MAX_WAIT.value / 1000, stream_chunk=_CHUNK.value,
-                     max_body_bytes=_MAX_BODY.value)
+    settings = dict(source=loaded.source, max_batch=_MAX_BATCH.value,
+                    max_wait_s=_MAX_WAIT.value / 1000, stream_chunk=_CHUNK.value,
+                    max_body_bytes=_MAX_BODY.value)
+    if loaded.cfg.task == "text_classify":
+        from lmjax.infer.classify import TextClassifier
+
+        api = create_app(classifier=TextClassifier.from_task(loaded.task, loaded.params),
+                         **settings)
+    else:
+        generator = Generator(loaded.model, loaded.params, loaded.tokenizer,
+                              max_batch=_MAX_BATCH.value)
+        if _WARMUP.value:
+            warm_up(generator, _MAX_BATCH.value)
+        api = create_app(generator, **settings)
     print(f"Serving on http://{_HOST.value}:{_PORT.value} (API docs at /docs)", flush=True)
     uvicorn.run(api, host=_HOST.value, port=_PORT.value, log_level="warning")
 

@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): generate (JSON or server-sent events), health, Prometheus metrics.
+"""The HTTP API (FastAPI): generate (JSON or server-sent events) for a GPT, classify for a
+BERT text classifier, health, Prometheus metrics.
 
 Every bad request gets a 4xx whose body is {"error": "<one readable line>"}: malformed JSON
 (400), wrong or missing fields and prompts that do not fit the context (422), bodies over the
@@ -41,6 +42,24 @@ class GenerateBody(BaseModel):
                                      "text ends before the first one generated.")] = []
     stream: Annotated[bool, Field(description="Server-sent events: one per new piece of "
                                   "text, then one with the finish reason.")] = False
+
+
+class ClassifyBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    texts: Annotated[list[Annotated[str, Field(min_length=1)]],
+                     Field(min_length=1, max_length=64, description="1 to 64 texts; longer "
+                           "ones are truncated to the model's context.")]
+
+
+class Classification(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    truncated: bool
+
+
+class ClassifyResponse(BaseModel):
+    results: list[Classification]
 
 
 class GenerateResponse(BaseModel):
@@ -106,16 +125,17 @@ class BodyLimit:
             await too_large(scope, receive, send)
 
 
-def create_app(generator: Generator, *, source: str = "", max_batch: int = 32,
-               max_wait_s: float = 0.005, stream_chunk: int = 1,
+def create_app(generator: Generator | None = None, *, classifier=None, source: str = "",
+               max_batch: int = 32, max_wait_s: float = 0.005, stream_chunk: int = 1,
                max_body_bytes: int = 64 * 1024) -> FastAPI:
+    """The API for a `Generator` (POST /v1/generate) or a `TextClassifier` (POST /v1/classify)."""
+    if (generator is None) == (classifier is None):
+        raise ValueError("give a generator or a classifier")
     metrics = Metrics()
-    batcher = Batcher(generator, metrics, max_batch=max_batch, max_wait_s=max_wait_s,
-                      stream_chunk=stream_chunk)
-    block = generator.block_size
-    app = FastAPI(title="lmjax", description=f"Text generation with {source or 'a GPT'}.",
+    what = "Text generation" if generator is not None else "Text classification"
+    app = FastAPI(title="lmjax", description=f"{what} with {source or 'an lmjax model'}.",
                   version="1")
-    app.state.batcher, app.state.metrics = batcher, metrics
+    app.state.metrics = metrics
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -139,15 +159,43 @@ def create_app(generator: Generator, *, source: str = "", max_batch: int = 32,
         metrics.latency.labels(path).observe(time.perf_counter() - t)
         return response
 
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if classifier is not None:
+        _classify_routes(app, classifier, source)
+    else:
+        _generate_routes(app, generator, source, metrics, max_batch, max_wait_s, stream_chunk)
+    return app
+
+
+def _classify_routes(app: FastAPI, classifier, source: str) -> None:
+    @app.get("/health", summary="Liveness: the model is loaded")
+    async def health():
+        return {"status": "ok", "model": source, "context": classifier.seq_len,
+                "classes": classifier.class_names}
+
+    @app.post("/v1/classify", response_model=ClassifyResponse,
+              responses={400: {"description": "malformed JSON"},
+                         413: {"description": "body too large"},
+                         422: {"description": "invalid fields"}},
+              summary="Classify texts with the BERT classifier")
+    def classify(body: ClassifyBody):  # plain def: runs in the thread pool, off the event loop
+        return ClassifyResponse(results=classifier.classify(body.texts))
+
+
+def _generate_routes(app, generator, source, metrics, max_batch, max_wait_s, stream_chunk):
+    batcher = Batcher(generator, metrics, max_batch=max_batch, max_wait_s=max_wait_s,
+                      stream_chunk=stream_chunk)
+    block = generator.block_size
+    app.state.batcher = batcher
+
     @app.get("/health", summary="Liveness: the model is loaded and the batcher is running")
     async def health():
         alive = batcher._thread.is_alive()
         return JSONResponse({"status": "ok" if alive else "batcher stopped", "model": source,
                              "context": block}, status_code=200 if alive else 503)
-
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def prometheus():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/generate", response_model=GenerateResponse,
               responses={400: {"description": "malformed JSON"},
@@ -181,10 +229,9 @@ def create_app(generator: Generator, *, source: str = "", max_batch: int = 32,
                                         seconds=time.perf_counter() - t)
 
     app.router.on_shutdown.append(batcher.close)
-    return app
 
 
-_PATHS = {"/v1/generate", "/health", "/metrics", "/docs", "/openapi.json"}
+_PATHS = {"/v1/generate", "/v1/classify", "/health", "/metrics", "/docs", "/openapi.json"}
 
 
 @contextlib.contextmanager

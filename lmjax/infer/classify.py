@@ -1,0 +1,44 @@
+"""Classifying texts with a trained BERT text classifier (configs/classify.py runs).
+
+Texts are framed exactly as in training ([CLS] ids [SEP] [PAD]...), longer ones truncated to
+the model's context; batches are rounded up to a power of two so that few programs compile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class TextClassifier:
+    def __init__(self, model, params, tokenizer, class_names: Sequence[str], seq_len: int,
+                 max_batch: int = 64):
+        self.tokenizer, self.class_names = tokenizer, list(class_names)
+        self.seq_len, self.max_batch, self.params = seq_len, max_batch, params
+        self._probs = jax.jit(lambda p, x: jax.nn.softmax(
+            model.apply({"params": p}, x, deterministic=True).astype(jnp.float32), axis=-1))
+
+    @classmethod
+    def from_task(cls, task, params, max_batch: int = 64) -> "TextClassifier":
+        return cls(task.model, params, task.tokenizer, task.data.class_names, task.seq_len,
+                   max_batch)
+
+    def classify(self, texts: Sequence[str]) -> list[dict]:
+        """[{label, probabilities: {class: p}, truncated}] for each text, in order."""
+        from lmjax.data.mlm import frame
+
+        if not 0 < len(texts) <= self.max_batch:
+            raise ValueError(f"{len(texts)} texts: give between 1 and {self.max_batch}.")
+        tok, room = self.tokenizer, self.seq_len - 2
+        ids = [np.asarray(tok.encode(t), np.int32) for t in texts]
+        rows = frame([x[:room] for x in ids], self.seq_len, tok.cls_id, tok.sep_id, tok.pad_id)
+        batch = 1 << max(0, (len(rows) - 1).bit_length())
+        padded = np.full((batch, self.seq_len), tok.pad_id, np.int32)
+        padded[:len(rows)] = rows
+        probs = np.asarray(self._probs(self.params, jnp.asarray(padded)))[:len(rows)]
+        return [{"label": self.class_names[int(p.argmax())],
+                 "probabilities": {n: float(v) for n, v in zip(self.class_names, p)},
+                 "truncated": len(x) > room} for p, x in zip(probs, ids)]

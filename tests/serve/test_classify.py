@@ -1,0 +1,85 @@
+"""Serving a BERT text classifier run: POST /v1/classify on the real server; the same run
+exported to Hugging Face. The run classifies TFDS's mock imdb_reviews (fast to prepare)."""
+
+import httpx
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from lmjax.infer.classify import TextClassifier
+from lmjax.infer.load import load
+from lmjax.serve.app import create_app, serve_in_thread
+
+LONG = "Now is the winter of our discontent made glorious summer by this sun of York. " * 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mock_imdb():
+    with tfds.testing.mock_data(num_examples=16):
+        yield
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, load_config, data_cache, mock_imdb):
+    """A classifier run's workdir with its step-0 checkpoint (the commands only read it)."""
+    from lmjax.convert.hf import write_run
+
+    cfg = load_config("tiny", "classify.py")
+    cfg.data.update(name="tfds:imdb_reviews", vocab_size=200, cache_dir=data_cache)
+    cfg.mesh.host_cpu_devices = 0
+    workdir = str(tmp_path_factory.mktemp("classifier_run"))
+    write_run(cfg, workdir, log=lambda s: None)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+    return load(run, tasks=("text_classify",))
+
+
+def test_classify_endpoint(loaded):
+    classifier = TextClassifier.from_task(loaded.task, loaded.params)
+    texts = ["To be, or not to be, that is the question.", "Exit, pursued by a bear.", LONG]
+    with serve_in_thread(create_app(classifier=classifier, source="tiny")) as url:
+        r = httpx.post(f"{url}/v1/classify", json={"texts": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        bad = [httpx.post(f"{url}/v1/classify", json=b, timeout=30)
+               for b in ({"texts": []}, {"text": "a"}, {"texts": "a"}, {"texts": [""]})]
+        health = httpx.get(f"{url}/health").json()
+    names = loaded.task.data.class_names
+    assert health["classes"] == names
+    assert [x["truncated"] for x in results] == [False, False, True]
+    # The same numbers as the model applied directly to the framed texts.
+    tok, seq = loaded.tokenizer, loaded.task.seq_len
+    for text, got in zip(texts, results):
+        ids = tok.encode(text)[:seq - 2]
+        row = np.full((1, seq), tok.pad_id, np.int32)
+        row[0, :len(ids) + 2] = [tok.cls_id, *ids, tok.sep_id]
+        logits = loaded.task.model.apply({"params": loaded.params}, row, deterministic=True)
+        want = np.asarray(jax.nn.softmax(logits[0]))
+        np.testing.assert_allclose([got["probabilities"][n] for n in names], want, atol=1e-5)
+        assert got["label"] == names[int(want.argmax())]
+    assert [b.status_code for b in bad] == [422] * 4
+    assert "texts" in bad[0].json()["error"]
+
+
+def test_classifier_run_to_hugging_face(run, loaded, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from lmjax.convert.hf import to_hf
+
+    to_hf(run, str(tmp_path))
+    hf = transformers.BertForSequenceClassification.from_pretrained(str(tmp_path)).eval()
+    assert list(hf.config.id2label.values()) == loaded.task.data.class_names
+    tok, seq = loaded.tokenizer, loaded.task.seq_len
+    ids = tok.encode("My kingdom for a horse!")
+    row = np.full((1, seq), tok.pad_id, np.int64)
+    row[0, :len(ids) + 2] = [tok.cls_id, *ids, tok.sep_id]
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(row),
+                    attention_mask=torch.tensor(row != tok.pad_id)).logits.numpy()
+    ours = loaded.task.model.apply({"params": loaded.params}, row.astype(np.int32),
+                                   deterministic=True)
+    assert np.abs(np.asarray(ours) - theirs).max() <= 1e-4
