@@ -27,14 +27,13 @@ TOKENS = jnp.array([[2, 11, 12, 13, 14, 3, 0, 0, 0, 0],
 @pytest.fixture(scope="module")
 def mlm():
     model = bert.MaskedLM(small_cfg())
-    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), TOKENS))["params"]
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), TOKENS))["params"]
     return model, params
 
 
 def hidden(model, params, tokens):
     """The encoder's output for `tokens`, through the MLM model's parameters."""
-    enc = bert.Encoder(model.cfg)
-    return enc.apply({"params": params["bert"]}, tokens)
+    return jax.jit(bert.Encoder(model.cfg).apply)({"params": params["bert"]}, tokens)
 
 
 def test_bidirectional_a_later_token_changes_an_earlier_position(mlm):

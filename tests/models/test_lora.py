@@ -23,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:'VariableState' was removed:Depr
 def adapted():
     base = bert.Classifier(CFG)
     model = lora.apply_lora(base, RANK, ALPHA, "query,value,out,fc")
-    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), TOKENS))["params"]
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), TOKENS))["params"]
     return base, model, params
 
 
@@ -77,7 +77,7 @@ def test_only_adapters_and_head_train(adapted):
         logits = model.apply({"params": p}, TOKENS)
         return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 2])).mean()
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     updates, _ = tx.update(grads, tx.init(params), params)
     new = optax.apply_updates(params, updates)
     moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), params, new)

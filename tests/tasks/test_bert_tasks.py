@@ -86,6 +86,7 @@ def test_finetuning_run_reports_the_classification_metrics(pretrained, load_conf
     workdir, _ = pretrained
     cfg = _tiny(load_config, data_cache, "classify.py")
     cfg.init_from = workdir
+    cfg.train.update(num_steps=10, eval_every=5, final_eval_windows=64)
     summary = train_and_evaluate(cfg, str(tmp_path))
     for k in ("val_accuracy", "val_f1_macro", "val_f1_micro", "val_precision_macro",
               "val_recall_macro", "val_roc_auc", "val_log_loss", "val_loss", "best_step"):
@@ -129,6 +130,7 @@ def test_kfold_from_scratch_reports_mean_and_std(load_config, data_cache, tmp_pa
     cfg = _tiny(load_config, data_cache, "classify.py")
     cfg.data.kfold = 2
     cfg.train.update(num_steps=3, eval_every=100, final_eval_windows=64)
+    cfg.optim.warmup_steps = 1
     summary = train_and_evaluate(cfg, str(tmp_path))
     assert "val_f1_macro" in summary and "val_f1_macro_std" in summary
     folds = json.loads((tmp_path / "kfold.json").read_text())["folds"]
