@@ -59,8 +59,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.train.eval_windows = 256     # validation passages per periodic evaluation
     c.train.final_eval_windows = 0 # 0: every held-out passage
 
-    c.optim.name = "adamw"
-    c.optim.learning_rate = 1e-3
+    # Muon (orthogonalised momentum) for the weight matrices, AdamW for embeddings, norms and
+    # biases: at 800 steps held-out MLM loss 6.00 / masked accuracy 14.7%, against 6.15 / 12.3%
+    # for AdamW 1e-3 alone (docs/bert.md).
+    c.optim.name = "muon"
+    c.optim.learning_rate = 3e-3       # AdamW part
+    c.optim.muon_learning_rate = 0.02  # weight matrices
+    c.optim.momentum = 0.95
     c.optim.warmup_steps = 80
     c.optim.b2 = 0.98
     c.optim.weight_decay = 0.01    # BERT's
@@ -88,7 +93,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.model.update(num_layers=12, num_heads=12, d_model=768, block_size=512,
                        dtype="bfloat16")
         c.train.update(num_steps=100000, batch_size=256, eval_every=5000)
-        c.optim.update(learning_rate=1e-4, warmup_steps=10000, b2=0.999)
+        c.optim.update(name="adamw", learning_rate=1e-4, warmup_steps=10000, b2=0.999)
         c.checkpoint.every = 5000
     else:
         raise ValueError(f"unknown preset {preset!r}: use cpu, tiny or bert_base")
