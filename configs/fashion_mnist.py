@@ -38,13 +38,15 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
     c.optim.weight_decay = 5e-4
 
     if preset == "cnn":
-        c.model.update(name="cnn", channels=(32, 64, 128), convs_per_block=2, dropout=0.2,
+        # Narrow and 6 convolutions deep: XLA's CPU convolutions make width expensive
+        # (32-64-128 wide runs 424 images/s here, 16-32-64 1,209; docs/baselines.md).
+        c.model.update(name="cnn", channels=(16, 32, 64), convs_per_block=2, dropout=0.2,
                        bn_momentum=0.9)
-        c.train.update(num_steps=4300, batch_size=128)  # 10 epochs
+        c.train.update(num_steps=5000, batch_size=128, eval_every=860)  # 11.6 epochs
         c.optim.update(name="adamw", learning_rate=3e-3, warmup_steps=200)
     elif preset == "mlp":
         c.model.update(name="mlp", hidden=(512, 256), dropout=0.2)
-        c.train.update(num_steps=4300, batch_size=128)
+        c.train.update(num_steps=6000, batch_size=128, eval_every=860)
         c.optim.update(name="adamw", learning_rate=1e-3, warmup_steps=200)
         c.data.update(crop_padding=0, flip=False)
     elif preset == "tiny":  # seconds, for tests
