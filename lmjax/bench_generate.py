@@ -117,8 +117,9 @@ def time_hf(model_cfg, params, batch: int, prompt_len: int, new_tokens: int,
     import transformers
 
     from lmjax.convert import gpt2
+    from lmjax.models.gpt import unstack_layers
 
-    params = gpt2.unstack_layers(jax.device_get(params), model_cfg.num_layers)
+    params = unstack_layers(jax.device_get(params), model_cfg.num_layers)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with tempfile.TemporaryDirectory() as tmp:

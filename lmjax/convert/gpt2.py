@@ -124,27 +124,6 @@ def hf_from_params(params: dict, model) -> dict:
     return out
 
 
-def unstack_layers(params: dict, num_layers: int) -> dict:
-    """nn.scan's layout (blocks/block/..., a leading layers axis) -> block_0, block_1, ..."""
-    if "blocks" not in params:
-        return params
-    rest = {k: v for k, v in params.items() if k != "blocks"}
-    stacked = params["blocks"]["block"]
-    import jax
-
-    return {**rest, **{f"block_{i}": jax.tree.map(lambda x: x[i], stacked)
-                       for i in range(num_layers)}}
-
-
-def stack_layers(params: dict, num_layers: int) -> dict:
-    """block_0, block_1, ... -> nn.scan's layout."""
-    import jax
-
-    rest = {k: v for k, v in params.items() if not k.startswith("block_")}
-    blocks = [params[f"block_{i}"] for i in range(num_layers)]
-    return {**rest, "blocks": {"block": jax.tree.map(lambda *x: np.stack(x), *blocks)}}
-
-
 def read_hf(source: str) -> tuple[dict, dict, str | None]:
     """(config, tensors, tokenizer.json path or None) from a local directory, or from the
     Hugging Face Hub when `source` is a model id (e.g. 'gpt2'; needs the internet)."""

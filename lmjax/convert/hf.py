@@ -14,6 +14,7 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
     import jax
 
     from lmjax.convert import bert, gpt2
+    from lmjax.models.gpt import unstack_layers
     from lmjax.train.restore import load_run
 
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
@@ -23,7 +24,7 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
     params = jax.device_get(state.params)
     model = task.model.cfg if cfg.task != "text_classify" else task.base_model.cfg
     if cfg.task == "lm":
-        gpt2.write_hf(out, gpt2.unstack_layers(params, model.num_layers), model, task.tokenizer)
+        gpt2.write_hf(out, unstack_layers(params, model.num_layers), model, task.tokenizer)
     elif cfg.task == "mlm":
         bert.write_hf(out, params, model, task.tokenizer)
     elif cfg.task == "text_classify":
@@ -81,6 +82,7 @@ def write_run(cfg, workdir: str, params_for=None, log=print):
     from lmjax.checkpoint import Checkpointer
     from lmjax.config import validate
     from lmjax.convert import gpt2
+    from lmjax.models.gpt import stack_layers
     from lmjax.parallel import mesh as meshlib
     from lmjax.tasks import make_task
     from lmjax.train.state import create_state
@@ -95,7 +97,7 @@ def write_run(cfg, workdir: str, params_for=None, log=print):
     if params_for is not None:
         params = params_for(task.model.cfg)
         if cfg.model.scan_layers:
-            params = gpt2.stack_layers(params, cfg.model.num_layers)
+            params = stack_layers(params, cfg.model.num_layers)
         layout = lambda tree: jax.tree.map(lambda x: x.shape, tree)  # noqa: E731
         if layout(params) != layout(state.params):
             raise gpt2.ConversionError("the converted parameters do not match the model's "

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from lmjax.infer import decode as dec
@@ -46,18 +47,31 @@ class Completion:
         return new
 
 
-def inference_params(model, params):
-    """Weight matrices and embeddings stored in the compute dtype (e.g. bfloat16 when training
-    kept float32 masters): the model casts them to it before every use, so this computes exactly
-    the same and reads half the bytes per token. Vectors (norms, biases) stay as they are, since
-    LayerNorm applies its scale in float32. Quantized (qwix) parameters are left alone."""
-    from lmjax.models.gpt import GPT
+def inference_model(model, params):
+    """The same function, laid out for decoding: (model, params).
 
-    dtype = jnp.dtype(model.cfg.dtype)
-    if type(model) is not GPT or dtype.itemsize >= 4:
-        return params
-    return jax.tree.map(lambda x: x.astype(dtype) if x.ndim >= 2 and jnp.issubdtype(
-        x.dtype, jnp.floating) else x, params)
+    - Layers unrolled: a model trained with `scan_layers` decodes with one block per layer
+      (the same parameters, restacked once), so each step runs straight-line code instead of
+      an inner loop that slices every layer's weights out of the stack.
+    - Weight matrices and embeddings stored in the compute dtype (e.g. bfloat16 when training
+      kept float32 masters): the model casts them to it before every use, so this computes
+      exactly the same and reads half the bytes per token. Vectors (norms, biases) stay as they
+      are, since LayerNorm applies its scale in float32.
+    Quantized (qwix) models are left alone.
+    """
+    from lmjax.models.gpt import GPT, unstack_layers
+
+    if type(model) is not GPT:
+        return model, params
+    cfg = model.cfg
+    if cfg.scan_layers:
+        params = unstack_layers(params, cfg.num_layers)
+        model = GPT(ml_collections.FrozenConfigDict({**cfg.to_dict(), "scan_layers": False}))
+    dtype = jnp.dtype(cfg.dtype)
+    if dtype.itemsize < 4:
+        params = jax.tree.map(lambda x: x.astype(dtype) if x.ndim >= 2 and jnp.issubdtype(
+            x.dtype, jnp.floating) else x, params)
+    return model, params
 
 
 def _round_up(x: int, m: int) -> int:
@@ -72,8 +86,8 @@ class Generator:
     """A model with its parameters and tokenizer, ready to continue prompts."""
 
     def __init__(self, model, params, tokenizer, max_batch: int = 64, stop_at_eot: bool = True):
-        self.model, self.tokenizer = model, tokenizer
-        self.params = inference_params(model, params)
+        self.model, self.params = inference_model(model, params)
+        self.tokenizer = tokenizer
         self.block_size = model.cfg.block_size
         self.max_batch = max_batch
         # Byte-level BPE has an end-of-text token; generating it ends a row.

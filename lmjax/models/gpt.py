@@ -244,3 +244,19 @@ def matrix_dims(params):
                                     output_axis=tuple(range(first + n_in, x.ndim)))
 
     return jax.tree_util.tree_map_with_path(dims, params)
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+    """nn.scan's layout (blocks/block/..., a leading layers axis) -> block_0, block_1, ..."""
+    if "blocks" not in params:
+        return params
+    rest = {k: v for k, v in params.items() if k != "blocks"}
+    return {**rest, **{f"block_{i}": jax.tree.map(lambda x: x[i], params["blocks"]["block"])
+                       for i in range(num_layers)}}
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+    """block_0, block_1, ... -> nn.scan's layout."""
+    rest = {k: v for k, v in params.items() if not k.startswith("block_")}
+    blocks = [params[f"block_{i}"] for i in range(num_layers)]
+    return {**rest, "blocks": {"block": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}}

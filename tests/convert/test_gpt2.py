@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from lmjax.convert import gpt2  # noqa: E402
-from lmjax.models.gpt import GPT  # noqa: E402
+from lmjax.models.gpt import GPT, stack_layers  # noqa: E402
 
 VOCAB, POSITIONS = 300, 32
 
@@ -55,7 +55,7 @@ def test_hf_to_lmjax_logits_match(tmp_path, scan_layers):
     assert gpt2.model_settings(config) == {k: cfg[k] for k in gpt2.model_settings(config)}
     params = gpt2.params_from_hf(tensors, cfg)
     if scan_layers:
-        params = gpt2.stack_layers(params, cfg.num_layers)
+        params = stack_layers(params, cfg.num_layers)
     ours = GPT(cfg).apply({"params": params}, jnp.asarray(TOKENS))
     theirs = _hf_logits(hf, TOKENS)
     assert np.abs(theirs).max() > 3  # a real test: logits far from zero

@@ -12,7 +12,7 @@ from lmjax.data.tokenizers import CharTokenizer
 from lmjax.infer import decode as dec
 from lmjax.infer.generate import Generator, Request
 from lmjax.infer.sample import generate as uncached_generate
-from lmjax.models.gpt import GPT, KVCache
+from lmjax.models.gpt import GPT, KVCache, stack_layers
 
 TOKENIZER = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLM.,:;!?\n"])
 
@@ -56,7 +56,8 @@ def gen():
 def test_cached_greedy_equals_uncached_greedy(scan_layers, gen):
     prompt = "ROMEO:"
     model, params = _model(scan_layers)
-    # The same parameters in nn.scan's layout: a leading layers axis.
+    # The same parameters in nn.scan's layout (a leading layers axis): the generator unrolls
+    # them for decoding.
     g = gen if not scan_layers else Generator(model, _stacked(gen.params), TOKENIZER)
     out = g.generate([Request(prompt, max_new_tokens=32 - len(prompt))])[0]
     ids = jnp.asarray(TOKENIZER.encode(prompt))[None]
@@ -67,15 +68,15 @@ def test_cached_greedy_equals_uncached_greedy(scan_layers, gen):
 
 
 def _stacked(params):
-    blocks = [params[f"block_{i}"] for i in range(2)]
-    rest = {k: v for k, v in params.items() if not k.startswith("block_")}
-    return {**rest, "blocks": {"block": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}}
+    return stack_layers(params, 2)
 
 
-def test_prefill_and_steps_give_the_full_model_logits(gen):
-    model, params = gen.model, gen.params
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_prefill_and_steps_give_the_full_model_logits(gen, scan_layers):
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, TOKENIZER.vocab_size)
-    full = jax.jit(model.apply)({"params": params}, tokens)
+    full = jax.jit(gen.model.apply)({"params": gen.params}, tokens)
+    model = _model(scan_layers)[0]  # the cache rides in nn.scan's carry when layers are scanned
+    params = _stacked(gen.params) if scan_layers else gen.params
     apply = jax.jit(lambda t, p, c: model.apply({"params": params}, t, positions=p, cache=c))
     pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
     first, cache = apply(tokens[:, :8], pos[:, :8], KVCache.zeros(model.cfg, 2, 16))
