@@ -51,8 +51,13 @@ def main(argv) -> None:
             if not (_WORKDIR.value and _OUT.value):
                 _fail("to_hf needs --workdir (the run) and --out (the new directory).")
             source = to_hf(_WORKDIR.value, _OUT.value, _BEST.value)
-            print(f"Wrote {_OUT.value} from {source}: transformers.AutoModel.from_pretrained"
-                  f"({_OUT.value!r}) loads it (its config.json names the class).")
+            import json
+            import os
+
+            with open(os.path.join(_OUT.value, "config.json")) as f:
+                cls = json.load(f)["architectures"][0]
+            print(f"Wrote {_OUT.value} from {source}: transformers.{cls}.from_pretrained"
+                  f"({_OUT.value!r}) loads it.")
         else:
             if not (_HF.value and _WORKDIR.value):
                 _fail("from_hf needs --hf (a model directory or Hub id) and --workdir.")
