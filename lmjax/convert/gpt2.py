@@ -26,10 +26,11 @@ class ConversionError(ValueError):
 
 def model_settings(hf: dict) -> dict:
     """The lmjax `model` config section for a HF GPT-2 config (refuses what would not match)."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ConversionError(f"model_type={hf.get('model_type')!r}: from_hf imports GPT-2 "
+                              "checkpoints (BERT weights: lmjax.convert.bert.params_from_hf).")
     problems = [f"{k}={hf.get(k, v)!r} (lmjax needs {v!r})" for k, v in REQUIRED.items()
                 if hf.get(k, v) != v]
-    if hf.get("model_type", "gpt2") != "gpt2":
-        problems.append(f"model_type={hf.get('model_type')!r} (only 'gpt2')")
     inner = hf.get("n_inner") or 4 * hf["n_embd"]
     if inner % hf["n_embd"]:
         problems.append(f"n_inner={inner} is not a multiple of n_embd={hf['n_embd']}")

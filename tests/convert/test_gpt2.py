@@ -105,6 +105,8 @@ def test_models_lmjax_cannot_reproduce_are_refused(tmp_path):
     config, _, _ = gpt2.read_hf(str(tmp_path))
     with pytest.raises(gpt2.ConversionError, match="activation_function='relu'"):
         gpt2.model_settings(config)
+    with pytest.raises(gpt2.ConversionError, match="from_hf imports GPT-2"):
+        gpt2.model_settings(transformers.BertConfig().to_dict())
     with pytest.raises(gpt2.ConversionError, match="not a local directory"):
         gpt2.read_hf(str(tmp_path / "missing"))
 
