@@ -44,13 +44,10 @@ def evaluate_run(workdir: str, split: str = "val", best: bool = True, max_exampl
                  batch_size: int = 0) -> dict:
     """The metrics of a saved run on one of its task's splits, on one device. `best` takes the
     best checkpoint where the run kept one (early stopping), else the latest."""
-    import os
-
     from lmjax.train import step as steplib
-    from lmjax.train.restore import checkpoint_dir, load_run
+    from lmjax.train.restore import has_best, load_run
 
-    best = best and os.path.isdir(checkpoint_dir(workdir, best=True)) and bool(
-        os.listdir(checkpoint_dir(workdir, best=True)))
+    best = best and has_best(workdir)
     cfg, task, state = load_run(workdir, best=best)
     mesh = jax.tree.leaves(state.params)[0].sharding.mesh
     if split not in task.splits:

@@ -25,7 +25,7 @@ from lmjax.parallel import mesh as meshlib
 from lmjax.train import step as steplib
 from lmjax.tasks import make_task
 from lmjax.train.logging import MetricLogger, format_seconds
-from lmjax.train.restore import checkpoint_dir, load_run
+from lmjax.train.restore import checkpoint_dir, has_best, load_run
 from lmjax.train.state import TrainState, create_state, state_shardings
 
 # Settings that change the shape or meaning of the saved state: a checkpoint written with other
@@ -206,8 +206,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
 def _init_from(source: str, task, state, shardings, mesh, echo):
     """Starting weights from another run (pretraining -> fine-tuning): its best checkpoint if it
     kept one, else its latest."""
-    best = os.path.isdir(checkpoint_dir(source, best=True)) and bool(
-        os.listdir(checkpoint_dir(source, best=True)))
+    best = has_best(source)
     _, _, source_state = load_run(source, mesh, best=best)
     params = task.load_pretrained(state.params, source_state.params)
     echo(f"Initialised from {source} ({'best' if best else 'latest'} checkpoint, step "

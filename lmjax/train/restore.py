@@ -19,6 +19,12 @@ def checkpoint_dir(workdir: str, best: bool = False) -> str:
     return os.path.join(workdir, "best" if best else "checkpoints")
 
 
+def has_best(workdir: str) -> bool:
+    """Whether the run kept a best checkpoint (train.early_stopping_metric was set)."""
+    directory = checkpoint_dir(workdir, best=True)
+    return os.path.isdir(directory) and bool(os.listdir(directory))
+
+
 def load_run(workdir: str, mesh: Mesh | None = None, best: bool = False,
              log=lambda s: None) -> tuple[ml_collections.ConfigDict, object, TrainState]:
     """(config, task, state) of the run in `workdir`: its latest checkpoint, or its best one
