@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.cache_dir = ""          # prepared arrays; default ~/.cache/lmjax/data
     c.data.kfold = 0               # > 1: k-fold cross-validation (tasks with example splits)
     c.data.fold = 0                # which fold is held out (set by the cross-validation driver)
+    c.data.prefetch = 2            # training batches built and placed on the devices ahead (0: none)
 
     c.model = ml_collections.ConfigDict()
 
@@ -115,6 +116,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
              "train.patience needs train.early_stopping_metric (e.g. 'loss').")
     _require(c.data.kfold == 0 or c.data.kfold >= 2,
              f"data.kfold={c.data.kfold}: 0 (no cross-validation) or at least 2 folds.")
+    _require(c.data.prefetch >= 0, f"data.prefetch={c.data.prefetch}: batches to build ahead, "
+             ">= 0 (0: build each batch when the step needs it).")
     _require(c.checkpoint.every > 0, f"checkpoint.every={c.checkpoint.every}: must be positive.")
     _require(c.checkpoint.keep > 0, f"checkpoint.keep={c.checkpoint.keep}: must be positive.")
     m = c.model

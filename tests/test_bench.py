@@ -27,3 +27,27 @@ def test_benchmark_runs_the_real_step_on_cpu(tiny_config):
     assert r["tokens_per_s"] == pytest.approx(8 * 32 / (r["step_ms"] / 1e3))
     assert 0 < r["mfu"] < 1
     assert r["loss"] < 4.6  # a real loss near ln(84), not a placeholder
+
+
+def test_pytorch_reference_counts_the_same_parameters_and_times_its_step():
+    # The side-by-side is only fair if the PyTorch GPT is the same model: same parameter count
+    # as lmjax's for the same shape (tied embeddings, biases, learned positions).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch = pytest.importorskip("torch")
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import torch_gpt
+    finally:
+        sys.path.pop(0)
+    d, L, T, V = 32, 2, 32, 84
+    per_layer = (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d
+    model = torch_gpt.GPT(V, T, L, 2, d)
+    assert sum(p.numel() for p in model.parameters()) == V * d + T * d + L * per_layer + 2 * d
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "torch_gpt.py"), "--layers=2",
+                          "--heads=2", "--width=32", "--block=32", "--batch=4", "--steps=3",
+                          "--warmup=1", "--device=cpu"], capture_output=True, text=True, check=True)
+    assert "tokens/s" in out.stdout and torch.__version__ in out.stdout

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from lmjax import optim
 from lmjax.checkpoint import Checkpointer, CheckpointError
 from lmjax.config import validate
+from lmjax.data.prefetch import Prefetcher
 from lmjax.eval.evaluate import evaluate
 from lmjax.parallel import mesh as meshlib
 from lmjax.train import step as steplib
@@ -274,10 +275,13 @@ def _train(run: _Run, state) -> dict:
     t_run = time.time()
     stopped_early = False
     try:
-        with _StopFlag() as stop:
+        def make_batch(step: int) -> dict:
+            return meshlib.global_batch(task.train_batch(step, pidx, pcount), run.mesh)
+
+        with _StopFlag() as stop, \
+                Prefetcher(make_batch, start, num_steps, cfg.data.prefetch) as batches:
             t_last, step_last, metrics = None, start, None
-            for step in range(start, num_steps):
-                batch = meshlib.global_batch(task.train_batch(step, pidx, pcount), run.mesh)
+            for step, batch in batches:
                 previous = metrics if step > start else None
                 state, metrics = run.train_step(state, batch)
                 done = step + 1
