@@ -21,10 +21,16 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         name="lstm",               # 'lstm' | 'gru'
         vocab_size=0,              # 0: taken from the tokenizer
         block_size=block_size,     # training window; the state starts from zeros in each window
-        d_model=512 if preset == "cpu" else 32,  # hidden units per layer
+        d_model=256 if preset == "cpu" else 32,  # hidden units per layer
         num_layers=1,
         dropout=0.0))
     c.optim.update(name="adamw", learning_rate=4e-3, weight_decay=0.0)
+    if preset == "cpu":
+        # The recurrence is 128 small sequential matmuls: on XLA's CPU backend one device runs
+        # it 2.7x faster than two (14.9k against 5.6k tokens/s), and a wider batch amortises each
+        # time step (24.6k at 64). 1,400 steps take about the GPT default's 8 minutes here.
+        c.mesh.host_cpu_devices = 1
+        c.train.update(batch_size=64, num_steps=1400)
     if preset not in ("cpu", "tiny"):
         raise ValueError(f"unknown preset {preset!r}: use cpu or tiny")
     return c

@@ -40,12 +40,14 @@ class MLP(nn.Module):
 
 class CNN(nn.Module):
     """Blocks of (3x3 convolution, batch norm, ReLU) x `convs_per_block`, then 2x2 max-pooling;
-    global average pooling, dropout and a linear classifier."""
+    then global average pooling, or with `head_hidden` the flattened feature map through dense
+    ReLU layers of those widths; dropout and a linear classifier."""
     num_outputs: int
     channels: Sequence[int] = (32, 64, 128)
     convs_per_block: int = 2
     dropout: float = 0.0
     bn_momentum: float = 0.9
+    head_hidden: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -61,7 +63,13 @@ class CNN(nn.Module):
                 x = nn.relu(x)
             if i < len(self.channels) - 1:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = x.mean(axis=(1, 2))
+        if self.head_hidden:  # a dense head: cheap capacity where XLA's CPU convolutions are slow
+            x = x.reshape(batch, -1)
+            for width in self.head_hidden:
+                x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+                x = nn.relu(nn.Dense(width)(x))
+        else:
+            x = x.mean(axis=(1, 2))
         x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
         logits = nn.Dense(self.num_outputs)(x)
         chex.assert_shape(logits, (batch, self.num_outputs))

@@ -130,6 +130,11 @@ class ClassificationTask(Task):
 
     def eval_outputs(self, params, model_state, batch):
         logits, _ = self._apply(params, model_state, batch["inputs"])
+        if batch["inputs"].ndim == 4 and self.cfg.data.get("eval_flip", False):
+            # Test-time augmentation: the mean of the image's and its mirror's probabilities.
+            mirrored, _ = self._apply(params, model_state, batch["inputs"][:, :, ::-1])
+            logits = jnp.log((jax.nn.softmax(logits.astype(jnp.float32)) +
+                              jax.nn.softmax(mirrored.astype(jnp.float32))) / 2)
         return classification_outputs(logits, batch["labels"], batch["weights"])
 
     def summarize(self, sums: dict, examples: dict) -> dict:

@@ -101,3 +101,21 @@ def test_kfold_trains_k_runs_and_reports_mean_and_std(load_config, tmp_path):
     accs = [f["val_accuracy"] for f in stored["folds"]]
     assert summary["val_accuracy"] == pytest.approx(np.mean(accs))
     assert summary["val_accuracy_std"] == pytest.approx(np.std(accs))
+
+
+def test_flip_test_time_augmentation_averages_image_and_mirror_probabilities(cnn_cfg):
+    cnn_cfg.model.head_hidden = (16,)  # a dense head: the model is not mirror-symmetric
+    task = make_task(cnn_cfg, log=lambda s: None)
+    variables = dict(task.init_variables(jax.random.PRNGKey(0)))
+    params = variables.pop("params")
+    batch = next(iter(task.eval_batches(8, 0, "val")))
+    mirrored = dict(batch, inputs=batch["inputs"][:, :, ::-1])
+
+    def probs(b, flip):
+        task.cfg.data.eval_flip = flip
+        return np.asarray(task.eval_outputs(params, variables, b)["examples"]["probs"])
+
+    plain, mirror, tta = probs(batch, False), probs(mirrored, False), probs(batch, True)
+    assert np.abs(plain - mirror).max() > 1e-4
+    np.testing.assert_allclose(tta, (plain + mirror) / 2, atol=1e-6)
+    np.testing.assert_allclose(tta.sum(-1), 1.0, atol=1e-5)
