@@ -30,21 +30,25 @@ class Prefetcher:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _put(self, item) -> bool:
+        """Waits for room in the queue; False if the consumer has gone (close was called)."""
+        while not self._halt.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _fill(self) -> None:
         for step in range(self._start, self._stop):
             try:
                 item = (step, self._make(step), None)
             except BaseException as e:  # handed to the consumer, raised there
                 item = (step, None, e)
-            while not self._halt.is_set():
-                try:
-                    self._queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if self._halt.is_set() or item[2] is not None:
+            if not self._put(item) or item[2] is not None:
                 return
-        self._queue.put((None, _DONE, None))
+        self._put((None, _DONE, None))
 
     def __iter__(self) -> Iterator[tuple[int, object]]:
         if self._depth == 0:  # synchronous: build each batch when it is asked for

@@ -55,3 +55,12 @@ def test_leaving_early_stops_the_thread():
 def test_negative_depth_is_refused():
     with pytest.raises(ValueError, match="data.prefetch"):
         Prefetcher(lambda s: s, 0, 1, depth=-1)
+
+
+def test_leaving_after_the_last_batch_was_built_does_not_hang():
+    # The thread has built everything and waits to hand over the end marker on a full queue.
+    with Prefetcher(lambda s: s, 0, 4, depth=2) as batches:
+        for step, _ in batches:
+            time.sleep(0.1)
+            if step == 1:
+                break
