@@ -6,16 +6,17 @@ as the GPT default, for comparison at the same wall-clock budget (docs/baselines
 """
 
 import os
-import runpy
 
 import ml_collections
+
+from lmjax.config import load_config
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # Everything but the model is the GPT default's (or its tiny preset's): data, batches,
     # schedule, evaluation and samples, so the two compare like for like.
-    gpt = runpy.run_path(os.path.join(os.path.dirname(__file__), "gpt.py"))["get_config"]
-    c = gpt("tiny" if preset == "tiny" else "cpu")
+    gpt = os.path.join(os.path.dirname(__file__), "gpt.py")
+    c = load_config(f"{gpt}:{'tiny' if preset == 'tiny' else 'cpu'}")
     block_size = c.model.block_size
     c.model = ml_collections.ConfigDict(dict(
         name="lstm",               # 'lstm' | 'gru'

@@ -75,9 +75,10 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
 
     step_s = float(np.median(times))
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    is_lm = hasattr(task, "seq_len") and "num_heads" in cfg.model
-    items = cfg.train.batch_size * (task.seq_len if hasattr(task, "seq_len") else 1)
-    if is_lm:
+    seq_len = getattr(task, "seq_len", 1)  # as the trainer counts: tokens, or examples
+    unit = "tokens" if seq_len > 1 else "examples"
+    items = cfg.train.batch_size * seq_len
+    if seq_len > 1 and "num_heads" in cfg.model:  # a transformer LM: the formula above
         step_flops = flops_per_token(cfg, n_params) * items
     else:  # other families: XLA's own count of the compiled step's floating-point operations
         cost = compiled.cost_analysis()
@@ -93,9 +94,8 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
         "compile_s": compile_s,
         "step_ms": step_s * 1e3,
         "step_ms_p90": float(np.percentile(times, 90)) * 1e3,
-        "unit": "tokens" if hasattr(task, "seq_len") else "examples",
-        "items_per_s": items / step_s,
-        "tokens_per_s": items / step_s,  # (examples/s for tasks without sequences)
+        "unit": unit,
+        f"{unit}_per_s": items / step_s,  # the key the trainer's metrics and lmjax.report use
         "model_tflops_per_s": achieved / 1e12,
         "mfu": achieved / (peak * mesh.devices.size) if peak else None,
         "peak_memory_GiB": stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats
@@ -122,7 +122,7 @@ def main(argv) -> None:
                                           if "block_size" in cfg.model else "")),
             ("compile time", f"{r['compile_s']:.1f} s"),
             ("step time (median, p90)", f"{r['step_ms']:.1f} ms, {r['step_ms_p90']:.1f} ms"),
-            (f"{r['unit']}/s", f"{r['items_per_s']:,.0f}"),
+            (f"{r['unit']}/s", f"{r[r['unit'] + '_per_s']:,.0f}"),
             ("model TFLOP/s", f"{r['model_tflops_per_s']:.3f}"),
             ("MFU", f"{r['mfu']:.1%}" if r["mfu"] is not None else
              "n/a (unknown peak: pass --peak_tflops)"),

@@ -41,7 +41,6 @@ _SERVER_NEW = flags.DEFINE_integer("server_new_tokens", 64, "Server: new tokens 
 
 class _NoTokenizer:
     """Random-weight models have no tokenizer; the benchmark feeds token ids directly."""
-    vocab_size = 0
 
     def encode(self, text):
         return np.zeros((len(text),), np.int32)

@@ -8,16 +8,17 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 
-import runpy  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+from lmjax import config as lmjax_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_config(preset: str = "tiny", config_file: str = "gpt.py"):
-    return runpy.run_path(str(ROOT / "configs" / config_file))["get_config"](preset)
+    return lmjax_config.load_config(f"{ROOT / 'configs' / config_file}:{preset}")
 
 
 @pytest.fixture(scope="session", name="load_config")

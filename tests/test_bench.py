@@ -3,11 +3,16 @@ import pytest
 from lmjax.bench import benchmark, flops_per_token, peak_flops
 
 
+def _tiny_gpt_params(d=32, L=2, T=32, V=84):
+    """The tiny preset's parameter count by hand: tied embeddings, learned positions, biases."""
+    per_layer = (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d
+    return V * d + T * d + L * per_layer + 2 * d
+
+
 def test_flops_formula_by_hand(load_config):
     cfg = load_config("tiny")  # 2 layers, d=32, context 32
-    d, L, T, V = 32, 2, 32, 84
-    per_layer = (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d
-    n_params = V * d + T * d + L * per_layer + 2 * d
+    d, L, T = 32, 2, 32
+    n_params = _tiny_gpt_params()
     expected = 6 * (n_params - T * d) + 12 * L * d * T
     assert flops_per_token(cfg, n_params) == expected
 
@@ -43,10 +48,8 @@ def test_pytorch_reference_counts_the_same_parameters_and_times_its_step():
         import torch_gpt
     finally:
         sys.path.pop(0)
-    d, L, T, V = 32, 2, 32, 84
-    per_layer = (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d
-    model = torch_gpt.GPT(V, T, L, 2, d)
-    assert sum(p.numel() for p in model.parameters()) == V * d + T * d + L * per_layer + 2 * d
+    model = torch_gpt.GPT(84, 32, 2, 2, 32)  # vocab, block, layers, heads, width
+    assert sum(p.numel() for p in model.parameters()) == _tiny_gpt_params()
     out = subprocess.run([sys.executable, str(root / "benchmarks" / "torch_gpt.py"), "--layers=2",
                           "--heads=2", "--width=32", "--block=32", "--batch=4", "--steps=3",
                           "--warmup=1", "--device=cpu"], capture_output=True, text=True, check=True)

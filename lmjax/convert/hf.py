@@ -92,7 +92,8 @@ def write_run(cfg, workdir: str, params_for=None, log=print):
     validate(cfg)
     task = make_task(cfg, log=log)
     mesh = meshlib.make_mesh(cfg.mesh)
-    tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims)
+    tx = optim.build_optimizer(cfg.optim, cfg.train.num_steps, matrix_dims=task.matrix_dims,
+                               trainable=task.trainable)  # the optimizer load_run rebuilds
     state, _, shardings = create_state(task, tx, mesh, jax.random.PRNGKey(cfg.seed))
     if params_for is not None:
         params = params_for(task.model.cfg)

@@ -28,9 +28,14 @@ def train_batch(tokens, seed: int, step: int, batch_size: int, seq_len: int,
     return windows(tokens, starts[process_index * per_host:(process_index + 1) * per_host], seq_len)
 
 
+def spread(n: int, k: int) -> np.ndarray:
+    """Indices of k items spread evenly over n (all n when k is 0 or at least n)."""
+    if 0 < k < n:
+        return np.linspace(0, n - 1, k).round().astype(int)
+    return np.arange(n)
+
+
 def eval_starts(n_tokens: int, seq_len: int, max_windows: int = 0) -> np.ndarray:
     """Non-overlapping windows covering the split; `max_windows` > 0 spreads that many evenly."""
     starts = np.arange(0, n_tokens - seq_len - 1, seq_len)
-    if 0 < max_windows < len(starts):
-        starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(int)]
-    return starts
+    return starts[spread(len(starts), max_windows)]

@@ -53,8 +53,6 @@ class Prefetcher:
     def __iter__(self) -> Iterator[tuple[int, object]]:
         if self._depth == 0:  # synchronous: build each batch when it is asked for
             for step in range(self._start, self._stop):
-                if self._halt.is_set():
-                    return
                 yield step, self._make(step)
             return
         self._thread = threading.Thread(target=self._fill, name="lmjax-prefetch", daemon=True)

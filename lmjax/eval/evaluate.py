@@ -13,6 +13,7 @@ import numpy as np
 from absl import app, flags
 
 from lmjax.parallel import mesh as meshlib
+from lmjax.tasks.base import local_rows
 
 
 def evaluate(task, eval_step, params, model_state, mesh, max_examples: int, batch_size: int,
@@ -21,7 +22,9 @@ def evaluate(task, eval_step, params, model_state, mesh, max_examples: int, batc
     devices; per-example outputs (for AUC, confusion matrices) are gathered, padding dropped."""
     sums, examples = None, []
     for batch in task.eval_batches(batch_size, max_examples, split):
-        out = eval_step(params, model_state, meshlib.global_batch(_local_rows(batch), mesh))
+        rows = jax.tree.map(lambda x: local_rows(x, jax.process_index(), jax.process_count()),
+                            batch)  # this process's rows of the evaluation batch
+        out = eval_step(params, model_state, meshlib.global_batch(rows, mesh))
         sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
         if out["examples"]:
             keep = batch["weights"] > 0
@@ -32,12 +35,6 @@ def evaluate(task, eval_step, params, model_state, mesh, max_examples: int, batc
     sums = {k: float(v) for k, v in jax.device_get(sums).items()}
     gathered = {k: np.concatenate([e[k] for e in examples]) for k in examples[0]} if examples else {}
     return task.summarize(sums, gathered)
-
-
-def _local_rows(batch: dict) -> dict:
-    """The rows of an evaluation batch that belong to this process."""
-    n, i = jax.process_count(), jax.process_index()
-    return jax.tree.map(lambda x: x[i * (len(x) // n):(i + 1) * (len(x) // n)], batch)
 
 
 def evaluate_run(workdir: str, split: str = "val", best: bool = True, max_examples: int = 0,

@@ -94,6 +94,13 @@ def r2(preds: np.ndarray, targets: np.ndarray) -> float:
     return 1.0 - mse(preds, targets) / float(np.var(targets))
 
 
+def regression_report(preds: np.ndarray, targets: np.ndarray) -> dict:
+    """MSE, RMSE, MAE and R² of predictions, in the targets' own units."""
+    err = mse(preds, targets)
+    return {"mse": err, "rmse": float(np.sqrt(err)), "mae": mae(preds, targets),
+            "r2": r2(preds, targets)}
+
+
 def classification_report(probs: np.ndarray, labels: np.ndarray,
                           class_names: list[str] | None = None) -> dict:
     """Every classification metric from predicted probabilities [N, C] and true labels [N].

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 import ml_collections
-import numpy as np
 from absl import app
 from ml_collections import config_flags
 
@@ -35,8 +34,7 @@ def linear_baseline(cfg: ml_collections.ConfigDict) -> dict:
     model = LinearRegression().fit(train.inputs, train.labels)
     preds = model.predict(test.inputs) * data.target_scale + data.target_shift
     targets = test.labels * data.target_scale + data.target_shift
-    return {"mse": metrics.mse(preds, targets), "rmse": float(np.sqrt(metrics.mse(preds, targets))),
-            "mae": metrics.mae(preds, targets), "r2": metrics.r2(preds, targets)}
+    return metrics.regression_report(preds, targets)
 
 
 def main(argv):

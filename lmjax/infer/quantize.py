@@ -38,19 +38,22 @@ def quantized_model(model: nn.Module) -> nn.Module:
     return qwix.quantize_model(model, qwix.PtqProvider(rules))
 
 
+def _quantized_shapes(qmodel: nn.Module):
+    """The quantized model's parameter shapes (what quantize_params fills), computing nothing."""
+    dummy = jnp.zeros((1, 1), jnp.int32)
+    return nn.meta.unbox(jax.eval_shape(qmodel.init, jax.random.PRNGKey(0), dummy)["params"])
+
+
 def _abstract(qmodel: nn.Module, float_params):
     """The quantized parameter tree's shapes, without computing anything."""
-    dummy = jnp.zeros((1, 1), jnp.int32)
-    boxes = jax.eval_shape(qmodel.init, jax.random.PRNGKey(0), dummy)["params"]
-    return jax.eval_shape(lambda p: qwix.quantize_params(p, nn.meta.unbox(boxes)), float_params)
+    shapes = _quantized_shapes(qmodel)
+    return jax.eval_shape(lambda p: qwix.quantize_params(p, shapes), float_params)
 
 
 def quantize(model: nn.Module, params):
     """(qwix-wrapped model, int8 parameters) from a float model and its parameters."""
     qmodel = quantized_model(model)
-    dummy = jnp.zeros((1, 1), jnp.int32)
-    boxes = jax.eval_shape(qmodel.init, jax.random.PRNGKey(0), dummy)["params"]
-    return qmodel, qwix.quantize_params(params, nn.meta.unbox(boxes))
+    return qmodel, qwix.quantize_params(params, _quantized_shapes(qmodel))
 
 
 def save_quantized(path: str, loaded: Loaded, qparams) -> None:

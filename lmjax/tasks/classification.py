@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from lmjax.data.augment import augment
+from lmjax.data.batches import spread
 from lmjax.eval import metrics
 from lmjax.models import baselines
 from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
@@ -149,9 +150,7 @@ class ClassificationTask(Task):
 
     def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
         data = self.data.test if split == "test" else self.data.val
-        ids = np.arange(len(data))
-        if 0 < max_examples < len(ids):
-            ids = ids[np.linspace(0, len(ids) - 1, max_examples).round().astype(int)]
+        ids = spread(len(data), max_examples)
         return padded_batches(len(ids), batch_size, lambda i: {
             "inputs": data.inputs[ids[i]], "labels": data.labels[ids[i]],
             "ids": ids[i].astype(np.int32)})
@@ -178,6 +177,4 @@ class RegressionTask(ClassificationTask):
         scale, shift = self.data.target_scale, self.data.target_shift
         preds = examples["preds"] * scale + shift
         targets = examples["targets"] * scale + shift
-        return {"loss": sums["loss"] / sums["count"], "mse": metrics.mse(preds, targets),
-                "rmse": float(np.sqrt(metrics.mse(preds, targets))),
-                "mae": metrics.mae(preds, targets), "r2": metrics.r2(preds, targets)}
+        return {"loss": sums["loss"] / sums["count"], **metrics.regression_report(preds, targets)}

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from lmjax.data import mlm
+from lmjax.data.batches import spread
 from lmjax.data.prepare import prepare
 from lmjax.eval import metrics
 from lmjax.models import bert
@@ -98,9 +99,7 @@ class MaskedLMTask(Task):
         return self._masked(self.train_rows, local_rows(ids, process_index, process_count), step)
 
     def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
-        ids = np.arange(len(self.val_rows))
-        if 0 < max_examples < len(ids):  # spread evenly over the held-out works
-            ids = ids[np.linspace(0, len(ids) - 1, max_examples).round().astype(int)]
+        ids = spread(len(self.val_rows), max_examples)  # evenly over the held-out works
         return padded_batches(len(ids), batch_size,
                               lambda i: self._masked(self.val_rows, ids[i], EVAL_STEP))
 

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from lmjax.data import text_classification
+from lmjax.data.batches import spread
 from lmjax.data.prepare import prepare
 from lmjax.models import bert, lora
 from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
@@ -126,10 +127,7 @@ class TextClassificationTask(Task):
         return {"inputs": self.data.train_inputs[ids], "labels": self.data.train_labels[ids]}
 
     def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
-        n = len(self.data.val_labels)
-        ids = np.arange(n)
-        if 0 < max_examples < n:
-            ids = ids[np.linspace(0, n - 1, max_examples).round().astype(int)]
+        ids = spread(len(self.data.val_labels), max_examples)
         return padded_batches(len(ids), batch_size, lambda i: {
             "inputs": self.data.val_inputs[ids[i]], "labels": self.data.val_labels[ids[i]]})
 

@@ -144,7 +144,7 @@ def test_from_hf_writes_a_run_that_generates_and_fine_tunes(tmp_path, tiny_confi
                                _hf_logits(transformers.GPT2LMHeadModel.from_pretrained(
                                    str(hf_dir)).eval(), ids), atol=1e-4)
 
-    import runpy
-    resumed = runpy.run_path(finetune)["get_config"]()
+    from lmjax.config import load_config
+    resumed = load_config(finetune)
     summary = train_and_evaluate(resumed, str(workdir))
     assert summary["step"] == 4 and np.isfinite(summary["val_loss"])
