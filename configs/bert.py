@@ -12,52 +12,24 @@ held-out works. Every field can be overridden as --config.<section>.<field>=valu
 
 import ml_collections
 
-from lmjax.config import base_config
-
-
-def model_section() -> ml_collections.ConfigDict:
-    """The encoder's fields, shared with configs/classify.py (a fine-tuned model must match)."""
-    m = ml_collections.ConfigDict()
-    m.vocab_size = 0          # 0: taken from the tokenizer
-    m.block_size = 128        # sequence length incl. [CLS] and [SEP]; also the position table
-    m.num_layers = 4
-    m.num_heads = 4
-    m.d_model = 128
-    m.mlp_ratio = 4
-    m.dropout = 0.1           # embeddings, attention output, MLP output, classifier input
-    m.use_bias = True
-    m.type_vocab_size = 2     # segment embeddings (BERT's sentence A/B); 0: none
-    m.layer_norm_eps = 1e-12  # BERT's
-    m.pad_id = 0              # [PAD]: never attended to
-    m.pooling = "cls"         # classifier input: 'cls' ([CLS] + tanh pooler) | 'mean'
-    m.dtype = "float32"       # compute dtype; 'bfloat16' on accelerators
-    m.param_dtype = "float32"
-    m.attention = "auto"      # 'auto' | 'xla' | 'cudnn' (jax.nn.dot_product_attention)
-    return m
+from lmjax.config import base_config, bert_model, text_data
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "mlm"
 
-    c.data.name = "shakespeare"    # 'shakespeare' | 'files' | 'tfds:<name>' (text corpora)
-    c.data.files = ""              # with name='files': comma-separated paths or globs
-    c.data.val_fraction = 0.1      # with name='files': share held out
-    c.data.text_key = "text"       # with tfds: the feature that holds the text
-    c.data.max_examples = 0        # with tfds: at most this many documents per split (0: all)
-    c.data.val_split = ""          # with tfds: the held-out split
-    c.data.tokenizer = "wordpiece"
-    c.data.vocab_size = 4096
+    c.data.update(text_data(tokenizer="wordpiece", vocab_size=4096))  # lmjax/config.py
     c.data.mask_rate = 0.15        # share of each passage's ordinary tokens to predict
 
-    c.model = model_section()
+    c.model = bert_model()         # lmjax/config.py:bert_model, shared with classify.py
 
     c.train.num_steps = 800
     c.train.batch_size = 32
     c.train.log_every = 50
     c.train.eval_every = 200
-    c.train.eval_windows = 256     # validation passages per periodic evaluation
-    c.train.final_eval_windows = 0 # 0: every held-out passage
+    c.train.eval_examples = 256     # validation passages per periodic evaluation
+    c.train.final_eval_examples = 0 # 0: every held-out passage
 
     # Muon (orthogonalised momentum) for the weight matrices, AdamW for embeddings, norms and
     # biases: at 800 steps held-out MLM loss 6.00 / masked accuracy 14.7%, against 6.15 / 12.3%
@@ -82,8 +54,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     elif preset == "tiny":  # seconds, for tests and smoke runs
         c.data.vocab_size = 512
         c.model.update(num_layers=2, num_heads=2, d_model=32, block_size=32)
-        c.train.update(num_steps=20, batch_size=8, log_every=5, eval_every=10, eval_windows=16,
-                       final_eval_windows=64)
+        c.train.update(num_steps=20, batch_size=8, log_every=5, eval_every=10, eval_examples=16,
+                       final_eval_examples=64)
         c.optim.warmup_steps = 5
         c.checkpoint.every = 10
         c.fill_mask.num_passages = 1

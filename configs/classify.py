@@ -5,7 +5,7 @@
     python -m lmjax.main --config=configs/classify.py                          # from scratch
     python -m lmjax.main --config=configs/classify.py --config.init_from=runs/bert \\
         --config.lora.rank=8 --config.lora.targets=query,value                 # LoRA
-    python -m lmjax.main --config=configs/classify.py --config.data.kfold=4    # 4-fold CV
+    python -m lmjax.main --config=configs/classify.py --config.data.num_folds=4  # 4-fold CV
     python -m lmjax.main --config=configs/classify.py --config.data.name=tfds:imdb_reviews \\
         --config.init_from=runs/bert                                           # sentiment (online)
 
@@ -14,14 +14,9 @@ passage comes from, split by work (lmjax/data/genres.py). Reports accuracy, prec
 and F1 (per class, macro, micro), one-vs-rest ROC-AUC, log loss and the confusion matrix.
 """
 
-import runpy
-from pathlib import Path
-
 import ml_collections
 
-from lmjax.config import base_config
-
-_bert = runpy.run_path(str(Path(__file__).with_name("bert.py")))
+from lmjax.config import base_config, bert_model
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
@@ -36,8 +31,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.data.val_split = ""          # with tfds: the held-out split ('': test)
     c.data.vocab_size = 4096       # WordPiece vocabulary when not taken from init_from
 
-    c.model = _bert["model_section"]()
-    c.model.dropout = 0.1
+    c.model = bert_model()         # the encoder of configs/bert.py (lmjax/config.py)
 
     c.lora = ml_collections.ConfigDict()
     c.lora.rank = 0                # > 0: freeze the encoder, train rank-r adapters + the head
@@ -48,8 +42,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.train.batch_size = 32
     c.train.log_every = 50
     c.train.eval_every = 100
-    c.train.eval_windows = 0       # 0: every validation passage (1,289 by default)
-    c.train.final_eval_windows = 0
+    c.train.eval_examples = 0       # 0: every validation passage (1,289 by default)
+    c.train.final_eval_examples = 0
     c.train.class_weights = "balanced"  # '' | 'balanced' | 'w0,w1,...' (poems are rare)
     c.train.early_stopping_metric = "f1_macro"
     c.train.early_stopping_mode = "max"
@@ -67,11 +61,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     if preset == "cpu":
         pass
     elif preset == "tiny":  # seconds, for tests and smoke runs; matches configs/bert.py:tiny
-        tiny = _bert["get_config"]("tiny")
-        c.data.vocab_size = tiny.data.vocab_size
+        c.data.vocab_size = 512    # configs/bert.py:tiny's
         c.model.update(num_layers=2, num_heads=2, d_model=32, block_size=32)
-        c.train.update(num_steps=20, batch_size=8, log_every=5, eval_every=10, eval_windows=64,
-                       final_eval_windows=128)
+        c.train.update(num_steps=20, batch_size=8, log_every=5, eval_every=10, eval_examples=64,
+                       final_eval_examples=128)
         c.optim.warmup_steps = 5
         c.checkpoint.every = 10
         c.log.progress_bar = False

@@ -57,7 +57,7 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
         c.model.update(name="cnn", channels=(8, 16), convs_per_block=1, head_hidden=(),
                        dropout=0.0, bn_momentum=0.9)
         c.train.update(num_steps=20, batch_size=32, eval_every=10, log_every=5,
-                       final_eval_windows=256, eval_windows=256)
+                       final_eval_examples=256, eval_examples=256)
         c.data.max_examples = 0
         c.optim.update(name="adamw", learning_rate=3e-3, warmup_steps=2)
         c.checkpoint.every = 10

@@ -10,7 +10,7 @@ Every field below can be overridden from the command line as --config.<section>.
 
 import ml_collections
 
-from lmjax.config import base_config
+from lmjax.config import base_config, text_data
 
 
 # GPT-2's sizes: layers, heads, width; and the batch and remat policy for one 80 GB GPU at
@@ -26,15 +26,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()  # train, optim, mesh, checkpoint, distributed, log: lmjax/config.py
     c.task = "lm"
 
-    c.data.update(
-        name="shakespeare",        # 'shakespeare' | 'files' | 'tfds:<name>' (e.g. tfds:lm1b)
-        files="",                  # with name='files': comma-separated paths or globs
-        val_fraction=0.1,          # with name='files': share held out (whole files where several)
-        text_key="text",           # with tfds: the feature that holds the text
-        max_examples=0,            # with tfds: read at most this many documents per split (0: all)
-        val_split="",              # with tfds: the held-out split ('': validation, else test)
-        tokenizer="char",          # 'char' | 'bpe' (byte-level BPE trained on the training split)
-        vocab_size=0)              # with bpe: the vocabulary size to train
+    c.data.update(text_data())     # Shakespeare, characters: see lmjax/config.py:text_data
 
     c.model.vocab_size = 0         # 0: taken from the tokenizer
     c.model.block_size = 128       # context length, also the training sequence length
@@ -52,7 +44,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
     c.train.num_steps = 2450       # about 8 minutes on a 2-core CPU (docs/experiments.md)
     c.train.batch_size = 16        # sequences
-    c.train.eval_windows = 128     # validation windows for the periodic evaluations
+    c.train.eval_examples = 128     # validation windows for the periodic evaluations
 
     c.optim.name = "muon"
     c.optim.learning_rate = 4e-3   # Adam-style rate of embeddings, norms and biases
@@ -72,8 +64,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         pass
     elif preset == "tiny":  # seconds, for tests and smoke runs
         c.model.update(num_layers=2, num_heads=2, d_model=32, block_size=32)
-        c.train.update(num_steps=20, batch_size=8, log_every=5, eval_every=10, eval_windows=16,
-                       final_eval_windows=64)
+        c.train.update(num_steps=20, batch_size=8, log_every=5, eval_every=10, eval_examples=16,
+                       final_eval_examples=64)
         c.optim.warmup_steps = 5
         c.checkpoint.every = 10
         c.sample.update(num_samples=1, max_new_tokens=20)

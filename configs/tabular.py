@@ -2,7 +2,7 @@
 
     python -m lmjax.main --config=configs/tabular.py:diabetes        # regression, MSE
     python -m lmjax.main --config=configs/tabular.py:breast_cancer   # binary, log loss
-    python -m lmjax.eval.sklearn_baseline --config=configs/tabular.py:diabetes  # the linear reference
+    python -m lmjax.sklearn_baseline --config=configs/tabular.py:diabetes  # the linear reference
 """
 
 import ml_collections

@@ -16,4 +16,12 @@ ARGS=("$@")
 [[ " ${ARGS[*]} " == *" --config="* ]] || ARGS=(--config=configs/gpt.py:gpt2_124m "${ARGS[@]}")
 # Let XLA use most of the GPU memory up front instead of growing (fewer fragmentation stalls).
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
+# Opt-in: the XLA GPU flags of launch/xla_gpu_flags.txt (latency-hiding scheduler, pipelined
+# collectives, ...). Off by default until the bench shows them faster on your XLA.
+if [[ "${LMJAX_XLA_GPU_FLAGS:-0}" == 1 ]]; then
+  export XLA_FLAGS="${XLA_FLAGS:-} $(grep -v '^\s*#' launch/xla_gpu_flags.txt | xargs)"
+fi
+# Reruns reuse compiled steps (JAX's persistent compilation cache).
+[[ " ${ARGS[*]} " == *" --config.compilation_cache="* ]] || \
+  ARGS+=(--config.compilation_cache="${LMJAX_COMPILATION_CACHE:-$HOME/.cache/lmjax/jax}")
 exec python -m lmjax.main "${ARGS[@]}"

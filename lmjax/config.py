@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import ml_collections
+from ml_collections import config_dict
+
+# Renamed fields of the train section: old name -> new name.
+RENAMED_TRAIN = {"eval_windows": "eval_examples", "final_eval_windows": "final_eval_examples"}
 
 
 class ConfigError(ValueError):
@@ -24,6 +30,28 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return get_config(preset) if preset else get_config()
 
 
+def from_stored(stored: dict) -> ml_collections.ConfigDict:
+    """A config saved by a run (checkpoint metadata, run.json), in today's field names: a run
+    written by an earlier lmjax keeps loading."""
+    cfg = ml_collections.ConfigDict(stored)
+    base = base_config()
+    with cfg.unlocked():
+        for section in ("data", "train"):
+            for key, value in base[section].items():
+                if key not in cfg[section]:
+                    cfg[section][key] = value
+        for old, new in RENAMED_TRAIN.items():
+            if cfg.train.get(old) is not None:
+                cfg.train[new], cfg.train[old] = cfg.train[old], None
+        data = cfg.data
+        if "kfold" in data:  # before data.num_folds / data.fold (-1: every fold)
+            if data.get("num_folds", 0) < 2:
+                data.num_folds = data.kfold if data.kfold > 1 else 0
+                data.fold = -1
+            del data["kfold"]
+    return cfg
+
+
 def base_config() -> ml_collections.ConfigDict:
     """The sections every experiment shares, with neutral defaults; configs/*.py start from it
     and set what their model family needs (see configs/gpt.py for every field explained)."""
@@ -31,12 +59,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.task = ""                    # the model family and loss: see lmjax/tasks/__init__.py
     c.seed = 0
     c.init_from = ""               # a workdir whose weights start this run (fine-tuning)
+    c.compilation_cache = ""       # a directory: compiled steps are kept there and reused by
+    #                                later runs (JAX's persistent cache); '' keeps none
 
     c.data = ml_collections.ConfigDict()
     c.data.name = ""
     c.data.cache_dir = ""          # prepared arrays; default ~/.cache/lmjax/data
-    c.data.kfold = 0               # > 1: k-fold cross-validation (tasks with example splits)
-    c.data.fold = 0                # which fold is held out (set by the cross-validation driver)
+    c.data.num_folds = 0           # > 1: k-fold cross-validation (tasks with example splits)
+    c.data.fold = -1               # with num_folds: -1 trains every fold in turn; i: fold i only
     c.data.prefetch = 2            # training batches built and placed on the devices ahead (0: none)
 
     c.model = ml_collections.ConfigDict()
@@ -45,10 +75,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.num_steps = 1000
     c.train.batch_size = 32        # global batch
     c.train.grad_accum = 1         # micro-batches per step (batch_size must divide by it)
+    c.train.loss_chunk = 0         # GPT: positions per piece of output layer + loss (0: all at
+    #                                once); bounds the logits in memory to batch x chunk x vocab
     c.train.log_every = 50
     c.train.eval_every = 500
-    c.train.eval_windows = 0       # examples (LM: windows) per periodic evaluation; 0: all
-    c.train.final_eval_windows = 0 # the same for the final evaluation; 0: the whole split
+    c.train.eval_examples = 0      # examples (LM: windows) per periodic evaluation; 0: all
+    c.train.final_eval_examples = 0  # the same for the final evaluation; 0: the whole split
+    for old in RENAMED_TRAIN:      # deprecated names, still accepted (validate() says so)
+        c.train[old] = config_dict.placeholder(int)
     c.train.early_stopping_metric = ""  # e.g. 'loss': keep the best checkpoint in <workdir>/best
     c.train.early_stopping_mode = "min" # 'min' | 'max' (for accuracy, F1, ...)
     c.train.patience = 0           # stop after this many evaluations without improvement (0: never)
@@ -97,6 +131,46 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def text_data(**fields) -> ml_collections.ConfigDict:
+    """The `data` fields of a text corpus (configs/gpt.py, bert.py, lstm.py), with `fields`
+    changed: `c.data.update(text_data(tokenizer="bpe", vocab_size=4096))`."""
+    d = ml_collections.ConfigDict()
+    d.name = "shakespeare"         # 'shakespeare' | 'files' | 'tfds:<name>' (e.g. tfds:lm1b)
+    d.files = ""                   # with name='files': comma-separated paths or globs
+    d.val_fraction = 0.1           # with name='files': share held out (whole files where several)
+    d.text_key = "text"            # with tfds: the feature that holds the text
+    d.max_examples = 0             # with tfds: read at most this many documents per split (0: all)
+    d.val_split = ""               # with tfds: the held-out split ('': validation, else test)
+    d.tokenizer = "char"           # 'char' | 'bpe' | 'wordpiece', trained on the training split
+    d.vocab_size = 0               # with bpe and wordpiece: the vocabulary size to train
+    d.tokenizer_file = ""          # a fixed tokenizer.json instead of training one (e.g. GPT-2's)
+    d.update(fields)
+    return d
+
+
+def bert_model(**fields) -> ml_collections.ConfigDict:
+    """BERT's `model` section (lmjax.models.bert.BertConfig), shared by configs/bert.py and
+    configs/classify.py: a fine-tuned encoder must have the pretrained one's shape."""
+    m = ml_collections.ConfigDict()
+    m.vocab_size = 0          # 0: taken from the tokenizer
+    m.block_size = 128        # sequence length incl. [CLS] and [SEP]; also the position table
+    m.num_layers = 4
+    m.num_heads = 4
+    m.d_model = 128
+    m.mlp_ratio = 4
+    m.dropout = 0.1           # embeddings, attention output, MLP output, classifier input
+    m.use_bias = True
+    m.type_vocab_size = 2     # segment embeddings (BERT's sentence A/B); 0: none
+    m.layer_norm_eps = 1e-12  # BERT's
+    m.pad_id = 0              # [PAD]: never attended to
+    m.pooling = "cls"         # classifier input: 'cls' ([CLS] + tanh pooler) | 'mean'
+    m.dtype = "float32"       # compute dtype; 'bfloat16' on accelerators
+    m.param_dtype = "float32"
+    m.attention = "auto"      # 'auto' | 'xla' | 'cudnn' (jax.nn.dot_product_attention)
+    m.update(fields)
+    return m
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Checks the sections every run has, then those of the model family's config."""
     t = c.train
@@ -105,25 +179,33 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _require(t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
              f"train.grad_accum={t.grad_accum}: must be positive and divide "
              f"train.batch_size={t.batch_size}.")
+    _require(t.loss_chunk >= 0, f"train.loss_chunk={t.loss_chunk}: positions per chunk, >= 0 "
+             "(0: the whole sequence at once).")
     for name in ("log_every", "eval_every"):
         _require(t[name] > 0, f"train.{name}={t[name]}: must be positive.")
-    _require(t.eval_windows >= 0 and t.final_eval_windows >= 0,
-             "train.eval_windows and train.final_eval_windows must be >= 0 (0: the whole split).")
+    for old, new in RENAMED_TRAIN.items():
+        if t.get(old) is not None:
+            warnings.warn(f"train.{old} is deprecated: it is now train.{new} (it counts "
+                          "examples: windows for language models, passages or images for "
+                          "classifiers). Using its value.", FutureWarning, stacklevel=2)
+            t[new], t[old] = t[old], None
+    _require(t.eval_examples >= 0 and t.final_eval_examples >= 0,
+             "train.eval_examples and train.final_eval_examples must be >= 0 (0: the whole "
+             "split).")
     _require(t.early_stopping_mode in ("min", "max"),
              f"train.early_stopping_mode={t.early_stopping_mode!r}: use 'min' or 'max'.")
     _require(t.patience >= 0, f"train.patience={t.patience}: evaluations, >= 0 (0: never stop).")
     _require(t.patience == 0 or t.early_stopping_metric,
              "train.patience needs train.early_stopping_metric (e.g. 'loss').")
-    _require(c.data.kfold == 0 or c.data.kfold >= 2,
-             f"data.kfold={c.data.kfold}: 0 (no cross-validation) or at least 2 folds.")
+    _require(c.data.num_folds == 0 or c.data.num_folds >= 2,
+             f"data.num_folds={c.data.num_folds}: 0 (no cross-validation) or at least 2 folds.")
+    _require(c.data.fold == -1 or 0 <= c.data.fold < c.data.num_folds,
+             f"data.fold={c.data.fold}: -1 (every fold in turn) or a fold below "
+             f"data.num_folds={c.data.num_folds}.")
     _require(c.data.prefetch >= 0, f"data.prefetch={c.data.prefetch}: batches to build ahead, "
              ">= 0 (0: build each batch when the step needs it).")
     _require(c.checkpoint.every > 0, f"checkpoint.every={c.checkpoint.every}: must be positive.")
     _require(c.checkpoint.keep > 0, f"checkpoint.keep={c.checkpoint.keep}: must be positive.")
-    m = c.model
-    _require(0.0 <= m.get("dropout", 0.0) < 1.0, f"model.dropout={m.get('dropout')}: must be in [0, 1).")
-    if "num_heads" in m:
-        _validate_transformer(m)
     if "tokenizer" in c.data:
         _validate_text_data(c.data)
     if "sample" in c:
@@ -131,21 +213,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
                  "sample.num_samples and sample.max_new_tokens must be >= 0.")
         _require(c.sample.temperature >= 0,
                  f"sample.temperature={c.sample.temperature}: must be >= 0.")
-
-
-def _validate_transformer(m: ml_collections.ConfigDict) -> None:
-    for name in ("block_size", "num_layers", "num_heads", "d_model", "mlp_ratio"):
-        _require(m[name] > 0, f"model.{name}={m[name]}: must be positive.")
-    _require(m.d_model % m.num_heads == 0,
-             f"model.d_model={m.d_model} must be divisible by model.num_heads={m.num_heads}.")
-    _require(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size}: 0 (from the tokenizer) or more.")
-    for name in ("dtype", "param_dtype"):
-        _require(m[name] in ("float32", "bfloat16", "float16"),
-                 f"model.{name}={m[name]!r}: use 'float32', 'bfloat16' or 'float16'.")
-    _require(m.attention in ("auto", "xla", "cudnn"),
-             f"model.attention={m.attention!r}: use 'auto', 'xla' or 'cudnn'.")
-    _require(m.get("remat", "none") in ("none", "dots", "full"),
-             f"model.remat={m.get('remat')!r}: use 'none', 'dots' or 'full'.")
 
 
 def _validate_text_data(d: ml_collections.ConfigDict) -> None:

@@ -8,6 +8,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -27,6 +29,20 @@ def load_config_fixture():
 
 
 @pytest.fixture(scope="session")
+def run_module():
+    """`run_module("lmjax.report", *args)`: `python -m` a command in a fresh interpreter at the
+    repository root, on the CPU with JAX's own device count; returns the CompletedProcess
+    (text stdout and stderr). Commands define absl flags at import, so the test process never
+    imports lmjax.cli."""
+    def run(module: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""))
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> str:
     """One prepared-data cache for the whole session (preparing Shakespeare takes ~0.5 s)."""
     return str(tmp_path_factory.mktemp("data_cache"))
@@ -38,6 +54,58 @@ def tiny_config(data_cache):
     c.data.cache_dir = data_cache
     c.log.tensorboard = False
     return c
+
+
+@pytest.fixture
+def fashion_config(fashion_dir):
+    """configs/fashion_mnist.py:tiny on the `fashion_dir` images, 100 of them held out."""
+    c = load_config("tiny", "fashion_mnist.py")
+    c.data.update(dir=fashion_dir, val_size=100)
+    return c
+
+
+# Typed model configs for unit tests: small shapes, float32, no dropout; each fixture is a
+# builder, `gpt_config(d_model=64, scan_layers=True)`, whose keyword arguments override fields.
+# (Fixtures rather than a helper module: tests are imported with --import-mode=importlib, so
+# nothing in tests/ is importable from a test module.)
+
+@pytest.fixture(scope="session")
+def gpt_config():
+    from lmjax.models.gpt import GPTConfig
+
+    def build(**overrides) -> GPTConfig:
+        fields = dict(vocab_size=50, block_size=16, num_layers=2, num_heads=2, d_model=32,
+                      mlp_ratio=4, dropout=0.0, use_bias=True, dtype="float32",
+                      param_dtype="float32", attention="auto", scan_layers=False)
+        return GPTConfig(**{**fields, **overrides})
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def bert_config():
+    from lmjax.models.bert import BertConfig
+
+    def build(**overrides) -> BertConfig:
+        fields = dict(vocab_size=40, block_size=16, num_layers=2, num_heads=2, d_model=16,
+                      mlp_ratio=2, dropout=0.0, use_bias=True, dtype="float32",
+                      param_dtype="float32", attention="auto", type_vocab_size=2,
+                      layer_norm_eps=1e-12, pad_id=0, pooling="cls", num_classes=3)
+        return BertConfig(**{**fields, **overrides})
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def rnn_config():
+    from lmjax.models.rnn import RNNConfig
+
+    def build(**overrides) -> RNNConfig:
+        fields = dict(name="lstm", vocab_size=11, block_size=8, d_model=6, num_layers=1,
+                      dropout=0.0)
+        return RNNConfig(**{**fields, **overrides})
+
+    return build
 
 
 def write_idx(path, array):

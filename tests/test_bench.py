@@ -1,6 +1,6 @@
 import pytest
 
-from lmjax.bench import benchmark, flops_per_token, peak_flops
+from lmjax.train.benchmark import benchmark, flops_per_token, peak_flops
 
 
 def _tiny_gpt_params(d=32, L=2, T=32, V=84):
@@ -54,3 +54,25 @@ def test_pytorch_reference_counts_the_same_parameters_and_times_its_step():
                           "--heads=2", "--width=32", "--block=32", "--batch=4", "--steps=3",
                           "--warmup=1", "--device=cpu"], capture_output=True, text=True, check=True)
     assert "tokens/s" in out.stdout and torch.__version__ in out.stdout
+
+
+def test_the_compilation_cache_keeps_the_compiled_step(tmp_path, data_cache):
+    """compilation_cache=DIR: the first run writes its compiled programs there, the second
+    finds them (JAX's persistent cache); the bench reports the compile time of each."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    cmd = [sys.executable, "-m", "lmjax.bench", "--config=configs/gpt.py:tiny", "--steps=2",
+           "--warmup=1", f"--config.data.cache_dir={data_cache}",
+           "--config.mesh.host_cpu_devices=1", f"--config.compilation_cache={tmp_path}"]
+    first = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    written = set(os.listdir(tmp_path))
+    assert any(name.startswith("jit_train_step") for name in written), written
+    second = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and set(os.listdir(tmp_path)) == written  # all found

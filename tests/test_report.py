@@ -1,12 +1,14 @@
-"""`python -m lmjax.report`: curves and a side-by-side summary of runs from their metrics.jsonl."""
+"""`python -m lmjax.report`: curves and a side-by-side summary of runs from their metrics.jsonl
+(the library lmjax/eval/report.py, and the command through a subprocess)."""
 
 import json
+import re
 
 import matplotlib.image
 import numpy as np
 import pytest
 
-from lmjax import report
+from lmjax.eval import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -54,11 +56,11 @@ def test_summary_takes_final_best_and_throughput_from_the_records(runs):
     assert s["final val accuracy"] == 0.2 and s["best val accuracy"] == (0.3, 20)  # higher
 
 
-def test_the_command_writes_curves_and_a_side_by_side_table(runs, tmp_path, capsys):
+def test_the_library_writes_curves_and_a_side_by_side_table(runs, tmp_path):
     out = tmp_path / "out"
-    report.main([*runs, f"--out={out}"])
+    returned = report.report(list(runs), str(out))
     text = (out / "report.md").read_text()
-    assert text == capsys.readouterr().out.split("Curves and report.md")[0].rstrip("\n") + "\n"
+    assert text == returned
     assert "| | a | b |" in text
     assert "| best val loss | 2.5000 (step 20) |  |" in text
     assert "| final val accuracy | 0.2000 | 0.4000 |" in text
@@ -71,12 +73,36 @@ def test_the_command_writes_curves_and_a_side_by_side_table(runs, tmp_path, caps
     assert not (out / "train_tokens_per_s.png").exists()
 
 
-def test_a_directory_without_metrics_is_a_clear_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        report.main([str(tmp_path)])
-    assert e.value.code == 2
-    assert f"{tmp_path} has no metrics.jsonl: pass the --workdir of a training run" in \
-        capsys.readouterr().err
+def test_the_command_prints_the_report_it_writes(runs, tmp_path, run_module):
+    out = tmp_path / "out"
+    r = run_module("lmjax.report", *runs, f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    text = (out / "report.md").read_text()
+    assert text == r.stdout.split("Curves and report.md")[0].rstrip("\n") + "\n"
+    assert f"Curves and report.md in {out}" in r.stdout
+    assert "| best val loss | 2.5000 (step 20) |  |" in text
+    assert sorted(p.name for p in out.glob("*.png")) == ["train_loss.png", "val_accuracy.png",
+                                                         "val_loss.png"]
+
+
+def test_a_directory_without_metrics_is_a_clear_error(tmp_path, run_module):
+    message = f"{tmp_path} has no metrics.jsonl: pass the --workdir of a training run."
+    with pytest.raises(report.ReportError, match=re.escape(message)):
+        report.report([str(tmp_path)], str(tmp_path / "out"))
+    r = run_module("lmjax.report", tmp_path, f"--out={tmp_path / 'out'}")
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("lmjax:")]
+    assert errors == [f"lmjax: error: {message} (LMJAX_DEBUG=1 shows the traceback)"], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_without_workdirs_says_what_to_give(run_module):
+    r = run_module("lmjax.report")
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("lmjax:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "lmjax: error: give one or more run directories"), r.stderr
 
 
 def test_runs_with_the_same_folder_name_get_distinct_labels():

@@ -19,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from lmjax.config import validate
+from lmjax.models.gpt import GPTConfig
 from lmjax.sweep import SweepError, load_sweep, open_study, run_worker, write_report
 from lmjax.sweep.results import current_trials
 from lmjax.sweep.spec import check_against_config, with_values
@@ -32,7 +33,10 @@ def fake_train(cfg, workdir, on_eval=None):
     """Training stand-in: the validation loss is (log10(lr) + 2.5)^2 + dropout, reported at every
     evaluation with a 1/step excess; lr >= 0.5 diverges, lr == 0.25 raises; each call is logged
     in <workdir>/calls.txt."""
-    validate(cfg)  # as the trainer does first: a config that cannot work raises ConfigError
+    # As the trainer does first: a config that cannot work raises ConfigError (the sections
+    # every run has, then the model's typed config).
+    validate(cfg)
+    GPTConfig.from_section(cfg.model)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "calls.txt"), "a") as f:
         f.write(f"{os.getpid()}\n")
@@ -286,7 +290,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
 def test_the_command_runs_real_trials_and_writes_the_report(tmp_path, data_cache):
     sweep_file = write_sweep(
         tmp_path / "s.py", algorithm="grid", num_trials=0, num_steps=4, pruner="none",
-        overrides={"train.eval_every": 2, "train.eval_windows": 8, "train.final_eval_windows": 8,
+        overrides={"train.eval_every": 2, "train.eval_examples": 8, "train.final_eval_examples": 8,
                    "optim.warmup_steps": 1, "optim.name": "adamw", "sample.num_samples": 0},
         space={"model.num_heads": ("categorical", [2, 3])})  # 3 does not divide d_model=32
     workdir = tmp_path / "sweep"

@@ -4,7 +4,7 @@
 
 16 trials on a 2-core CPU. Compare with the default at the same
 budget: python -m lmjax.main --config=configs/gpt.py --config.train.num_steps=400
---config.train.eval_every=100 --config.train.final_eval_windows=256 --config.sample.num_samples=0
+--config.train.eval_every=100 --config.train.final_eval_examples=256 --config.sample.num_samples=0
 Results: docs/sweeps.md.
 """
 
@@ -21,7 +21,7 @@ def get_sweep():
         pruner_startup_trials=4,
         pruner_warmup_steps=200,   # warmup makes early losses misleading: judge from step 200
         seed=0,
-        overrides={"train.eval_every": 100, "train.final_eval_windows": 256,
+        overrides={"train.eval_every": 100, "train.final_eval_examples": 256,
                    "sample.num_samples": 0, "checkpoint.every": 400, "checkpoint.keep": 1,
                    "log.progress_bar": False},
         space={

@@ -14,7 +14,7 @@ def get_sweep():
         startup_trials=5,
         pruner="median",
         pruner_startup_trials=3,
-        overrides={"train.eval_every": 150, "train.final_eval_windows": 256,
+        overrides={"train.eval_every": 150, "train.final_eval_examples": 256,
                    "sample.num_samples": 0, "checkpoint.keep": 1},
         space={
             "optim.learning_rate": ("log_uniform", 1e-3, 2e-2),

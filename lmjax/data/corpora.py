@@ -34,6 +34,9 @@ class Corpus:
 def fingerprint(cfg: ml_collections.ConfigDict) -> str:
     """A key for the prepared data: changes whenever the texts or their tokenization would."""
     parts = [cfg.name, cfg.tokenizer, str(cfg.vocab_size), str(CLEANING_VERSION)]
+    if cfg.get("tokenizer_file", ""):  # a fixed tokenizer: its contents, not its name
+        with open(cfg.tokenizer_file, "rb") as f:
+            parts += ["tokenizer_file", hashlib.sha256(f.read()).hexdigest()]
     if cfg.name == "files":
         for path in _expand(cfg.files):
             st = os.stat(path)

@@ -119,7 +119,7 @@ def hold_out(train: Split, cfg: ml_collections.ConfigDict) -> tuple[Split, Split
     cross-validation, fold data.fold of data.num_folds."""
     order = np.random.default_rng(1234).permutation(len(train))  # fixed: not the run's seed
     folds = cfg.get("num_folds", 0)
-    if folds:
+    if folds > 1 and cfg.fold >= 0:
         parts = np.array_split(order, folds)
         val_idx = parts[cfg.fold]
         train_idx = np.concatenate([p for i, p in enumerate(parts) if i != cfg.fold])

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from lmjax.data import corpora
-from lmjax.data.tokenizers import KINDS, load_tokenizer
+from lmjax.data.tokenizers import KINDS, load_tokenizer, load_tokenizer_file
 
 
 @dataclass
@@ -43,8 +43,17 @@ def _encode_docs(tokenizer, docs: list[str]) -> np.ndarray:
 
 
 def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
-    """Returns the prepared data for the `data` config section, building the cache if needed."""
-    if cfg.tokenizer not in KINDS:
+    """Returns the prepared data for the `data` config section, building the cache if needed.
+
+    The tokenizer is trained on the training documents (`data.tokenizer`, `data.vocab_size`),
+    or, with `data.tokenizer_file`, read from that file: a run's own tokenizer.json, or a
+    pretrained one such as GPT-2's. The file's contents are part of the cache's fingerprint.
+    """
+    tokenizer_file = cfg.get("tokenizer_file", "")
+    if tokenizer_file and not os.path.isfile(tokenizer_file):
+        raise corpora.DatasetError(f"data.tokenizer_file={tokenizer_file!r} is not a file: give "
+                                   "a tokenizer.json (a run's, or a Hugging Face tokenizer's).")
+    if not tokenizer_file and cfg.tokenizer not in KINDS:
         raise ValueError(f"data.tokenizer={cfg.tokenizer!r} is not one of {', '.join(KINDS)}.")
     root = cfg.cache_dir or default_cache_dir()
     directory = os.path.join(root, f"{cfg.name.replace(':', '_').replace('/', '_')}-"
@@ -52,7 +61,10 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
     if not os.path.exists(os.path.join(directory, "meta.json")):
         log(f"Preparing data source {cfg.name!r} into {directory} ...")
         corpus = corpora.load_corpus(cfg)
-        tokenizer = KINDS[cfg.tokenizer].train(corpus.train, cfg.vocab_size)
+        if tokenizer_file:
+            tokenizer = load_tokenizer_file(tokenizer_file)
+        else:
+            tokenizer = KINDS[cfg.tokenizer].train(corpus.train, cfg.vocab_size)
         os.makedirs(root, exist_ok=True)
         # Build in a temporary folder and rename it into place, so an interrupted preparation
         # never leaves a half-written cache that a later run would trust.
@@ -63,7 +75,8 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
             np.save(os.path.join(tmp, "train.npy"), train)
             np.save(os.path.join(tmp, "val.npy"), val)
             tokenizer.save(tmp)
-            meta = {"source": cfg.name, "tokenizer": cfg.tokenizer,
+            meta = {"source": cfg.name, "tokenizer": tokenizer.kind,
+                    "tokenizer_file": os.path.abspath(tokenizer_file) if tokenizer_file else "",
                     "vocab_size": tokenizer.vocab_size,
                     "train_docs": len(corpus.train), "val_docs": len(corpus.val),
                     "val_names": corpus.val_names,

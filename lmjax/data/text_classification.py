@@ -36,7 +36,8 @@ def _frame(docs: list[np.ndarray], seq_len: int, tokenizer) -> np.ndarray:
     return mlm.frame(docs, seq_len, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
 
 
-def _encode(tokenizer, texts: list[str]) -> list[np.ndarray]:
+def encode_texts(tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Token ids of each text, through the tokenizer's batch call where it has one."""
     if hasattr(tokenizer, "encode_batch"):
         return tokenizer.encode_batch(texts)
     return [tokenizer.encode(t) for t in texts]
@@ -51,7 +52,7 @@ def genre_passages(tokenizer, seq_len: int, fold: int = -1, num_folds: int = 0,
     train_works, val_works = genres.split_works(fold, num_folds)
     size = seq_len - 2
     min_tokens = min_tokens or max(1, size // 4)
-    encoded = dict(zip(texts, _encode(tokenizer, list(texts.values()))))
+    encoded = dict(zip(texts, encode_texts(tokenizer, list(texts.values()))))
 
     def side(works):
         rows, labels = [], []
@@ -115,8 +116,8 @@ def tfds_examples(cfg, tokenizer, seq_len: int) -> TextClassificationData:
     num_classes = max(len(names), int(max(yt.max(initial=0), yv.max(initial=0))) + 1)
     names = names or [str(i) for i in range(num_classes)]
     cut = lambda docs: [d[:seq_len - 2] for d in docs]  # noqa: E731
-    xt = _frame(cut(_encode(tokenizer, train_texts)), seq_len, tokenizer)
-    xv = _frame(cut(_encode(tokenizer, val_texts)), seq_len, tokenizer)
+    xt = _frame(cut(encode_texts(tokenizer, train_texts)), seq_len, tokenizer)
+    xv = _frame(cut(encode_texts(tokenizer, val_texts)), seq_len, tokenizer)
     description = (f"{name}: {len(yt)} training examples (train), {len(yv)} held out "
                    f"({val_split}); classes {', '.join(names)}")
     return TextClassificationData(xt, yt, xv, yv, names, description)
@@ -134,7 +135,7 @@ def training_texts(cfg) -> list[str]:
 
 
 def _fold(cfg) -> tuple[int, int]:
-    """(fold, number of folds): the cross-validation driver sets data.fold and data.num_folds."""
+    """(fold, number of folds): data.fold (-1: the default split) of data.num_folds."""
     return cfg.get("fold", -1), cfg.get("num_folds", 0)
 
 

@@ -126,12 +126,18 @@ KINDS = {"char": CharTokenizer, "bpe": BPETokenizer, "wordpiece": WordPieceToken
 
 
 def load_tokenizer(directory: str):
-    path = os.path.join(directory, "tokenizer.json")
+    """The tokenizer saved as `tokenizer.json` in `directory`."""
+    return load_tokenizer_file(os.path.join(directory, "tokenizer.json"))
+
+
+def load_tokenizer_file(path: str):
+    """A tokenizer file: lmjax's character table, or a Hugging Face `tokenizers` file (a
+    WordPiece or a BPE, e.g. GPT-2's own tokenizer.json)."""
     with open(path) as f:
         spec = json.load(f)
     if spec.get("kind") == "char":
         return CharTokenizer(spec["chars"])
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # noqa: lazy (the char default does not need it)
 
     tok = Tokenizer.from_file(path)
     if spec.get("model", {}).get("type") == "WordPiece":

@@ -1,7 +1,5 @@
-"""scikit-learn's linear models on exactly the split an lmjax tabular config trains on:
-
-    python -m lmjax.eval.sklearn_baseline --config=configs/tabular.py:diabetes
-    python -m lmjax.eval.sklearn_baseline --config=configs/tabular.py:breast_cancer
+"""scikit-learn's linear models on exactly the split an lmjax tabular config trains on
+(the command: python -m lmjax.sklearn_baseline --config=configs/tabular.py:diabetes).
 
 Linear regression (for regression tasks) or logistic regression (for classification) is fitted
 on the same standardised training rows and scored on the same test rows with lmjax's metrics.
@@ -9,20 +7,15 @@ on the same standardised training rows and scored on the same test rows with lmj
 
 from __future__ import annotations
 
-import json
-
 import ml_collections
-from absl import app
-from ml_collections import config_flags
 
 from lmjax.data.tabular import load_table
 from lmjax.eval import metrics
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/tabular.py config.")
-
 
 def linear_baseline(cfg: ml_collections.ConfigDict) -> dict:
-    from sklearn.linear_model import LinearRegression, LogisticRegression
+    # scikit-learn is an optional extra (.[baselines]): imported when the baseline runs.
+    from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: lazy
 
     data = load_table(cfg.data)
     train, test = data.train, data.test
@@ -35,13 +28,3 @@ def linear_baseline(cfg: ml_collections.ConfigDict) -> dict:
     preds = model.predict(test.inputs) * data.target_scale + data.target_shift
     targets = test.labels * data.target_scale + data.target_shift
     return metrics.regression_report(preds, targets)
-
-
-def main(argv):
-    del argv
-    result = linear_baseline(_CONFIG.value)
-    print(json.dumps({f"test_{k}": round(v, 4) for k, v in result.items()}, indent=1))
-
-
-if __name__ == "__main__":
-    app.run(main)

@@ -12,6 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax.data.mlm import frame
+from lmjax.data.text_classification import encode_texts
+from lmjax.infer.generator import pow2
+
 
 class TextClassifier:
     def __init__(self, model, params, tokenizer, class_names: Sequence[str], seq_len: int,
@@ -23,19 +27,17 @@ class TextClassifier:
 
     @classmethod
     def from_task(cls, task, params, max_batch: int = 64) -> "TextClassifier":
-        return cls(task.model, params, task.tokenizer, task.data.class_names, task.seq_len,
+        return cls(task.model, params, task.tokenizer, task.class_names, task.seq_len,
                    max_batch)
 
     def classify(self, texts: Sequence[str]) -> list[dict]:
         """[{label, probabilities: {class: p}, truncated}] for each text, in order."""
-        from lmjax.data.mlm import frame
-
         if not 0 < len(texts) <= self.max_batch:
             raise ValueError(f"{len(texts)} texts: give between 1 and {self.max_batch}.")
         tok, room = self.tokenizer, self.seq_len - 2
-        ids = [np.asarray(tok.encode(t), np.int32) for t in texts]
+        ids = encode_texts(tok, list(texts))
         rows = frame([x[:room] for x in ids], self.seq_len, tok.cls_id, tok.sep_id, tok.pad_id)
-        batch = 1 << max(0, (len(rows) - 1).bit_length())
+        batch = pow2(len(rows))
         padded = np.full((batch, self.seq_len), tok.pad_id, np.int32)
         padded[:len(rows)] = rows
         probs = np.asarray(self._probs(self.params, jnp.asarray(padded)))[:len(rows)]

@@ -1,8 +1,10 @@
-"""A model ready for inference from a directory: a training run's workdir, or an int8 export.
+"""A model ready for inference from a run directory: a training run, or an int8 export.
 
     loaded = load("runs/gpt")            # the run's latest checkpoint (or best=True)
     loaded = load("runs/gpt-int8")       # written by `python -m lmjax.quantize`
     Generator(loaded.model, loaded.params, loaded.tokenizer)
+
+Everything comes from the directory itself (lmjax/rundir.py): no corpus or data cache is read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import os
 
 import ml_collections
 
+from lmjax import rundir
 from lmjax.checkpoint import CheckpointError
-
-QUANTIZED_META = "quantized.json"
+from lmjax.infer import int8
+from lmjax.train.restore import load_setup
 
 
 @dataclasses.dataclass
@@ -23,7 +26,8 @@ class Loaded:
     params: object
     tokenizer: object
     cfg: ml_collections.ConfigDict  # the config of the run that trained the weights
-    task: object = None  # the run's task, when loaded from a training workdir
+    assets: rundir.Assets
+    task: object = None  # the run's task, when loaded from a training run
     source: str = ""     # a line for logs: what was loaded
 
 
@@ -33,16 +37,19 @@ def load(path: str, best: bool = False, log=lambda s: None, tasks=("lm",)) -> Lo
     if not os.path.isdir(path):
         raise CheckpointError(f"{path!r} is not a directory: give a run's --workdir (with "
                               "checkpoints/) or a directory written by python -m lmjax.quantize.")
-    if os.path.exists(os.path.join(path, QUANTIZED_META)):
-        from lmjax.infer.quantize import load_quantized
-
-        return load_quantized(path)
-    from lmjax.train.restore import load_run
-
-    cfg, task, state = load_run(path, best=best, log=log)
-    if cfg.task not in tasks:
-        raise ValueError(f"{path} holds a {cfg.task!r} run; this needs "
+    if int8.is_old_export(path):
+        raise CheckpointError(f"{path} is an int8 export written by an earlier lmjax: export it "
+                              "again from its run with python -m lmjax.quantize.")
+    assets = rundir.read(path) if rundir.exists(path) else None
+    if assets is not None and assets.weights == "int8":
+        model, params = int8.load_export(path, assets)
+        return Loaded(model=model, params=params, tokenizer=assets.tokenizer,
+                      cfg=ml_collections.ConfigDict(assets.config), assets=assets,
+                      source=f"{path} (int8 weights of {assets.source})")
+    s, state = load_setup(path, best=best, log=log)
+    if s.cfg.task not in tasks:
+        raise ValueError(f"{path} holds a {s.cfg.task!r} run; this needs "
                          f"{' or '.join(repr(t) for t in tasks)} (a GPT language model is 'lm').")
-    return Loaded(model=task.model, params=state.params, tokenizer=task.tokenizer,
-                  cfg=cfg, task=task,
+    return Loaded(model=s.task.model, params=state.params, tokenizer=s.task.tokenizer,
+                  cfg=s.cfg, assets=s.task.run_assets(), task=s.task,
                   source=f"{path} (step {int(state.step)}{', best' if best else ''})")

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import dataclasses
+
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from lmjax.models.layers import require
 
 
 def _as_float(x: jax.Array) -> jax.Array:
@@ -74,3 +78,27 @@ class CNN(nn.Module):
         logits = nn.Dense(self.num_outputs)(x)
         chex.assert_shape(logits, (batch, self.num_outputs))
         return logits
+
+
+MODELS = {"mlp": MLP, "cnn": CNN}
+
+
+def from_section(section, num_outputs: int) -> nn.Module:
+    """The baseline named by `model.name`, with the section's other fields as its settings
+    (each module's dataclass fields are its typed config); errors name the field."""
+    values = dict(section.to_dict() if hasattr(section, "to_dict") else section)
+    name = values.pop("name", "")
+    require(name in MODELS, f"model.name={name!r}: use one of {', '.join(MODELS)}.")
+    cls = MODELS[name]
+    known = {f.name for f in dataclasses.fields(cls)} - {"num_outputs", "parent", "name"}
+    unknown = sorted(set(values) - known)
+    require(not unknown, f"model.{unknown[0] if unknown else ''} is not a setting of the "
+            f"{name}; it has {', '.join(sorted(known))}.")
+    require(0.0 <= values.get("dropout", 0.0) < 1.0,
+            f"model.dropout={values.get('dropout')}: must be in [0, 1).")
+    for field in ("hidden", "channels", "head_hidden"):
+        widths = values.get(field, ())
+        require(all(isinstance(w, int) and w > 0 for w in widths),
+                f"model.{field}={widths!r}: positive layer widths.")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(num_outputs=num_outputs, **values)

@@ -14,13 +14,34 @@ split both sides of a matrix.
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
-import ml_collections
 
-from lmjax.models.gpt import _dense
+from lmjax.models.layers import TransformerConfig, dense, require
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig(TransformerConfig):
+    """The encoder's shape and numerics (configs/bert.py's `model` section, resolved; the shared
+    transformer fields are in lmjax/models/layers.py), plus the classifier's number of classes
+    (0 for the masked-LM head alone)."""
+    dropout: float = 0.1
+    type_vocab_size: int = 2       # segment embeddings; 0: none
+    layer_norm_eps: float = 1e-12
+    pad_id: int = 0
+    pooling: str = "cls"           # 'cls' | 'mean'
+    num_classes: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.type_vocab_size >= 0 and self.num_classes >= 0,
+                "model.type_vocab_size and the number of classes must be >= 0.")
+        require(self.pooling in ("cls", "mean"), f"model.pooling={self.pooling!r}: use 'cls' "
+                "or 'mean'.")
 
 
 def _layer_norm(cfg, name):
@@ -36,17 +57,17 @@ def _dropout(cfg, x, deterministic):
 
 class SelfAttention(nn.Module):
     """Bidirectional multi-head attention; keys where `mask` is False are never attended to."""
-    cfg: ml_collections.ConfigDict
+    cfg: BertConfig
 
     @nn.compact
     def __call__(self, x, mask, deterministic: bool):
         cfg = self.cfg
         shape = (cfg.num_heads, cfg.d_model // cfg.num_heads)
-        q, k, v = (_dense(shape, ("embed", "heads", "kv"), cfg, name)(x)
+        q, k, v = (dense(shape, ("embed", "heads", "kv"), cfg, name)(x)
                    for name in ("query", "key", "value"))
         # (batch, 1, 1, keys): the same key mask for every head and query.
         y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
-                                         implementation=cfg.attention)
+                                         implementation=cfg.attention_impl)
         out = nn.DenseGeneral(
             cfg.d_model, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
             use_bias=cfg.use_bias,
@@ -59,16 +80,16 @@ class SelfAttention(nn.Module):
 
 class Layer(nn.Module):
     """One post-LN encoder block: x = LN(x + attn(x)); x = LN(x + mlp(x))."""
-    cfg: ml_collections.ConfigDict
+    cfg: BertConfig
 
     @nn.compact
     def __call__(self, x, mask, deterministic: bool):
         cfg = self.cfg
         x = _layer_norm(cfg, "attention_ln")(
             x + SelfAttention(cfg, name="attention")(x, mask, deterministic))
-        h = nn.gelu(_dense(cfg.mlp_ratio * cfg.d_model, ("embed", "mlp"), cfg, "fc")(x),
+        h = nn.gelu(dense(cfg.mlp_ratio * cfg.d_model, ("embed", "mlp"), cfg, "fc")(x),
                     approximate=False)
-        h = _dropout(cfg, _dense(cfg.d_model, ("mlp", "embed"), cfg, "proj")(h), deterministic)
+        h = _dropout(cfg, dense(cfg.d_model, ("mlp", "embed"), cfg, "proj")(h), deterministic)
         return _layer_norm(cfg, "mlp_ln")(x + h)
 
 
@@ -78,7 +99,7 @@ class Encoder(nn.Module):
     Padding is found from the ids (`cfg.pad_id`, 0 as in BERT): no position attends to a
     padding position, so real positions' outputs do not depend on how much padding follows.
     """
-    cfg: ml_collections.ConfigDict
+    cfg: BertConfig
 
     def setup(self):
         cfg = self.cfg
@@ -128,7 +149,7 @@ class MaskedLM(nn.Module):
     masked positions of a batch, which spares the vocabulary projection of the other ~85%.
     Without, every position is scored.
     """
-    cfg: ml_collections.ConfigDict
+    cfg: BertConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
@@ -139,7 +160,7 @@ class MaskedLM(nn.Module):
         if positions is not None:
             chex.assert_rank(positions, 2)
             x = jnp.take_along_axis(x, positions[:, :, None], axis=1)
-        h = nn.gelu(_dense(cfg.d_model, ("embed", None), cfg, "mlm_dense")(x), approximate=False)
+        h = nn.gelu(dense(cfg.d_model, ("embed", None), cfg, "mlm_dense")(x), approximate=False)
         h = _layer_norm(cfg, "mlm_ln")(h)
         bias = self.param("mlm_bias", nn.with_logical_partitioning(nn.initializers.zeros,
                                                                    ("vocab",)),
@@ -156,7 +177,7 @@ class Classifier(nn.Module):
     Hugging Face's BertForSequenceClassification); 'mean' averages the non-padding positions
     first, which needs no pretraining of [CLS] (we pretrain without next-sentence prediction).
     """
-    cfg: ml_collections.ConfigDict
+    cfg: BertConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, segments: jax.Array | None = None,
@@ -165,14 +186,12 @@ class Classifier(nn.Module):
         x = Encoder(cfg, name="bert")(tokens, segments, deterministic)
         if cfg.pooling == "cls":
             pooled = x[:, 0]
-        elif cfg.pooling == "mean":
+        else:  # 'mean' (BertConfig checks the name)
             keep = (tokens != cfg.pad_id)[:, :, None].astype(x.dtype)
             pooled = (x * keep).sum(1) / jnp.maximum(keep.sum(1), 1.0)
-        else:
-            raise ValueError(f"model.pooling={cfg.pooling!r}: use 'cls' or 'mean'.")
-        pooled = jnp.tanh(_dense(cfg.d_model, ("embed", None), cfg, "pooler")(pooled))
+        pooled = jnp.tanh(dense(cfg.d_model, ("embed", None), cfg, "pooler")(pooled))
         pooled = _dropout(cfg, pooled, deterministic)
-        logits = _dense(cfg.num_classes, ("embed", None), cfg, "classifier")(pooled)
+        logits = dense(cfg.num_classes, ("embed", None), cfg, "classifier")(pooled)
         chex.assert_shape(logits, (tokens.shape[0], cfg.num_classes))
         return logits
 

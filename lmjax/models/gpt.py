@@ -6,21 +6,29 @@ maps them onto mesh axes, so the model itself knows nothing about devices.
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
-import ml_collections
 
-Dtype = jnp.dtype
+from lmjax.models.layers import TransformerConfig, dense, require
 
 
-def _dense(features, axes, cfg, name, std=0.02):
-    return nn.DenseGeneral(
-        features, axis=-1, dtype=cfg.dtype, param_dtype=cfg.param_dtype, use_bias=cfg.use_bias,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(std), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]), name=name)
+@dataclasses.dataclass(frozen=True)
+class GPTConfig(TransformerConfig):
+    """The GPT's shape and numerics: the `model` section of configs/gpt.py, resolved (the
+    shared transformer fields are in lmjax/models/layers.py)."""
+    AUTO_CUDNN = True  # causal and unmasked: cuDNN's fused attention where it runs
+    scan_layers: bool = False
+    remat: str = "none"            # 'none' | 'dots' | 'full'
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.remat in REMAT_POLICIES, f"model.remat={self.remat!r}: use 'none', "
+                "'dots' or 'full'.")
 
 
 def _layer_norm(cfg, name):
@@ -75,17 +83,18 @@ def _cached_attention(q, k, v, cache: KVCache, layer):
 
 
 class Attention(nn.Module):
-    cfg: ml_collections.ConfigDict
+    cfg: GPTConfig
 
     @nn.compact
     def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0):
         cfg = self.cfg
         head_dim = cfg.d_model // cfg.num_heads
-        qkv = _dense((3, cfg.num_heads, head_dim), ("embed", "qkv", "heads", "kv"), cfg, "qkv")(x)
+        qkv = dense((3, cfg.num_heads, head_dim), ("embed", "qkv", "heads", "kv"), cfg, "qkv")(x)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, length, heads, head_dim)
         if cache is None:
             # One call that lets XLA, cuDNN or a TPU kernel pick the fused implementation.
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=cfg.attention)
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                             implementation=cfg.attention_impl)
         else:
             y, cache = _cached_attention(q, k, v, cache, layer)
         # Residual projections are scaled down with depth, as in GPT-2.
@@ -102,20 +111,20 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    cfg: ml_collections.ConfigDict
+    cfg: GPTConfig
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
         cfg = self.cfg
-        h = _dense(cfg.mlp_ratio * cfg.d_model, ("embed", "mlp"), cfg, "fc")(x)
+        h = dense(cfg.mlp_ratio * cfg.d_model, ("embed", "mlp"), cfg, "fc")(x)
         h = nn.gelu(h, approximate=True)
         std = 0.02 / (2 * cfg.num_layers) ** 0.5
-        out = _dense(cfg.d_model, ("mlp", "embed"), cfg, "proj", std=std)(h)
+        out = dense(cfg.d_model, ("mlp", "embed"), cfg, "proj", std=std)(h)
         return nn.Dropout(cfg.dropout)(out, deterministic=deterministic)
 
 
 class Block(nn.Module):
-    cfg: ml_collections.ConfigDict
+    cfg: GPTConfig
 
     @nn.compact
     def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0):
@@ -130,7 +139,7 @@ class Block(nn.Module):
 
 class ScannedBlock(nn.Module):
     """`Block` in the (carry, output) form that `nn.scan` wants."""
-    cfg: ml_collections.ConfigDict
+    cfg: GPTConfig
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
@@ -139,7 +148,7 @@ class ScannedBlock(nn.Module):
 
 class ScannedDecodeBlock(nn.Module):
     """`Block` with the cache in the scan carry, so each layer updates its slice in place."""
-    cfg: ml_collections.ConfigDict
+    cfg: GPTConfig
 
     @nn.compact
     def __call__(self, carry, layer, deterministic: bool):
@@ -156,7 +165,7 @@ REMAT_POLICIES = {
 
 
 def _remat(block_cls, cfg):
-    policy = cfg.get("remat", "none")
+    policy = cfg.remat
     if policy == "none":
         return block_cls
     # Argument 2 (after self and x) is `deterministic`, a Python bool.
@@ -168,12 +177,16 @@ class GPT(nn.Module):
 
     Decoding passes a `KVCache` and each token's `positions` (batch, length); the call then
     returns (logits, the cache with these tokens appended). Training never passes one.
+    `hidden=True` returns the final normalised hidden states (batch, length, d_model) instead of
+    logits: `head_logits` applies the output layer to a piece of them at a time (the chunked
+    loss in lmjax/tasks/lm.py), so the full logits never need to exist at once.
     """
-    cfg: ml_collections.ConfigDict
+    cfg: GPTConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True, *,
-                 positions: jax.Array | None = None, cache: KVCache | None = None):
+                 positions: jax.Array | None = None, cache: KVCache | None = None,
+                 hidden: bool = False):
         cfg = self.cfg
         batch, length = tokens.shape
         chex.assert_rank(tokens, 2)
@@ -205,6 +218,8 @@ class GPT(nn.Module):
             for i in range(cfg.num_layers):
                 x = block(cfg, name=f"block_{i}")(x, deterministic)
         x = _layer_norm(cfg, "ln_f")(x)
+        if hidden:
+            return x
         logits = wte.attend(x)  # tied input and output embeddings
         chex.assert_shape(logits, (batch, length, cfg.vocab_size))
         return logits
@@ -223,6 +238,13 @@ class GPT(nn.Module):
                 x, cache = Block(cfg, name=f"block_{i}")(x, deterministic, cache, i)
         x = _layer_norm(cfg, "ln_f")(x)
         return wte.attend(x), cache.replace(index=cache.index + x.shape[1])
+
+
+def head_logits(params, hidden: jax.Array, dtype) -> jax.Array:
+    """The output layer (the tied embedding) on hidden states, as `GPT.__call__` applies it:
+    both sides in the compute dtype."""
+    embedding = params["wte"]["embedding"]
+    return jnp.einsum("...d,vd->...v", hidden.astype(dtype), embedding.astype(dtype))
 
 
 def matrix_dims(params):

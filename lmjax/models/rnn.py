@@ -7,18 +7,39 @@ language-model task, its data and its sampler serve both.
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
+
+from lmjax.models.layers import ModelConfig, require
 
 CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 
 
+@dataclasses.dataclass(frozen=True)
+class RNNConfig(ModelConfig):
+    """configs/lstm.py's `model` section, resolved."""
+    IGNORED = ()
+    name: str = "lstm"             # 'lstm' | 'gru'
+    vocab_size: int = 0            # 0 until the tokenizer fills it in (with_vocab)
+    block_size: int = 128          # the training and sampling window
+    d_model: int = 256             # hidden units per layer
+    num_layers: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        require(self.name in CELLS, f"model.name={self.name!r}: use 'lstm' or 'gru'.")
+        self._check_positive("block_size", "d_model", "num_layers")
+        require(self.vocab_size >= 0, f"model.vocab_size={self.vocab_size}: 0 (from the "
+                "tokenizer) or more.")
+        self._check_dropout()
+
+
 class RNNLM(nn.Module):
-    cfg: ml_collections.FrozenConfigDict  # name ('lstm'|'gru'), vocab_size, d_model, num_layers,
-    #                                       dropout, block_size (the training/sampling window)
+    cfg: RNNConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:

@@ -77,6 +77,12 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
 
 
+def local_rows(x: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+    """This process's equal share of the rows of a global batch (all of them on one host)."""
+    per_host = len(x) // process_count
+    return x[process_index * per_host:(process_index + 1) * per_host]
+
+
 def split_host_cpu(cfg: ml_collections.ConfigDict) -> None:
     """Presents a CPU-only host as `mesh.host_cpu_devices` devices (-1: one per core).
 

@@ -23,7 +23,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                CONTENT_TYPE_LATEST, generate_latest)
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmjax.infer.generate import Generator, Request
+from lmjax.infer.generator import Generator, Request
 from lmjax.serve.batcher import Batcher
 
 
@@ -204,7 +204,8 @@ def _generate_routes(app, generator, source, metrics, max_batch, max_wait_s, str
                                               "beyond the context"}},
               summary="Continue a prompt (optionally streamed as server-sent events)")
     async def generate(body: GenerateBody):
-        n = len(generator.encode(body.prompt))
+        ids = generator.encode(body.prompt)  # once: the generator takes the ids as they are
+        n = len(ids)
         if n + body.max_new_tokens > block:
             return _error(422, f"the prompt is {n} tokens and max_new_tokens is "
                                f"{body.max_new_tokens}: together more than the model's context "
@@ -214,7 +215,7 @@ def _generate_routes(app, generator, source, metrics, max_batch, max_wait_s, str
             return _error(422, "stop: empty strings are not allowed.")
         request = Request(prompt=body.prompt, max_new_tokens=body.max_new_tokens,
                           temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                          seed=body.seed, stop=tuple(body.stop))
+                          seed=body.seed, stop=tuple(body.stop), prompt_ids=tuple(ids.tolist()))
         t = time.perf_counter()
         job = batcher.submit(request, stream=body.stream)
         if body.stream:

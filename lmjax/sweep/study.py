@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from lmjax.sweep.results import STATES
 from lmjax.sweep.spec import (Sweep, SweepError, make_pruner, make_sampler, suggest,
                               with_values)
+from lmjax.train.crossval import fit
 from lmjax.train.loop import Preempted
 
 HEARTBEAT_S = 30      # a running trial stamps the time this often ...
@@ -261,8 +262,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, sweep: Sweep,
 def run_worker(study: optuna.Study, sweep: Sweep, base_cfg: ml_collections.ConfigDict,
                sweep_dir: str, train_fn: TrainFn | None = None, echo=print) -> int:
     """Runs trials until the budget is used; returns how many this worker ran."""
-    if train_fn is None:
-        from lmjax.train.loop import train_and_evaluate as train_fn
+    train_fn = train_fn or fit
     ran = 0
     while (trial := _next_trial(study, sweep.budget(), sweep_dir, echo)) is not None:
         run_trial(study, trial, sweep, base_cfg, sweep_dir, train_fn, echo)

@@ -16,8 +16,13 @@ statistics); it is {} for most models.
 from __future__ import annotations
 
 import importlib
+import os
 
 import ml_collections
+
+from lmjax import rundir
+from lmjax.checkpoint import Checkpointer, CheckpointError
+from lmjax.config import from_stored
 
 # task name -> "module:Class", imported on use so that a GPT run does not import BERT.
 TASKS = {
@@ -29,8 +34,41 @@ TASKS = {
 }
 
 
-def make_task(cfg: ml_collections.ConfigDict, log=print):
+def make_task(cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None, log=print):
+    """The task of `cfg`: for training (reads its data), or from a run's `assets` (no data
+    until a batch is asked for)."""
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r} is not one of {', '.join(sorted(TASKS))}.")
     module, name = TASKS[cfg.task].split(":")
-    return getattr(importlib.import_module(module), name)(cfg, log=log)
+    return getattr(importlib.import_module(module), name)(cfg, assets=assets, log=log)
+
+
+def read_assets(workdir: str, log=print) -> rundir.Assets:
+    """The assets of the run in `workdir`.
+
+    A run written before run directories kept them (no run.json) is upgraded on load: its task
+    is rebuilt once from its stored config, which reads its data as training did, and the
+    assets are written into the directory (kept in memory if it is read-only).
+    """
+    try:
+        return rundir.read(workdir)
+    except rundir.MissingAssets:
+        pass
+    directory, stored = rundir.checkpoint_dir(workdir), None
+    if os.path.isdir(directory):
+        with Checkpointer(directory) as ckpt:
+            step = ckpt.latest_step()
+            stored = None if step is None else ckpt.stored_config(step)
+    if stored is None:
+        raise CheckpointError(f"{workdir!r} is not a run directory: it has no {rundir.META} and "
+                              "no checkpoints/. Give the --workdir of a run that has saved at "
+                              "least once, or an export written by python -m lmjax.quantize.")
+    cfg = from_stored(stored)
+    log(f"{workdir} predates run directories with assets: rebuilding its tokenizer and model "
+        "config from its data once, and writing them into it.")
+    assets = make_task(cfg, log=log).run_assets()
+    try:
+        rundir.write(workdir, assets)
+    except OSError:
+        return assets
+    return rundir.read(workdir)

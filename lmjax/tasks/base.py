@@ -1,10 +1,22 @@
-"""Defaults shared by every task, and the padding of evaluation batches."""
+"""The interface every task implements, with its defaults, and the padding of evaluation batches.
+
+A task is built in one of two ways:
+- for training, from its config alone: it reads its data and derives what inference needs (the
+  tokenizer, the class names, the resolved model config);
+- from a run directory's assets (`lmjax/rundir.py`): the model, tokenizer and class names come
+  from the run, and the data is read only if a batch is asked for (evaluation), encoded with the
+  run's own tokenizer. Generating, serving and converting never touch the data.
+"""
 
 from __future__ import annotations
 
 from typing import Callable, Iterator
 
+import jax
+import ml_collections
 import numpy as np
+
+from lmjax import rundir
 
 
 class Task:
@@ -13,15 +25,42 @@ class Task:
     matrix_dims = None  # for optim.name='muon': which parameters are weight matrices
     trainable = None    # params -> tree of bools: only True leaves train (LoRA); None: all
     splits = ("val",)   # evaluation splits; a task with an official test split adds "test"
+    tokens_per_example = 1  # what throughput counts: tokens per example for sequence tasks
+    tokenizer = None
 
-    def init_variables(self, rng):
+    def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
+                 log=print):
+        self.cfg, self.assets, self.log = cfg, assets, log
+
+    def init_variables(self, rng: jax.Array) -> dict:
+        """The flax variables: 'params' (with logical axis names) and any other collections."""
         raise NotImplementedError
 
-    def loss(self, params, model_state, batch, rng):
+    def loss(self, params, model_state, batch: dict, rng: jax.Array):
+        """(loss, (aux metrics, new model_state))."""
         raise NotImplementedError
 
-    def eval_outputs(self, params, model_state, batch):
+    def eval_outputs(self, params, model_state, batch: dict) -> dict:
+        """{'sums': {..., 'count'}, 'examples': {...}}: sums that add up across batches and
+        devices, and per-example arrays for metrics over the whole set."""
         raise NotImplementedError
+
+    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
+        """This process's rows of the global batch at `step`: a pure function of (seed, step)."""
+        raise NotImplementedError
+
+    def eval_batches(self, batch_size: int, max_examples: int = 0,
+                     split: str = "val") -> Iterator[dict]:
+        """Fixed evaluation batches with a `weights` row mask (0 for padding rows)."""
+        raise NotImplementedError
+
+    def run_assets(self) -> rundir.Assets:
+        """What a run directory keeps so that the model can be used without the data."""
+        raise NotImplementedError
+
+    def _assets(self, model_cfg, **fields) -> rundir.Assets:
+        return rundir.Assets(task=self.cfg.task, model=model_cfg.to_dict(),
+                             config=self.cfg.to_dict(), tokenizer=self.tokenizer, **fields)
 
     def summarize(self, sums: dict, examples: dict) -> dict:
         count = sums.pop("count")
@@ -60,6 +99,10 @@ def epoch_indices(seed: int, step: int, batch_size: int, num_examples: int) -> n
     return order[pos * batch_size:(pos + 1) * batch_size]
 
 
-def local_rows(x: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
-    per_host = len(x) // process_count
-    return x[process_index * per_host:(process_index + 1) * per_host]
+def with_tokenizer_file(data: ml_collections.ConfigDict,
+                        tokenizer_file: str) -> ml_collections.ConfigDict:
+    """A copy of a `data` section that encodes with a fixed tokenizer file (a run's own)."""
+    data = ml_collections.ConfigDict(data.to_dict())
+    with data.unlocked():
+        data.tokenizer_file = tokenizer_file
+    return data

@@ -7,19 +7,22 @@ fresh permutations drawn from (seed, epoch); images are augmented on the device.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from lmjax import rundir
+from lmjax.data import images, tabular
 from lmjax.data.augment import augment
 from lmjax.data.batches import spread
 from lmjax.eval import metrics
 from lmjax.models import baselines
-from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
-
-MODELS = {"mlp": baselines.MLP, "cnn": baselines.CNN}
+from lmjax.parallel.mesh import local_rows
+from lmjax.tasks.base import Task, epoch_indices, padded_batches
 
 
 def class_weights(spec: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
@@ -67,35 +70,40 @@ def classification_metrics(sums: dict, examples: dict, class_names: list[str]) -
 
 
 def load_examples(cfg: ml_collections.ConfigDict):
-    from lmjax.data import images, tabular
-
     if cfg.name in tabular.DATASETS:
         return tabular.load_table(cfg)
     return images.load_images(cfg)
 
 
-def build_model(cfg: ml_collections.ConfigDict, num_outputs: int):
-    fields = {k: v for k, v in cfg.to_dict().items() if k != "name"}
-    if cfg.name not in MODELS:
-        raise ValueError(f"model.name={cfg.name!r}: use one of {', '.join(MODELS)}.")
-    try:
-        return MODELS[cfg.name](num_outputs=num_outputs, **fields)
-    except TypeError as e:
-        raise ValueError(f"model: {e} (model.name={cfg.name!r})") from None
-
-
 class ClassificationTask(Task):
-    splits = ("val", "test")
+    def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
+                 log=print):
+        super().__init__(cfg, assets, log)
+        if assets is None:
+            x = self.data.train.inputs
+            self.class_names = list(self.data.class_names)
+            self.example = {"shape": list(x.shape[1:]), "dtype": str(x.dtype)}
+        else:
+            self.class_names, self.example = list(assets.class_names), assets.example
+        self.num_classes = len(self.class_names)
+        self.model = baselines.from_section(cfg.model, self.num_outputs)
+        self.weights = None
+        if assets is None and self.num_classes:
+            self.weights = class_weights(cfg.train.get("class_weights", ""),
+                                         self.data.train.labels, self.num_classes)
 
-    def __init__(self, cfg: ml_collections.ConfigDict, log=print):
-        self.cfg = cfg
-        self.data = load_examples(cfg.data)
-        if self.data.test is None:
-            self.splits = ("val",)
-        self.num_classes = len(self.data.class_names)
-        self.model = build_model(cfg.model, self.num_outputs)
-        self.weights = class_weights(cfg.train.get("class_weights", ""), self.data.train.labels,
-                                     self.num_classes) if self.num_classes else None
+    @functools.cached_property
+    def data(self):
+        return load_examples(self.cfg.data)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("val",) if self.data.test is None else ("val", "test")
+
+    def run_assets(self) -> rundir.Assets:
+        return rundir.Assets(task=self.cfg.task, model=self.cfg.model.to_dict(),
+                             config=self.cfg.to_dict(), class_names=self.class_names,
+                             example=self.example)
 
     @property
     def num_outputs(self) -> int:
@@ -105,7 +113,8 @@ class ClassificationTask(Task):
         return self.data.description
 
     def init_variables(self, rng: jax.Array):
-        return self.model.init(rng, self.data.train.inputs[:1])
+        example = np.zeros((1, *self.example["shape"]), self.example["dtype"])
+        return self.model.init(rng, example)
 
     def _apply(self, params, model_state, inputs, rng=None):
         """(outputs, new model_state); training mode when rng is given."""

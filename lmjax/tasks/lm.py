@@ -1,6 +1,8 @@
-"""Next-token prediction with a GPT on a prepared text corpus."""
+"""Next-token prediction with a GPT (or an LSTM/GRU) on a prepared text corpus."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,41 +10,79 @@ import ml_collections
 import numpy as np
 import optax
 
+from lmjax import rundir
 from lmjax.data import batches
-from lmjax.data.prepare import prepare
+from lmjax.data.prepare import Prepared, prepare
 from lmjax.eval import metrics
 from lmjax.models import gpt, rnn
-from lmjax.tasks.base import Task, padded_batches
+from lmjax.models.sampling import generate
+from lmjax.tasks.base import Task, padded_batches, with_tokenizer_file
 
 
-def model_config(cfg: ml_collections.ConfigDict, vocab_size: int) -> ml_collections.FrozenConfigDict:
-    """The model section with the vocabulary filled in and dtypes resolved (hashable, frozen)."""
-    m = cfg.model.to_dict()
-    if m["vocab_size"] == 0:
-        m["vocab_size"] = vocab_size
-    elif m["vocab_size"] < vocab_size:
-        raise ValueError(f"model.vocab_size={m['vocab_size']} is smaller than the tokenizer's "
-                         f"vocabulary ({vocab_size}): set it to 0 or at least {vocab_size}.")
-    if "dtype" in m:
-        m["dtype"], m["param_dtype"] = jnp.dtype(m["dtype"]), jnp.dtype(m["param_dtype"])
-    if "attention" in m:
-        m["attention"] = None if m["attention"] == "auto" else m["attention"]
-    return ml_collections.FrozenConfigDict(m)
+def model_family(section: ml_collections.ConfigDict):
+    """(typed config class, module class) for `model.name`: 'gpt' (default), 'lstm' or 'gru'."""
+    name = section.get("name", "gpt")
+    if name == "gpt":
+        return gpt.GPTConfig, gpt.GPT
+    if name in rnn.CELLS:
+        return rnn.RNNConfig, rnn.RNNLM
+    raise ValueError(f"model.name={name!r}: use 'gpt', 'lstm' or 'gru'.")
+
+
+def chunked_losses(hidden: jax.Array, targets: jax.Array, logits_fn, chunk: int) -> jax.Array:
+    """Per-token cross-entropy (float32) over `chunk` positions at a time.
+
+    Each chunk's logits are computed, reduced to its losses and dropped; under
+    `jax.checkpoint` the backward pass recomputes them chunk by chunk too. So the (batch x
+    chunk x vocab) logits are the most ever held, instead of (batch x length x vocab) twice
+    (compute dtype and float32): for GPT-2 124M at batch 32 x 1024 that is 6.6 GB of float32
+    logits alone, against 0.8 GB at chunk 128.
+    """
+    batch, length, width = hidden.shape
+    n = length // chunk
+    pieces = hidden.reshape(batch, n, chunk, width).swapaxes(0, 1)
+    labels = targets.reshape(batch, n, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one(args):
+        h, t = args
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits_fn(h).astype(jnp.float32), t)
+
+    return jax.lax.map(one, (pieces, labels)).swapaxes(0, 1).reshape(batch, length)
 
 
 class LanguageModelTask(Task):
-    def __init__(self, cfg: ml_collections.ConfigDict, log=print):
-        self.cfg = cfg
-        self.data = prepare(cfg.data, log=log)
-        self.tokenizer = self.data.tokenizer
-        model_cfg = model_config(cfg, self.tokenizer.vocab_size)
-        if cfg.model.get("name", "gpt") == "gpt":
-            self.model, self.matrix_dims = gpt.GPT(model_cfg), gpt.matrix_dims
-        elif cfg.model.name in rnn.CELLS:
-            self.model = rnn.RNNLM(model_cfg)
+    def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
+                 log=print):
+        super().__init__(cfg, assets, log)
+        config_cls, module = model_family(cfg.model)
+        if assets is None:
+            model_cfg = config_cls.from_section(cfg.model)  # checked before the data is read
+            self.data = prepare(cfg.data, log=log)
+            self.tokenizer = self.data.tokenizer
+            model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size)
         else:
-            raise ValueError(f"model.name={cfg.model.name!r}: use 'gpt', 'lstm' or 'gru'.")
-        self.seq_len = cfg.model.block_size
+            self.tokenizer = assets.tokenizer
+            model_cfg = config_cls(**assets.model)
+        self.model = module(model_cfg)
+        if module is gpt.GPT:
+            self.matrix_dims = gpt.matrix_dims
+        self.seq_len = self.tokens_per_example = model_cfg.block_size
+        self.loss_chunk = cfg.train.get("loss_chunk", 0)
+        if self.loss_chunk and (module is not gpt.GPT or self.seq_len % self.loss_chunk):
+            raise ValueError(f"train.loss_chunk={self.loss_chunk}: a GPT's output layer is "
+                             f"chunked along its sequence; use a divisor of model.block_size="
+                             f"{self.seq_len}, or 0 (no chunking).")
+
+    @functools.cached_property
+    def data(self) -> Prepared:
+        """A loaded run's data, read on first use, encoded with the run's own tokenizer."""
+        return prepare(with_tokenizer_file(self.cfg.data, self.assets.tokenizer_file),
+                       log=self.log)
+
+    def run_assets(self) -> rundir.Assets:
+        return self._assets(self.model.cfg)
 
     def describe(self) -> str:
         meta = self.data.meta
@@ -57,6 +97,13 @@ class LanguageModelTask(Task):
         return self.model.init(rng, self.dummy_batch()["inputs"])
 
     def loss(self, params, model_state, batch, rng):
+        if self.loss_chunk:
+            hidden = self.model.apply({"params": params}, batch["inputs"], deterministic=False,
+                                      rngs={"dropout": rng}, hidden=True)
+            dtype = self.model.cfg.dtype
+            losses = chunked_losses(hidden, batch["targets"],
+                                    lambda h: gpt.head_logits(params, h, dtype), self.loss_chunk)
+            return losses.mean(), ({}, model_state)
         logits = self.model.apply({"params": params}, batch["inputs"], deterministic=False,
                                   rngs={"dropout": rng})
         losses = optax.softmax_cross_entropy_with_integer_labels(
@@ -89,8 +136,6 @@ class LanguageModelTask(Task):
                               lambda idx: batches.windows(self.data.val, starts[idx], self.seq_len))
 
     def samples(self, params, model_state) -> list[str]:
-        from lmjax.infer.sample import generate
-
         s = self.cfg.sample
         if s.num_samples == 0 or s.max_new_tokens == 0:
             return []

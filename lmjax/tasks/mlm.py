@@ -8,29 +8,24 @@ held-out works for validation, whose masks are fixed so evaluations compare.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from lmjax import rundir
 from lmjax.data import mlm
 from lmjax.data.batches import spread
-from lmjax.data.prepare import prepare
+from lmjax.data.prepare import Prepared, prepare
 from lmjax.eval import metrics
 from lmjax.models import bert
-from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
-from lmjax.tasks.lm import model_config
+from lmjax.parallel.mesh import local_rows
+from lmjax.tasks.base import Task, epoch_indices, padded_batches, with_tokenizer_file
 
 EVAL_STEP = 0  # validation rows are masked as at this step (keyed by their own indices)
-
-
-def bert_config(cfg: ml_collections.ConfigDict, vocab_size: int,
-                num_classes: int = 0) -> ml_collections.FrozenConfigDict:
-    """The model section resolved for lmjax.models.bert (vocabulary, dtypes, classes)."""
-    m = model_config(cfg, vocab_size).as_configdict()
-    m.num_classes = num_classes
-    return ml_collections.FrozenConfigDict(m)
 
 
 def check_tokenizer(tokenizer) -> None:
@@ -40,18 +35,39 @@ def check_tokenizer(tokenizer) -> None:
 
 
 class MaskedLMTask(Task):
-    def __init__(self, cfg: ml_collections.ConfigDict, log=print):
-        self.cfg = cfg
-        self.data = prepare(cfg.data, log=log)
-        self.tokenizer = tok = self.data.tokenizer
-        check_tokenizer(tok)
-        self.seq_len = cfg.model.block_size
+    def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
+                 log=print):
+        super().__init__(cfg, assets, log)
+        if assets is None:
+            model_cfg = bert.BertConfig.from_section(cfg.model)  # checked before the data
+            self.data = prepare(cfg.data, log=log)
+            self.tokenizer = self.data.tokenizer
+            model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size)
+        else:
+            self.tokenizer, model_cfg = assets.tokenizer, bert.BertConfig(**assets.model)
+        check_tokenizer(self.tokenizer)
+        self.seq_len = self.tokens_per_example = model_cfg.block_size
         self.rate = cfg.data.mask_rate
         self.num_predictions = mlm.num_predictions(self.seq_len, self.rate)
-        self.train_rows = mlm.passages(self.data.train, self.seq_len, tok)
-        self.val_rows = mlm.passages(self.data.val, self.seq_len, tok)
-        self.model = bert.MaskedLM(bert_config(cfg, tok.vocab_size))
+        self.model = bert.MaskedLM(model_cfg)
         self.matrix_dims = bert.matrix_dims
+
+    @functools.cached_property
+    def data(self) -> Prepared:
+        """A loaded run's corpus, read on first use, encoded with the run's own tokenizer."""
+        return prepare(with_tokenizer_file(self.cfg.data, self.assets.tokenizer_file),
+                       log=self.log)
+
+    @functools.cached_property
+    def train_rows(self) -> np.ndarray:
+        return mlm.passages(self.data.train, self.seq_len, self.tokenizer)
+
+    @functools.cached_property
+    def val_rows(self) -> np.ndarray:
+        return mlm.passages(self.data.val, self.seq_len, self.tokenizer)
+
+    def run_assets(self) -> rundir.Assets:
+        return self._assets(self.model.cfg)
 
     def describe(self) -> str:
         meta = self.data.meta

@@ -1,13 +1,15 @@
 """Sequence classification with a BERT encoder: fine-tuned from a masked-LM run, or from scratch.
 
-With `init_from` the tokenizer and the encoder come from the pretrained run (its stored config
-says how its data were prepared, so the same WordPiece vocabulary is rebuilt or found in the
-cache); the pooler and the classifier head start fresh. Without it, a WordPiece vocabulary is
-trained on the training side of the data. `lora.rank > 0` freezes the encoder and trains
+With `init_from` the tokenizer and the encoder come from the pretrained run's directory (its
+tokenizer.json and checkpoint; its corpus is not read again); the pooler and the classifier
+head start fresh. Without it, a WordPiece vocabulary is trained on the training side of the
+data. `lora.rank > 0` freezes the encoder and trains
 low-rank adapters on `lora.targets` plus the head (lmjax/models/lora.py).
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -15,50 +17,43 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from lmjax import rundir
 from lmjax.data import text_classification
 from lmjax.data.batches import spread
 from lmjax.data.prepare import prepare
 from lmjax.models import bert, lora
-from lmjax.tasks.base import Task, epoch_indices, local_rows, padded_batches
+from lmjax.parallel.mesh import local_rows
+from lmjax.tasks import read_assets
+from lmjax.tasks.base import Task, epoch_indices, padded_batches
 from lmjax.tasks.classification import (class_weights, classification_loss, classification_metrics,
                                          classification_outputs)
-from lmjax.tasks.mlm import bert_config, check_tokenizer
+from lmjax.tasks.mlm import check_tokenizer
 
 # Encoder fields that must agree with the pretrained run's.
 ENCODER_FIELDS = ("vocab_size", "block_size", "num_layers", "num_heads", "d_model", "mlp_ratio",
                   "use_bias", "type_vocab_size", "param_dtype")
 
 
-def pretrained_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config that wrote the latest checkpoint of the run in `workdir`."""
-    from lmjax.checkpoint import Checkpointer, CheckpointError
-    from lmjax.train.restore import checkpoint_dir
-
-    with Checkpointer(checkpoint_dir(workdir)) as ckpt:
-        step = ckpt.latest_step()
-        if step is None:
-            raise CheckpointError(f"init_from={workdir!r} has no checkpoint: give the workdir of "
-                                  "a finished (or saved) configs/bert.py run.")
-        return ml_collections.ConfigDict(ckpt.stored_config(step))
+def pretrained_tokenizer(cfg: ml_collections.ConfigDict, log=print):
+    """The masked-LM run's tokenizer (from its run directory), after checking that its encoder
+    has this config's shape."""
+    pre = read_assets(cfg.init_from, log=log)
+    if pre.task != "mlm":
+        raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; fine-tuning "
+                         "starts from a masked-LM run (configs/bert.py).")
+    model = ml_collections.ConfigDict(pre.config["model"])
+    diffs = [f"model.{f}: pretrained {model[f]!r}, here {cfg.model[f]!r}"
+             for f in ENCODER_FIELDS if f != "vocab_size" and model[f] != cfg.model[f]]
+    if diffs:
+        raise ValueError(f"The encoder here differs from the pretrained one in {cfg.init_from}: "
+                         f"{'; '.join(diffs)}. Use the same model settings.")
+    return pre.tokenizer
 
 
 def _tokenizer_data(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The `data` section whose prepared corpus gives this run its tokenizer."""
-    if cfg.init_from:
-        pre = pretrained_config(cfg.init_from)
-        if pre.task != "mlm":
-            raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; fine-tuning "
-                             "starts from a masked-LM run (configs/bert.py).")
-        diffs = [f"model.{f}: pretrained {pre.model[f]!r}, here {cfg.model[f]!r}"
-                 for f in ENCODER_FIELDS if f != "vocab_size" and pre.model[f] != cfg.model[f]]
-        if diffs:
-            raise ValueError(f"The encoder here differs from the pretrained one in {cfg.init_from}"
-                             f": {'; '.join(diffs)}. Use the same model settings.")
-        data = pre.data
-        data.cache_dir = cfg.data.cache_dir or data.cache_dir
-        return data
-    # The training side's texts: Shakespeare's training works (the same corpus, hence the same
-    # vocabulary, as configs/bert.py pretrains on), or the dataset's own train split.
+    """Without init_from: the `data` section whose corpus a WordPiece vocabulary is trained
+    on. The training side's texts: Shakespeare's training works (the same corpus, hence the
+    same vocabulary, as configs/bert.py pretrains on), or the dataset's own train split."""
     name = "shakespeare" if cfg.data.name == "genres" else cfg.data.name
     return ml_collections.ConfigDict(dict(
         name=name, tokenizer="wordpiece", vocab_size=cfg.data.vocab_size,
@@ -68,22 +63,41 @@ def _tokenizer_data(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 class TextClassificationTask(Task):
-    def __init__(self, cfg: ml_collections.ConfigDict, log=print):
-        self.cfg = cfg
-        self.tokenizer = tok = prepare(_tokenizer_data(cfg), log=log).tokenizer
+    def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
+                 log=print):
+        super().__init__(cfg, assets, log)
+        self.seq_len = self.tokens_per_example = cfg.model.block_size
+        if assets is None:
+            model_cfg = bert.BertConfig.from_section(cfg.model)  # checked before the data
+            if cfg.init_from:
+                self.tokenizer = pretrained_tokenizer(cfg, log)
+            else:
+                self.tokenizer = prepare(_tokenizer_data(cfg), log=log).tokenizer
+            self.class_names = self.data.class_names
+            model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size).replace(
+                num_classes=len(self.class_names))
+        else:
+            self.tokenizer, self.class_names = assets.tokenizer, list(assets.class_names)
+            model_cfg = bert.BertConfig(**assets.model)
+        tok = self.tokenizer
         check_tokenizer(tok)
-        self.seq_len = cfg.model.block_size
-        self.data = text_classification.load(cfg.data, tok, self.seq_len)
-        self.num_classes = self.data.num_classes
-        self.weights = class_weights(cfg.train.class_weights, self.data.train_labels,
-                                     self.num_classes)
-        self.base_model = bert.Classifier(bert_config(cfg, tok.vocab_size, self.num_classes))
+        self.num_classes = len(self.class_names)
+        self.weights = None if assets else class_weights(
+            cfg.train.class_weights, self.data.train_labels, self.num_classes)
+        self.base_model = bert.Classifier(model_cfg)
         self.lora = cfg.lora.rank > 0
         self.model = (lora.apply_lora(self.base_model, cfg.lora.rank, cfg.lora.alpha,
                                       cfg.lora.targets) if self.lora else self.base_model)
         self.matrix_dims = bert.matrix_dims
         # Which parameters the optimizer may change (None: all); see lmjax/models/lora.py.
         self.trainable = lora.trainable_mask if self.lora else None
+
+    @functools.cached_property
+    def data(self) -> text_classification.TextClassificationData:
+        return text_classification.load(self.cfg.data, self.tokenizer, self.seq_len)
+
+    def run_assets(self) -> rundir.Assets:
+        return self._assets(self.base_model.cfg, class_names=list(self.class_names))
 
     def describe(self) -> str:
         line = self.data.description
@@ -118,7 +132,7 @@ class TextClassificationTask(Task):
         return classification_outputs(logits, batch["labels"], batch["weights"])
 
     def summarize(self, sums: dict, examples: dict) -> dict:
-        return classification_metrics(sums, examples, self.data.class_names)
+        return classification_metrics(sums, examples, self.class_names)
 
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
         ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size,

@@ -197,3 +197,11 @@ def write_run_info(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(path, "w") as f:
         json.dump(info, f, indent=1)
     return info
+
+
+def confusion_image(matrix, cell: int = 16) -> np.ndarray:
+    """A confusion matrix as a grey image: each true class's row normalised, one square a cell
+    (white: all of the row's examples; black: none)."""
+    m = np.asarray(matrix, np.float64)
+    rows = m / np.maximum(m.sum(1, keepdims=True), 1)
+    return np.kron((rows * 255).round().astype(np.uint8), np.ones((cell, cell), np.uint8))

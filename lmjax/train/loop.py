@@ -17,17 +17,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from lmjax import optim
+from lmjax import rundir
 from lmjax.checkpoint import Checkpointer, CheckpointError
-from lmjax.config import validate
 from lmjax.data.prefetch import Prefetcher
 from lmjax.eval.evaluate import evaluate
 from lmjax.parallel import mesh as meshlib
-from lmjax.train import step as steplib
-from lmjax.tasks import make_task
-from lmjax.train.logging import MetricLogger, format_seconds
-from lmjax.train.restore import checkpoint_dir, has_best, load_run
-from lmjax.train.state import TrainState, create_state, state_shardings
+from lmjax.train.logging import MetricLogger, confusion_image, format_seconds
+from lmjax.train.restore import load_run
+from lmjax.train.setup import Setup, setup
 
 # Settings that change the shape or meaning of the saved state: a checkpoint written with other
 # values cannot be resumed by this config. The whole model section counts, except the fields
@@ -93,14 +90,6 @@ def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str
     return diffs
 
 
-def confusion_image(matrix, cell: int = 16) -> np.ndarray:
-    """A confusion matrix as a grey image: each true class's row normalised, one square a cell
-    (white: all of the row's examples; black: none)."""
-    m = np.asarray(matrix, np.float64)
-    rows = m / np.maximum(m.sum(1, keepdims=True), 1)
-    return np.kron((rows * 255).round().astype(np.uint8), np.ones((cell, cell), np.uint8))
-
-
 def _scalar(v) -> bool:
     """A metric logged as a curve (not a per-class table or a confusion matrix)."""
     return np.ndim(v) == 0 and not isinstance(v, (dict, str))
@@ -150,69 +139,52 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     """Trains (or resumes) the run in `workdir`; returns the final metrics.
 
     `on_eval(step, metrics)` is called after every periodic validation (hyperparameter sweeps
-    report to their pruner there); an exception it raises stops training. With data.kfold > 1
-    this trains one run per fold instead (see train/crossval.py).
+    report to their pruner there); an exception it raises stops training. (k-fold
+    cross-validation calls this once per fold: lmjax/train/crossval.py.)
     """
-    if cfg.data.kfold > 1:
-        from lmjax.train.crossval import cross_validate
-        return cross_validate(cfg, workdir, on_eval)
     meshlib.initialize_distributed(cfg.distributed)
-    validate(cfg)
     main_process = jax.process_index() == 0
     echo = (lambda s: tqdm.write(s)) if main_process else (lambda s: None)
-    mesh = meshlib.make_mesh(cfg.mesh)
+    s = setup(cfg, log=echo)
     echo(f"Devices: {jax.device_count()} x {jax.devices()[0].device_kind} in "
-         f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
-    if cfg.train.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
-        raise ValueError(
-            f"train.batch_size={cfg.train.batch_size} must divide evenly over the "
-            f"{mesh.shape['data'] * mesh.shape['fsdp']} data-parallel devices (mesh.data x mesh.fsdp).")
-
-    task = make_task(cfg, log=echo)
-    num_steps = cfg.train.num_steps
-    tx = optim.build_optimizer(cfg.optim, num_steps, matrix_dims=task.matrix_dims,
-                               trainable=task.trainable)
-    schedule = optim.build_schedule(cfg.optim, num_steps)
-    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
-
+         f"{jax.process_count()} process(es); mesh {dict(s.mesh.shape)}")
     os.makedirs(workdir, exist_ok=True)
-    with Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.checkpoint.keep) as ckpt, \
-            Checkpointer(checkpoint_dir(workdir, best=True), keep=1) as best_ckpt:
+    if main_process:  # before the first step: what inference needs, without the data
+        rundir.write(workdir, s.task.run_assets())
+    with Checkpointer(rundir.checkpoint_dir(workdir), keep=cfg.checkpoint.keep) as ckpt, \
+            Checkpointer(rundir.checkpoint_dir(workdir, best=True), keep=1) as best_ckpt:
         latest = ckpt.latest_step() if cfg.checkpoint.restore else None
         progress = {}
         if latest is None:
-            state, abstract, shardings = create_state(task, tx, mesh, init_rng)
+            state = s.new_state()
             if cfg.init_from:
-                state = _init_from(cfg.init_from, task, state, shardings, mesh, echo)
+                state = _init_from(cfg.init_from, s, state, echo)
         else:
-            abstract, shardings = state_shardings(task, tx, mesh, init_rng)
             diffs = _incompatibilities(ckpt.stored_config(latest), cfg)
             if diffs:
                 raise CheckpointError(
                     f"The checkpoint in {ckpt.directory} (step {latest}) was written by a "
                     f"different setup: {'; '.join(diffs)}. Use the same settings to resume, or "
                     "another --workdir.")
-            state = ckpt.restore(latest, abstract, shardings)
+            state = s.restore(ckpt, latest)
             progress = ckpt.progress(latest)
             echo(f"Resumed from step {latest} ({ckpt.directory}).")
-        run = _Run(cfg=cfg, workdir=workdir, task=task, mesh=mesh, ckpt=ckpt, best_ckpt=best_ckpt,
-                   abstract=abstract, shardings=shardings, echo=echo, on_eval=on_eval,
-                   monitor=Monitor(cfg, progress),
-                   train_step=steplib.jit_train_step(task, tx, schedule, cfg.train.grad_accum,
-                                                     dropout_rng, shardings, mesh),
-                   eval_step=steplib.jit_eval_step(task, shardings, mesh))
+        run = _Run(cfg=cfg, workdir=workdir, setup=s, task=s.task, mesh=s.mesh, ckpt=ckpt,
+                   best_ckpt=best_ckpt, echo=echo, on_eval=on_eval,
+                   monitor=Monitor(cfg, progress), train_step=s.train_step(),
+                   eval_step=s.eval_step())
         return _train(run, state)
 
 
-def _init_from(source: str, task, state, shardings, mesh, echo):
+def _init_from(source: str, s: Setup, state, echo):
     """Starting weights from another run (pretraining -> fine-tuning): its best checkpoint if it
     kept one, else its latest."""
-    best = has_best(source)
-    _, _, source_state = load_run(source, mesh, best=best)
-    params = task.load_pretrained(state.params, source_state.params)
+    best = rundir.has_best(source)
+    _, _, source_state = load_run(source, s.mesh, best=best)
+    params = s.task.load_pretrained(state.params, source_state.params)
     echo(f"Initialised from {source} ({'best' if best else 'latest'} checkpoint, step "
          f"{int(source_state.step)}).")
-    return state.replace(params=jax.device_put(params, shardings.params))
+    return state.replace(params=jax.device_put(params, s.shardings.params))
 
 
 @dataclasses.dataclass
@@ -220,12 +192,11 @@ class _Run:
     """Everything the loop needs besides the state that changes."""
     cfg: ml_collections.ConfigDict
     workdir: str
+    setup: Setup
     task: object
     mesh: object
     ckpt: Checkpointer
     best_ckpt: Checkpointer
-    abstract: TrainState
-    shardings: TrainState
     echo: Callable[[str], None]
     on_eval: Callable[[int, dict], None] | None
     monitor: Monitor
@@ -267,8 +238,8 @@ def _train(run: _Run, state) -> dict:
 
     run.logger = logger = MetricLogger.for_run(cfg, run.workdir, echo=echo)
     start = int(state.step)
-    examples_per_step = cfg.train.batch_size * getattr(task, "seq_len", 1)
-    unit = "tok" if hasattr(task, "seq_len") else "ex"
+    examples_per_step = cfg.train.batch_size * task.tokens_per_example
+    unit = "tok" if task.tokens_per_example > 1 else "ex"
     pidx, pcount = jax.process_index(), jax.process_count()
     bar = tqdm(total=num_steps, initial=start, disable=not (cfg.log.progress_bar and main_process),
                unit="step", dynamic_ncols=True, leave=False)
@@ -315,7 +286,7 @@ def _train(run: _Run, state) -> dict:
                     t_last, step_last = now, done
                 paused = False
                 if done % cfg.train.eval_every == 0 and done != num_steps:
-                    val = run.evaluate(state, done, cfg.train.eval_windows)
+                    val = run.evaluate(state, done, cfg.train.eval_examples)
                     if run.monitor.update(done, val):
                         run.best_ckpt.save(done, state, cfg.to_dict(), run.monitor.state(),
                                            force=True)
@@ -364,7 +335,7 @@ def _final_evaluation(run: _Run, state) -> dict:
     """The last state on the whole validation split; then the model the run delivers (the best
     checkpoint when a metric is monitored, else the last state) on every evaluation split."""
     cfg, step = run.cfg, int(state.step)
-    val = run.evaluate(state, step, cfg.train.final_eval_windows)
+    val = run.evaluate(state, step, cfg.train.final_eval_examples)
     summary = {"step": step, **{f"val_{k}": v for k, v in val.items() if _scalar(v)}}
     if run.monitor.update(step, val):
         run.best_ckpt.save(step, state, cfg.to_dict(), run.monitor.state(), force=True)
@@ -372,8 +343,8 @@ def _final_evaluation(run: _Run, state) -> dict:
     delivered, label = state, ""
     if run.monitor.active and run.monitor.best_step != step:
         best_step = run.best_ckpt.latest_step()
-        delivered = run.best_ckpt.restore(best_step, run.abstract, run.shardings)
-        val = run.evaluate(delivered, step, cfg.train.final_eval_windows, label="best_val")
+        delivered = run.setup.restore(run.best_ckpt, best_step)
+        val = run.evaluate(delivered, step, cfg.train.final_eval_examples, label="best_val")
         summary.update({f"val_{k}": v for k, v in val.items() if _scalar(v)})
         summary["best_step"], label = best_step, "best_"
     elif run.monitor.active:

@@ -45,14 +45,19 @@ def state_shardings(task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax
     return abstract, shardings
 
 
-def create_state(task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax.Array):
+def init_state(task, tx: optax.GradientTransformation, shardings: TrainState,
+               rng: jax.Array) -> TrainState:
     """Initialises parameters and optimizer state in place on their devices (no full copy)."""
-    abstract, shardings = state_shardings(task, tx, mesh, rng)
 
     def init(rng):
         params, model_state = split_variables(nn.meta.unbox(task.init_variables(rng)))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           model_state=model_state)
 
-    state = jax.jit(init, out_shardings=shardings)(rng)
-    return state, abstract, shardings
+    return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def create_state(task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax.Array):
+    """(state, abstract state, shardings): a new state, sharded over `mesh`."""
+    abstract, shardings = state_shardings(task, tx, mesh, rng)
+    return init_state(task, tx, shardings, rng), abstract, shardings

@@ -4,7 +4,6 @@ transformers' PyTorch models with tiny random weights built locally."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -34,10 +33,11 @@ def _hf_logits(model):
                      attention_mask=torch.tensor(REAL)).logits.numpy()
 
 
-def _cfg(settings, num_classes=0, pooling="cls"):
-    return ml_collections.FrozenConfigDict(dict(
-        settings, dropout=0.0, dtype=jnp.float32, param_dtype=jnp.float32, attention=None,
-        pooling=pooling, num_classes=num_classes))
+@pytest.fixture(scope="module")
+def cfg_of(bert_config):
+    """The BertConfig for a converted model's settings (no dropout, float32)."""
+    return lambda settings, num_classes=0, pooling="cls": bert_config(
+        **settings, pooling=pooling, num_classes=num_classes)
 
 
 def _ours(cls, cfg, params):
@@ -45,12 +45,12 @@ def _ours(cls, cfg, params):
 
 
 @pytest.mark.parametrize("kind", ["BertForMaskedLM", "BertForSequenceClassification"])
-def test_hf_to_lmjax_and_back(tmp_path, kind):
+def test_hf_to_lmjax_and_back(tmp_path, kind, cfg_of):
     hf = _hf(kind)
     hf.save_pretrained(tmp_path / "hf")
     config, tensors, _ = read_hf(str(tmp_path / "hf"))
     classifier = kind == "BertForSequenceClassification"
-    cfg = _cfg(convert.model_settings(config), num_classes=3 if classifier else 0)
+    cfg = cfg_of(convert.model_settings(config), num_classes=3 if classifier else 0)
     params = convert.params_from_hf(tensors, cfg)
     model = bert.Classifier if classifier else bert.MaskedLM
     want, got = _hf_logits(hf), _ours(model, cfg, params)
@@ -67,9 +67,9 @@ def test_hf_to_lmjax_and_back(tmp_path, kind):
         assert again.config.id2label == {0: "a", 1: "b", 2: "c"}
 
 
-def test_lmjax_classifier_to_hf_logits_match(tmp_path):
+def test_lmjax_classifier_to_hf_logits_match(tmp_path, cfg_of):
     hf_settings = convert.model_settings(_hf("BertForMaskedLM").config.to_dict())
-    cfg = _cfg(hf_settings, num_classes=4)
+    cfg = cfg_of(hf_settings, num_classes=4)
     params = nn.meta.unbox(bert.Classifier(cfg).init(jax.random.PRNGKey(0),
                                                      jnp.zeros((1, 8), jnp.int32)))["params"]
     params = jax.tree.map(lambda x: x * 5 if x.ndim > 1 else x + 0.1, params)
@@ -79,7 +79,7 @@ def test_lmjax_classifier_to_hf_logits_match(tmp_path):
     assert np.abs(ours).max() > 0.3 and np.abs(ours[0] - ours[1]).max() > 1e-2
     assert np.abs(_hf_logits(hf) - ours).max() <= 1e-4
     with pytest.raises(ConversionError, match="pools the \\[CLS\\] position only"):
-        convert.write_hf(str(tmp_path / "mean"), params, _cfg(hf_settings, 4, pooling="mean"))
+        convert.write_hf(str(tmp_path / "mean"), params, cfg_of(hf_settings, 4, pooling="mean"))
 
 
 def test_models_lmjax_cannot_reproduce_are_refused():

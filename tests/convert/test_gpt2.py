@@ -4,7 +4,6 @@ random weights built locally: no download)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -35,24 +34,24 @@ def _hf_logits(model, tokens):
         return model(torch.as_tensor(np.asarray(tokens), dtype=torch.long)).logits.numpy()
 
 
-def _lmjax_cfg(scan_layers=False, use_bias=True, **kw):
-    c = dict(vocab_size=VOCAB, block_size=POSITIONS, num_layers=2, num_heads=4, d_model=32,
-             mlp_ratio=4, dropout=0.0, use_bias=use_bias, dtype=jnp.float32,
-             param_dtype=jnp.float32, attention=None, scan_layers=scan_layers)
-    c.update(kw)
-    return ml_collections.FrozenConfigDict(c)
+@pytest.fixture(scope="module")
+def lmjax_cfg(gpt_config):
+    """The lmjax GPTConfig of `_hf_model`'s shape; keyword arguments change fields."""
+    return lambda **kw: gpt_config(**{**dict(vocab_size=VOCAB, block_size=POSITIONS,
+                                             num_layers=2, num_heads=4, d_model=32), **kw})
 
 
 TOKENS = np.random.default_rng(0).integers(0, VOCAB, (3, POSITIONS))
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])
-def test_hf_to_lmjax_logits_match(tmp_path, scan_layers):
+def test_hf_to_lmjax_logits_match(tmp_path, scan_layers, lmjax_cfg):
     hf = _hf_model()
     hf.save_pretrained(tmp_path)  # safetensors
     config, tensors, _ = gpt2.read_hf(str(tmp_path))
-    cfg = _lmjax_cfg(scan_layers=scan_layers)
-    assert gpt2.model_settings(config) == {k: cfg[k] for k in gpt2.model_settings(config)}
+    cfg = lmjax_cfg(scan_layers=scan_layers)
+    assert gpt2.model_settings(config) == {k: getattr(cfg, k)
+                                           for k in gpt2.model_settings(config)}
     params = gpt2.params_from_hf(tensors, cfg)
     if scan_layers:
         params = stack_layers(params, cfg.num_layers)
@@ -62,13 +61,13 @@ def test_hf_to_lmjax_logits_match(tmp_path, scan_layers):
     assert np.abs(np.asarray(ours) - theirs).max() <= 1e-4
 
 
-def test_greedy_generation_matches_hf_generate(tmp_path):
-    from lmjax.infer.generate import Generator, Request
+def test_greedy_generation_matches_hf_generate(tmp_path, lmjax_cfg):
+    from lmjax.infer.generator import Generator, Request
 
     hf = _hf_model()
     hf.save_pretrained(tmp_path)
     config, tensors, _ = gpt2.read_hf(str(tmp_path))
-    cfg = _lmjax_cfg()
+    cfg = lmjax_cfg()
     tok = _Codepoints()
     gen = Generator(GPT(cfg), gpt2.params_from_hf(tensors, cfg), tok)
     ours = gen.generate([Request("to be:", max_new_tokens=20)])[0].tokens
@@ -89,8 +88,8 @@ class _Codepoints:
 
 
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_lmjax_to_hf_logits_match(tmp_path, use_bias):
-    cfg = _lmjax_cfg(use_bias=use_bias)
+def test_lmjax_to_hf_logits_match(tmp_path, use_bias, lmjax_cfg):
+    cfg = lmjax_cfg(use_bias=use_bias)
     params = nn.meta.unbox(GPT(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))
     params = jax.tree.map(lambda x: x * 10 if x.ndim > 1 else x + 0.1, params["params"])
     gpt2.write_hf(str(tmp_path), params, cfg)
@@ -130,7 +129,7 @@ def test_from_hf_writes_a_run_that_generates_and_fine_tunes(tmp_path, tiny_confi
 
     cfg = tiny_config
     cfg.data.update(name="files", files=str(text))
-    cfg.train.update(num_steps=4, eval_every=2, final_eval_windows=8)
+    cfg.train.update(num_steps=4, eval_every=2, final_eval_examples=8)
     cfg.optim.warmup_steps = 2
     cfg.checkpoint.every = 2
     cfg.sample.num_samples = 0

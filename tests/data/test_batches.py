@@ -30,7 +30,7 @@ def test_hosts_slices_make_up_the_global_batch():
     np.testing.assert_array_equal(np.concatenate([p["inputs"] for p in parts]), whole["inputs"])
 
 
-def test_eval_windows_cover_the_split_without_overlap():
+def test_eval_examples_cover_the_split_without_overlap():
     starts = batches.eval_starts(1000, 64)
     assert starts[0] == 0 and np.all(np.diff(starts) == 64) and starts[-1] + 65 <= 1000
     few = batches.eval_starts(1000, 64, max_windows=4)

@@ -1,19 +1,14 @@
 """The user-facing commands on a real (tiny) run's workdir: generate, quantize and generate
 from the int8 export, convert to Hugging Face."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
 
-from lmjax.infer import quantize as q
-from lmjax.infer.generate import Generator, Request
+from lmjax.infer import int8 as q
+from lmjax.infer.export import quantize_run
+from lmjax.infer.generator import Generator, Request
 from lmjax.infer.load import load
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +23,6 @@ def run(tmp_path_factory, load_config, data_cache):
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     write_run(cfg, workdir, log=lambda s: None)
     return workdir
-
-
-def _cli(*args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_int8_kernels_follow_the_per_channel_absmax_formula(run):
@@ -55,7 +44,7 @@ def test_int8_kernels_follow_the_per_channel_absmax_formula(run):
 
 def test_quantize_then_generate_and_serve_from_the_export(run, tmp_path):
     out = str(tmp_path / "int8")
-    report = q.quantize_run(run, out, eval_windows=64, log=lambda s: None)
+    report = quantize_run(run, out, eval_examples=64, log=lambda s: None)
     assert report["int8_disk"] < report["float_disk"]  # (metadata weighs on tiny models)
     # Weight-only int8 barely moves the loss of a trained model.
     assert abs(report["val_loss_int8"] - report["val_loss_float"]) < 0.02 * report[
@@ -66,9 +55,10 @@ def test_quantize_then_generate_and_serve_from_the_export(run, tmp_path):
     assert len(gen.generate([Request("ROMEO:", 20, temperature=0.8)])[0].tokens) == 20
 
 
-def test_generate_command(run):
-    result = _cli("lmjax.generate", f"--workdir={run}", "--prompt=ROMEO:", "--prompt=KING:",
-                  "--max_new_tokens=40", "--top_k=5", "--top_p=0.9", "--seed=2")
+def test_generate_command(run, run_module):
+    result = run_module("lmjax.generate", f"--workdir={run}", "--prompt=ROMEO:",
+                        "--prompt=KING:", "--max_new_tokens=40", "--top_k=5", "--top_p=0.9",
+                        "--seed=2")
     assert result.returncode == 0, result.stderr
     assert "ROMEO:" in result.stdout and "KING:" in result.stdout
     assert "80 tokens" in result.stderr  # 40 each: past the tiny model's context of 32

@@ -4,27 +4,28 @@ filters against a NumPy formula."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from lmjax.data.tokenizers import CharTokenizer
 from lmjax.infer import decode as dec
-from lmjax.infer.generate import Generator, Request
-from lmjax.infer.sample import generate as uncached_generate
+from lmjax.infer.generator import Generator, Request
+from lmjax.models.sampling import generate as uncached_generate
 from lmjax.models.gpt import GPT, KVCache, stack_layers
 
 TOKENIZER = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLM.,:;!?\n"])
 
 
-def _model(scan_layers=False):
-    cfg = ml_collections.FrozenConfigDict(dict(
-        vocab_size=TOKENIZER.vocab_size, block_size=32, num_layers=2, num_heads=2, d_model=32,
-        mlp_ratio=4, dropout=0.0, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32,
-        attention=None, scan_layers=scan_layers))
-    model = GPT(cfg)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
-    return model, _chaotic(nn.meta.unbox(shapes)["params"])
+@pytest.fixture(scope="module")
+def make_model(gpt_config):
+    """(model, chaotic parameters): 2 layers, d_model 32, context 32 over TOKENIZER's ids."""
+    def build(scan_layers=False):
+        model = GPT(gpt_config(vocab_size=TOKENIZER.vocab_size, block_size=32,
+                               scan_layers=scan_layers))
+        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
+        return model, _chaotic(nn.meta.unbox(shapes)["params"])
+
+    return build
 
 
 def _chaotic(params, gain=3.0):
@@ -48,14 +49,14 @@ def _chaotic(params, gain=3.0):
 
 
 @pytest.fixture(scope="module")
-def gen():
-    return Generator(*_model(), TOKENIZER)
+def gen(make_model):
+    return Generator(*make_model(), TOKENIZER)
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])
-def test_cached_greedy_equals_uncached_greedy(scan_layers, gen):
+def test_cached_greedy_equals_uncached_greedy(scan_layers, gen, make_model):
     prompt = "ROMEO:"
-    model, params = _model(scan_layers)
+    model, params = make_model(scan_layers)
     # The same parameters in nn.scan's layout (a leading layers axis): the generator unrolls
     # them for decoding.
     g = gen if not scan_layers else Generator(model, _stacked(gen.params), TOKENIZER)
@@ -72,10 +73,10 @@ def _stacked(params):
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])
-def test_prefill_and_steps_give_the_full_model_logits(gen, scan_layers):
+def test_prefill_and_steps_give_the_full_model_logits(gen, scan_layers, make_model):
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, TOKENIZER.vocab_size)
     full = jax.jit(gen.model.apply)({"params": gen.params}, tokens)
-    model = _model(scan_layers)[0]  # the cache rides in nn.scan's carry when layers are scanned
+    model = make_model(scan_layers)[0]  # the cache rides in nn.scan's carry when layers are scanned
     params = _stacked(gen.params) if scan_layers else gen.params
     apply = jax.jit(lambda t, p, c: model.apply({"params": params}, t, positions=p, cache=c))
     pos = jnp.broadcast_to(jnp.arange(12), (2, 12))

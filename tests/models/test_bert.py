@@ -11,22 +11,15 @@ from lmjax.models import bert
 from lmjax.parallel import mesh as meshlib
 
 
-def small_cfg(**kw):
-    c = dict(vocab_size=40, block_size=16, num_layers=2, num_heads=2, d_model=16, mlp_ratio=2,
-             dropout=0.0, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32,
-             attention=None, type_vocab_size=2, layer_norm_eps=1e-12, pad_id=0, pooling="cls",
-             num_classes=3)
-    c.update(kw)
-    return ml_collections.FrozenConfigDict(c)
-
+# `bert_config` (tests/conftest.py): vocabulary 40, 2 layers of 2 heads, d_model 16, 3 classes.
 
 TOKENS = jnp.array([[2, 11, 12, 13, 14, 3, 0, 0, 0, 0],
                     [2, 21, 22, 3, 0, 0, 0, 0, 0, 0]], jnp.int32)
 
 
 @pytest.fixture(scope="module")
-def mlm():
-    model = bert.MaskedLM(small_cfg())
+def mlm(bert_config):
+    model = bert.MaskedLM(bert_config())
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), TOKENS))["params"]
     return model, params
 
@@ -79,8 +72,8 @@ def test_decoder_is_tied_to_the_word_embeddings(mlm):
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_classifier_ignores_padding(pooling):
-    model = bert.Classifier(small_cfg(pooling=pooling))
+def test_classifier_ignores_padding(pooling, bert_config):
+    model = bert.Classifier(bert_config(pooling=pooling))
     params = model.init(jax.random.PRNGKey(1), TOKENS)["params"]
     logits = model.apply({"params": params}, TOKENS)
     assert logits.shape == (2, 3)
@@ -89,8 +82,8 @@ def test_classifier_ignores_padding(pooling):
     assert set(params) == {"bert", "pooler", "classifier"}
 
 
-def test_dropout_is_active_only_in_training():
-    model = bert.Classifier(small_cfg(dropout=0.5))
+def test_dropout_is_active_only_in_training(bert_config):
+    model = bert.Classifier(bert_config(dropout=0.5))
     params = model.init(jax.random.PRNGKey(1), TOKENS)["params"]
     run = lambda seed: model.apply({"params": params}, TOKENS, deterministic=False,  # noqa: E731
                                    rngs={"dropout": jax.random.PRNGKey(seed)})
@@ -105,9 +98,9 @@ def test_too_long_a_sequence_is_a_readable_error(mlm):
         model.apply({"params": params}, jnp.ones((1, 17), jnp.int32))
 
 
-def test_parameters_shard_by_the_mesh_rules():
+def test_parameters_shard_by_the_mesh_rules(bert_config):
     """Every parameter carries logical names the mesh table knows; a 2x2x2 mesh places them."""
-    model = bert.MaskedLM(small_cfg())
+    model = bert.MaskedLM(bert_config())
     boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), TOKENS)["params"]
     known = {name for name, _ in meshlib.LOGICAL_RULES} | {None}
     for spec in jax.tree.leaves(nn.get_partition_spec(boxed),

@@ -1,7 +1,6 @@
 """The encoder against an independent reference: Hugging Face's BertForMaskedLM, same weights."""
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -42,7 +41,7 @@ def hf_to_lmjax(sd: dict, num_layers: int, num_heads: int) -> dict:
 
 
 @pytest.mark.parametrize("init_range", [0.02, 0.3])
-def test_masked_lm_logits_match_hugging_face(init_range):
+def test_masked_lm_logits_match_hugging_face(init_range, bert_config):
     hf_cfg = transformers.BertConfig(
         vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=16, type_vocab_size=2,
@@ -52,11 +51,9 @@ def test_masked_lm_logits_match_hugging_face(init_range):
     ids = np.array([[2, 11, 12, 13, 14, 3, 0, 0], [2, 21, 22, 23, 24, 25, 26, 3]], np.int64)
     with torch.no_grad():
         want = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(ids != 0)).logits
-    cfg = ml_collections.FrozenConfigDict(dict(
-        vocab_size=60, block_size=16, num_layers=2, num_heads=4, d_model=32, mlp_ratio=2,
-        dropout=0.0, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32, attention=None,
-        type_vocab_size=2, layer_norm_eps=hf_cfg.layer_norm_eps, pad_id=0, pooling="cls",
-        num_classes=0))
+    cfg = bert_config(vocab_size=60, block_size=16, num_layers=2, num_heads=4, d_model=32,
+                      mlp_ratio=2, type_vocab_size=2, layer_norm_eps=hf_cfg.layer_norm_eps,
+                      pad_id=0, pooling="cls", num_classes=0)
     params = hf_to_lmjax(hf.state_dict(), 2, 4)
     got = bert.MaskedLM(cfg).apply({"params": params}, jnp.asarray(ids, jnp.int32))
     real = ids != 0  # HF still computes outputs at padded positions; compare the real ones

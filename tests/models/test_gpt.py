@@ -2,20 +2,12 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from lmjax.models.gpt import GPT
-from lmjax.tasks.lm import model_config
+from lmjax.models.gpt import GPT, GPTConfig
 
-
-def _cfg(**kw):
-    c = dict(vocab_size=50, block_size=16, num_layers=2, num_heads=2, d_model=32, mlp_ratio=4,
-             dropout=0.0, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32,
-             attention=None, scan_layers=False)
-    c.update(kw)
-    return ml_collections.FrozenConfigDict(c)
+# `gpt_config` (tests/conftest.py): vocabulary 50, context 16, 2 layers of 2 heads, d_model 32.
 
 
 def _init(cfg, seed=0):
@@ -24,8 +16,8 @@ def _init(cfg, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_shapes_and_dtypes(dtype):
-    cfg = _cfg(dtype=dtype)
+def test_shapes_and_dtypes(dtype, gpt_config):
+    cfg = gpt_config(dtype=dtype)
     params = _init(cfg)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 10), 0, cfg.vocab_size)
     logits = GPT(cfg).apply({"params": params}, tokens)
@@ -35,8 +27,8 @@ def test_shapes_and_dtypes(dtype):
         assert leaf.dtype == jnp.float32  # parameters stay float32 under bf16 compute
 
 
-def test_causal_later_tokens_do_not_change_earlier_logits():
-    cfg = _cfg()
+def test_causal_later_tokens_do_not_change_earlier_logits(gpt_config):
+    cfg = gpt_config()
     params = _init(cfg)
     tokens = jax.random.randint(jax.random.PRNGKey(2), (1, 16), 0, cfg.vocab_size)
     changed = tokens.at[0, 9].set((tokens[0, 9] + 1) % cfg.vocab_size)
@@ -46,16 +38,16 @@ def test_causal_later_tokens_do_not_change_earlier_logits():
     assert np.abs(np.asarray(a[0, 9:] - b[0, 9:])).max() > 1e-4
 
 
-def test_every_parameter_has_logical_axis_names():
-    params = _init(_cfg())
+def test_every_parameter_has_logical_axis_names(gpt_config):
+    params = _init(gpt_config())
     leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
     for box in leaves:
         assert len(box.names) == box.value.ndim and all(box.names)
 
 
-def test_scanned_layers_compute_the_same_function():
-    cfg, scfg = _cfg(), _cfg(scan_layers=True)
+def test_scanned_layers_compute_the_same_function(gpt_config):
+    cfg, scfg = gpt_config(), gpt_config(scan_layers=True)
     params = nn.meta.unbox(_init(cfg))
     # Stack the per-layer parameters along a leading axis: the layout nn.scan uses.
     blocks = [params[f"block_{i}"] for i in range(cfg.num_layers)]
@@ -68,8 +60,8 @@ def test_scanned_layers_compute_the_same_function():
                                GPT(cfg).apply({"params": params}, tokens), atol=1e-5)
 
 
-def test_dropout_is_active_only_in_training():
-    cfg = _cfg(dropout=0.5)
+def test_dropout_is_active_only_in_training(gpt_config):
+    cfg = gpt_config(dropout=0.5)
     params = _init(cfg)
     tokens = jnp.ones((2, 8), jnp.int32)
     model = GPT(cfg)
@@ -81,8 +73,8 @@ def test_dropout_is_active_only_in_training():
     assert np.abs(np.asarray(train - eval_a)).max() > 1e-3
 
 
-def test_too_long_input_is_refused():
-    cfg = _cfg()
+def test_too_long_input_is_refused(gpt_config):
+    cfg = gpt_config()
     with pytest.raises(ValueError, match="block_size"):
         GPT(cfg).apply({"params": _init(cfg)}, jnp.zeros((1, 17), jnp.int32))
 
@@ -96,14 +88,14 @@ def _loss_and_grads(cfg, params, tokens):
 
 
 @pytest.mark.parametrize("scan", [False, True])
-def test_remat_policies_compute_the_same_gradients(scan):
+def test_remat_policies_compute_the_same_gradients(scan, gpt_config):
     # (What they save is device memory: XLA's CPU backend does not show it; the GPU bench does.)
     base = dict(num_layers=3, d_model=64, num_heads=4, block_size=64, scan_layers=scan)
-    params = nn.meta.unbox(_init(_cfg(**base)))
+    params = nn.meta.unbox(_init(gpt_config(**base)))
     tokens = jax.random.randint(jax.random.PRNGKey(3), (4, 64), 0, 50)
-    ref_loss, ref_grads = _loss_and_grads(_cfg(**base, remat="none"), params, tokens)
+    ref_loss, ref_grads = _loss_and_grads(gpt_config(**base, remat="none"), params, tokens)
     for policy in ("dots", "full"):
-        loss, grads = _loss_and_grads(_cfg(**base, remat=policy), params, tokens)
+        loss, grads = _loss_and_grads(gpt_config(**base, remat=policy), params, tokens)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
         chex.assert_trees_all_close(grads, ref_grads, rtol=1e-4, atol=1e-6)
 
@@ -114,7 +106,7 @@ def test_gpt2_presets_have_gpt2_parameter_counts(load_config):
     for preset, count in expected.items():
         c = load_config(preset)
         c.model.vocab_size = 50257
-        cfg = model_config(c, 50257)
+        cfg = GPTConfig.from_section(c.model).with_vocab(50257)
         shapes = jax.eval_shape(lambda: GPT(cfg).init(jax.random.PRNGKey(0),
                                                       jnp.zeros((1, 8), jnp.int32)))
         n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes)))

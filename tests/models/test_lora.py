@@ -3,7 +3,6 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -11,17 +10,19 @@ import pytest
 from lmjax.models import bert, lora
 
 TOKENS = jnp.array([[2, 11, 12, 13, 14, 3, 0, 0], [2, 21, 22, 3, 0, 0, 0, 0]], jnp.int32)
-CFG = ml_collections.FrozenConfigDict(dict(
-    vocab_size=40, block_size=16, num_layers=2, num_heads=2, d_model=16, mlp_ratio=2,
-    dropout=0.0, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32, attention=None,
-    type_vocab_size=2, layer_norm_eps=1e-12, pad_id=0, pooling="cls", num_classes=3))
 RANK, ALPHA = 4, 8.0
 pytestmark = pytest.mark.filterwarnings("ignore:'VariableState' was removed:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
-def adapted():
-    base = bert.Classifier(CFG)
+def cfg(bert_config):
+    """A 2-layer, d_model 16 encoder with a 3-class head (`bert_config`, tests/conftest.py)."""
+    return bert_config()
+
+
+@pytest.fixture(scope="module")
+def adapted(cfg):
+    base = bert.Classifier(cfg)
     model = lora.apply_lora(base, RANK, ALPHA, "query,value,out,fc")
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), TOKENS))["params"]
     return base, model, params
@@ -94,8 +95,8 @@ def test_only_adapters_and_head_train(adapted):
     assert n_train == expected and n_train < n_all / 3
 
 
-def test_unknown_target_is_a_readable_error():
+def test_unknown_target_is_a_readable_error(cfg):
     with pytest.raises(ValueError, match="choose among"):
-        lora.apply_lora(bert.Classifier(CFG), RANK, ALPHA, "query,attn")
+        lora.apply_lora(bert.Classifier(cfg), RANK, ALPHA, "query,attn")
     with pytest.raises(ValueError, match="rank"):
-        lora.apply_lora(bert.Classifier(CFG), 0, ALPHA, "query")
+        lora.apply_lora(bert.Classifier(cfg), 0, ALPHA, "query")

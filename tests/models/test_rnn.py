@@ -2,8 +2,8 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
+import pytest
 
 from lmjax.models.rnn import RNNLM
 
@@ -24,14 +24,14 @@ def _numpy_lstm(p, xs, hidden):
     return np.stack(outs)
 
 
-def _model(name="lstm"):
-    cfg = ml_collections.FrozenConfigDict(dict(name=name, vocab_size=11, d_model=6, num_layers=1,
-                                               dropout=0.0, block_size=8))
-    return RNNLM(cfg)
+@pytest.fixture(scope="module")
+def make_rnn(rnn_config):
+    """One layer of 6 units over 11 token ids (`rnn_config` in tests/conftest.py)."""
+    return lambda name="lstm": RNNLM(rnn_config(name=name))
 
 
-def test_lstm_layer_equals_numpy_on_tiny_weights():
-    model = _model()
+def test_lstm_layer_equals_numpy_on_tiny_weights(make_rnn):
+    model = make_rnn()
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, (2, 7)), jnp.int32)
     params = model.init(jax.random.PRNGKey(0), tokens)["params"]
     params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(1), x.shape),
@@ -49,12 +49,12 @@ def test_lstm_layer_equals_numpy_on_tiny_weights():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_outputs_depend_only_on_earlier_tokens():
+def test_outputs_depend_only_on_earlier_tokens(make_rnn):
     for name in ("lstm", "gru"):
-        model = _model(name)
+        rnn = make_rnn(name)
         tokens = jnp.zeros((1, 8), jnp.int32)
-        params = model.init(jax.random.PRNGKey(0), tokens)
-        a = model.apply(params, tokens)
-        b = model.apply(params, tokens.at[0, 5].set(3))
+        params = rnn.init(jax.random.PRNGKey(0), tokens)
+        a = rnn.apply(params, tokens)
+        b = rnn.apply(params, tokens.at[0, 5].set(3))
         np.testing.assert_allclose(a[0, :5], b[0, :5])
         assert not np.allclose(a[0, 5:], b[0, 5:])

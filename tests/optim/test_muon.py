@@ -12,12 +12,15 @@ from lmjax.models.gpt import GPT, matrix_dims
 from lmjax.optim import build_optimizer
 
 
-def _params(scan: bool):
-    cfg = ml_collections.FrozenConfigDict(dict(
-        vocab_size=40, block_size=8, num_layers=2, num_heads=2, d_model=16, mlp_ratio=4,
-        dropout=0.0, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32, attention=None,
-        scan_layers=scan))
-    return nn.meta.unbox(GPT(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"])
+@pytest.fixture(scope="module")
+def gpt_params(gpt_config):
+    """A small GPT's parameters, per-layer (scan=False) or stacked for nn.scan (scan=True)."""
+    def build(scan: bool):
+        cfg = gpt_config(vocab_size=40, block_size=8, d_model=16, scan_layers=scan)
+        return nn.meta.unbox(GPT(cfg).init(jax.random.PRNGKey(0),
+                                           jnp.zeros((1, 8), jnp.int32))["params"])
+
+    return build
 
 
 def _cfg(**kw):
@@ -29,8 +32,8 @@ def _cfg(**kw):
 
 
 @pytest.mark.parametrize("scan", [False, True])
-def test_matrix_layout_of_gpt_kernels(scan):
-    dims = matrix_dims(_params(scan))
+def test_matrix_layout_of_gpt_kernels(gpt_params, scan):
+    dims = matrix_dims(gpt_params(scan))
     lead = 1 if scan else 0
     attn = dims["blocks"]["block"]["attn"] if scan else dims["block_0"]["attn"]
     mlp = dims["blocks"]["block"]["mlp"] if scan else dims["block_0"]["mlp"]
@@ -41,8 +44,8 @@ def test_matrix_layout_of_gpt_kernels(scan):
     assert attn["qkv"]["bias"] is None and dims["ln_f"]["scale"] is None
 
 
-def test_matrix_updates_are_orthogonalised_and_the_rest_is_adamw():
-    params = _params(scan=False)
+def test_matrix_updates_are_orthogonalised_and_the_rest_is_adamw(gpt_params):
+    params = gpt_params(scan=False)
     rng = np.random.default_rng(0)
     # Gradients with an uneven spectrum: singular values from 1 to 1e-2.
     def skewed(x):

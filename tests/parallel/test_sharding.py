@@ -86,10 +86,8 @@ def test_mesh_sizes_are_checked():
         meshlib.mesh_shape(ml_collections.ConfigDict(dict(data=-1, fsdp=-1, tensor=1)), 8)
 
 
-def test_batch_norm_cnn_on_8_devices_matches_one_device_statistics_included(
-        load_config, fashion_dir):
-    cfg = load_config("tiny", "fashion_mnist.py")
-    cfg.data.update(dir=fashion_dir, val_size=100)
+def test_batch_norm_cnn_on_8_devices_matches_one_device_statistics_included(fashion_config):
+    cfg = fashion_config
     cfg.optim.warmup_steps = 0
     task = make_task(cfg, log=lambda s: None)
     cfg.mesh.data = 1

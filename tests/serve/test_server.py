@@ -7,11 +7,10 @@ import flax.linen as nn
 import httpx
 import jax
 import jax.numpy as jnp
-import ml_collections
 import pytest
 
 from lmjax.data.tokenizers import CharTokenizer
-from lmjax.infer.generate import Generator, Request
+from lmjax.infer.generator import Generator, Request
 from lmjax.models.gpt import GPT
 from lmjax.serve.app import create_app, serve_in_thread
 
@@ -19,12 +18,10 @@ BLOCK = 32
 
 
 @pytest.fixture(scope="module")
-def generator():
+def generator(gpt_config):
     tokenizer = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.:\n"])
-    cfg = ml_collections.FrozenConfigDict(dict(
-        vocab_size=tokenizer.vocab_size, block_size=BLOCK, num_layers=1, num_heads=2,
-        d_model=16, mlp_ratio=2, dropout=0.0, use_bias=True, dtype=jnp.float32,
-        param_dtype=jnp.float32, attention=None, scan_layers=False))
+    cfg = gpt_config(vocab_size=tokenizer.vocab_size, block_size=BLOCK, num_layers=1,
+                     d_model=16, mlp_ratio=2)
     model = GPT(cfg)
     params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))
     params = jax.tree.map(lambda x: x * 8, params["params"])  # varied, peaked predictions

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from lmjax.tasks import make_task
+from lmjax.train.crossval import fit
 from lmjax.train.loop import train_and_evaluate
 from lmjax.train.restore import load_run
 
@@ -86,7 +87,7 @@ def test_finetuning_run_reports_the_classification_metrics(pretrained, load_conf
     workdir, _ = pretrained
     cfg = _tiny(load_config, data_cache, "classify.py")
     cfg.init_from = workdir
-    cfg.train.update(num_steps=10, eval_every=5, final_eval_windows=64)
+    cfg.train.update(num_steps=10, eval_every=5, final_eval_examples=64)
     summary = train_and_evaluate(cfg, str(tmp_path))
     for k in ("val_accuracy", "val_f1_macro", "val_f1_micro", "val_precision_macro",
               "val_recall_macro", "val_roc_auc", "val_log_loss", "val_loss", "best_step"):
@@ -102,7 +103,7 @@ def test_lora_trains_adapters_only_and_merges(pretrained, load_config, data_cach
     cfg.lora.rank = 2
     cfg.lora.targets = "query,value,fc"
     cfg.train.early_stopping_metric = ""
-    cfg.train.update(num_steps=10, eval_every=100, final_eval_windows=32)
+    cfg.train.update(num_steps=10, eval_every=100, final_eval_examples=32)
     train_and_evaluate(cfg, str(tmp_path))
     _, task, state = load_run(str(tmp_path))
     _, _, source = load_run(workdir)
@@ -128,10 +129,10 @@ def test_lora_trains_adapters_only_and_merges(pretrained, load_config, data_cach
 
 def test_kfold_from_scratch_reports_mean_and_std(load_config, data_cache, tmp_path):
     cfg = _tiny(load_config, data_cache, "classify.py")
-    cfg.data.kfold = 2
-    cfg.train.update(num_steps=3, eval_every=100, final_eval_windows=64)
+    cfg.data.num_folds = 2
+    cfg.train.update(num_steps=3, eval_every=100, final_eval_examples=64)
     cfg.optim.warmup_steps = 1
-    summary = train_and_evaluate(cfg, str(tmp_path))
+    summary = fit(cfg, str(tmp_path))
     assert "val_f1_macro" in summary and "val_f1_macro_std" in summary
     folds = json.loads((tmp_path / "kfold.json").read_text())["folds"]
     assert len(folds) == 2 and folds[0]["val_accuracy"] != folds[1]["val_accuracy"]

@@ -9,14 +9,14 @@ import pytest
 from sklearn import metrics as skm
 
 from lmjax.tasks import make_task
+from lmjax.train.crossval import fit
 from lmjax.train.loop import train_and_evaluate
 from lmjax.train.restore import load_run
 
 
 @pytest.fixture
-def cnn_cfg(load_config, fashion_dir):
-    c = load_config("tiny", "fashion_mnist.py")
-    c.data.update(dir=fashion_dir, val_size=100)
+def cnn_cfg(fashion_config):
+    c = fashion_config
     c.mesh.data = 2
     c.log.tensorboard = False
     return c
@@ -94,8 +94,8 @@ def test_standardisation_is_fitted_on_training_rows_only(load_config):
 def test_kfold_trains_k_runs_and_reports_mean_and_std(load_config, tmp_path):
     cfg = _tabular(load_config, "breast_cancer")
     cfg.train.num_steps = 100
-    cfg.data.kfold = 3
-    summary = train_and_evaluate(cfg, str(tmp_path))
+    cfg.data.num_folds = 3
+    summary = fit(cfg, str(tmp_path))
     assert sorted(os.listdir(tmp_path))[:3] == ["fold_0", "fold_1", "fold_2"]
     stored = json.load(open(tmp_path / "kfold.json"))
     accs = [f["val_accuracy"] for f in stored["folds"]]

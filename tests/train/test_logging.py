@@ -46,7 +46,7 @@ def test_a_run_writes_scalars_samples_and_run_info(tiny_config, tmp_path):
     cfg = tiny_config
     cfg.mesh.data = 1
     cfg.log.tensorboard = True
-    cfg.train.update(num_steps=10, log_every=5, eval_every=5, final_eval_windows=16)
+    cfg.train.update(num_steps=10, log_every=5, eval_every=5, final_eval_examples=16)
     cfg.sample.update(num_samples=1, max_new_tokens=8)
     train_and_evaluate(cfg, str(tmp_path))
 

@@ -28,7 +28,7 @@ def _one_device(cfg):
 def cfg(tiny_config):
     c = tiny_config
     c.sample.num_samples = 0
-    c.train.final_eval_windows = 16
+    c.train.final_eval_examples = 16
     return c
 
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from lmjax.infer import decode as dec
+from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Request:
     top_p: float = 1.0      # 1: no nucleus cut
     seed: int = 0
     stop: tuple[str, ...] = ()  # generation ends at the first of these (not included)
+    prompt_ids: tuple[int, ...] | None = None  # the prompt already encoded (the server's)
 
 
 @dataclasses.dataclass
@@ -59,14 +60,12 @@ def inference_model(model, params):
       are, since LayerNorm applies its scale in float32.
     Quantized (qwix) models are left alone.
     """
-    from lmjax.models.gpt import GPT, unstack_layers
-
     if type(model) is not GPT:
         return model, params
     cfg = model.cfg
     if cfg.scan_layers:
         params = unstack_layers(params, cfg.num_layers)
-        model = GPT(ml_collections.FrozenConfigDict({**cfg.to_dict(), "scan_layers": False}))
+        model = GPT(cfg.replace(scan_layers=False))
     dtype = jnp.dtype(cfg.dtype)
     if dtype.itemsize < 4:
         params = jax.tree.map(lambda x: x.astype(dtype) if x.ndim >= 2 and jnp.issubdtype(
@@ -78,7 +77,8 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-def _pow2(x: int) -> int:
+def pow2(x: int) -> int:
+    """x rounded up to a power of two (batch shapes: few compiled programs)."""
     return 1 << max(0, (x - 1).bit_length())
 
 
@@ -86,6 +86,11 @@ class Generator:
     """A model with its parameters and tokenizer, ready to continue prompts."""
 
     def __init__(self, model, params, tokenizer, max_batch: int = 64, stop_at_eot: bool = True):
+        if not isinstance(getattr(model, "cfg", None), GPTConfig):
+            kind = type(getattr(model, "cfg", model)).__name__.replace("Config", "")
+            raise ValueError(f"the Generator decodes GPT models with a KV cache; this is a "
+                             f"{kind} model. LSTM/GRU language models sample at the end of "
+                             "training (the sample.* settings of configs/lstm.py).")
         self.model, self.params = inference_model(model, params)
         self.tokenizer = tokenizer
         self.block_size = model.cfg.block_size
@@ -97,11 +102,34 @@ class Generator:
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(text), np.int32)
 
+    def prompt(self, request: Request) -> np.ndarray:
+        if request.prompt_ids is not None:
+            return np.asarray(request.prompt_ids, np.int32)
+        return self.encode(request.prompt)
+
+    def prefill(self, contexts: Sequence[np.ndarray], requests: Sequence[Request],
+                produced: Sequence[int], limits: Sequence[int]) -> tuple[dec.DecodeState, int]:
+        """Runs the contexts (one per request, left-padded into one batch) through the model.
+        Returns the decoding state, which holds their KV cache and each row's first new token,
+        and the cache room left for further tokens. `produced` counts each row's tokens so far
+        (their sampling keys continue from there); `limits` caps each row's new tokens."""
+        args = self._arrays(contexts, requests, produced, limits)
+        capacity = _round_up(max(max(limits) - 1, 1), 64)
+        state = dec.prefill(self.model, self.params, *args, slots=args[0].shape[1] + capacity)
+        return state, capacity
+
+    def decode(self, state: dec.DecodeState, steps: int,
+               capacity: int) -> tuple[dec.DecodeState, jax.Array, jax.Array]:
+        """Up to `steps` more tokens for every row, in one jitted loop: (state, tokens
+        (batch, steps), how many steps ran before every row stopped)."""
+        return dec.decode(self.model, self.params, state, jnp.asarray(steps, jnp.int32),
+                          capacity=capacity)
+
     # ---- token level -------------------------------------------------------------------
 
     def _arrays(self, contexts, requests, produced, limits):
         """Device inputs for one segment: left-padded tokens, sampling settings, stops."""
-        batch = _pow2(len(contexts))
+        batch = pow2(len(contexts))
         plen = _round_up(max(len(c) for c in contexts), 16)
         tokens = np.zeros((batch, plen), np.int32)
         start = np.full((batch,), plen - 1, np.int32)  # padding rows: one token, never read
@@ -143,7 +171,7 @@ class Generator:
         n = len(requests)
         if not 0 < n <= self.max_batch:
             raise ValueError(f"{n} requests: give between 1 and {self.max_batch}.")
-        prompts = [self.encode(r.prompt) for r in requests]
+        prompts = [self.prompt(r) for r in requests]
         if any(len(p) == 0 for p in prompts):
             raise ValueError("an empty prompt: give at least one character (e.g. a newline).")
         rows = [Completion(text="", tokens=[]) for _ in requests]
@@ -161,11 +189,8 @@ class Generator:
             limits = [min(requests[b].max_new_tokens - len(rows[b].tokens),
                           self.block_size - len(c)) for b, c in zip(active, contexts)]
             steps = max(limits)
-            args = self._arrays(contexts, [requests[b] for b in active],
-                                [len(rows[b].tokens) for b in active], limits)
-            capacity = _round_up(max(steps - 1, 1), 64)
-            state = dec.prefill(self.model, self.params, *args,
-                                slots=args[0].shape[1] + capacity)
+            state, capacity = self.prefill(contexts, [requests[b] for b in active],
+                                           [len(rows[b].tokens) for b in active], limits)
             taken = [0] * len(active)
             self._absorb(rows, requests, active, np.asarray(state.last)[:, None], taken, limits)
             if chunk > 0:
@@ -174,8 +199,7 @@ class Generator:
             while left > 0 and any(rows[b].finish_reason is None and t < lim
                                    for b, t, lim in zip(active, taken, limits)):
                 todo = min(left, chunk) if chunk > 0 else left
-                state, out, written = dec.decode(self.model, self.params, state,
-                                                 jnp.asarray(todo, jnp.int32), capacity=capacity)
+                state, out, written = self.decode(state, todo, capacity)
                 written = int(written)
                 if written == 0:  # every row stopped on the device
                     break

@@ -1,4 +1,4 @@
-"""Sampling from a GPT: one jitted loop over a fixed-size token buffer.
+"""Sampling from a language model (GPT or RNN): one jitted loop over a fixed-size token buffer.
 
 This is the simple, cache-free sampler used at the end of training: each step re-reads the last
 `block_size` tokens. It is exact, and fast enough for a few samples from a small model.

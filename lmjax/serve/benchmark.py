@@ -1,0 +1,155 @@
+"""Timing generation (the library of `python -m lmjax.bench_generate`): tokens/s and time to
+first token through the Generator's own prefill and decode, Hugging Face `generate` on the
+same weights, and the HTTP server under concurrent clients.
+
+Decoding is timed on the device path (prefill, then the jitted decode loop) after a warm-up
+run that compiles it; the generated tokens are fetched to the host inside the timing. Time to
+first token is the prefill of the batch, including the first sampled token on the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmjax.convert import gpt2
+from lmjax.infer.generator import Request
+from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
+from lmjax.serve.batcher import warm_up
+
+
+class _NoTokenizer:
+    """Random-weight models have no tokenizer; the benchmark feeds token ids directly."""
+
+    def encode(self, text):
+        return np.zeros((len(text),), np.int32)
+
+    def decode(self, ids):
+        return "".join(chr(65 + int(i) % 26) for i in ids)
+
+
+def model_from_config(cfg):
+    """(GPT, random parameters, a stand-in tokenizer, a description) for `cfg`'s model."""
+    vocab = cfg.model.vocab_size or cfg.data.vocab_size or 256
+    model = GPT(GPTConfig.from_section(cfg.model, vocab_size=vocab))
+    params = jax.jit(lambda k: nn.meta.unbox(model.init(k, jnp.zeros((1, 8), jnp.int32)))[
+        "params"])(jax.random.PRNGKey(0))
+    return model, params, _NoTokenizer(), f"{cfg.model.num_layers}-layer d={cfg.model.d_model} "\
+        f"GPT, random weights"
+
+
+def time_generation(generator, batch: int, prompt_len: int, new_tokens: int,
+                    repeats: int = 3) -> dict:
+    """Median seconds for prefill (time to first token) and for the whole generation, through
+    the Generator's own prefill and decode."""
+    rng = np.random.default_rng(0)
+    vocab = generator.model.cfg.vocab_size
+    contexts = [rng.integers(0, vocab, prompt_len).astype(np.int32) for _ in range(batch)]
+    requests = [Request("", max_new_tokens=new_tokens)] * batch
+
+    def run():
+        t0 = time.perf_counter()
+        state, capacity = generator.prefill(contexts, requests, [0] * batch, [new_tokens] * batch)
+        jax.device_get(state.last)
+        t1 = time.perf_counter()
+        state, out, written = generator.decode(state, new_tokens - 1, capacity)
+        out, written = jax.device_get((out, written))
+        t2 = time.perf_counter()
+        assert int(written) == new_tokens - 1
+        return t1 - t0, t2 - t0
+
+    t = time.perf_counter()
+    run()  # compiles
+    compile_s = time.perf_counter() - t
+    times = [run() for _ in range(repeats)]
+    ttft = statistics.median(a for a, _ in times)
+    total = statistics.median(b for _, b in times)
+    return {"batch": batch, "ttft_s": ttft, "total_s": total, "compile_s": compile_s,
+            "tokens_per_s": batch * new_tokens / total,
+            "decode_tokens_per_s": batch * (new_tokens - 1) / max(total - ttft, 1e-9)}
+
+
+def time_hf(model_cfg, params, batch: int, prompt_len: int, new_tokens: int,
+            repeats: int = 3) -> dict:
+    """transformers' generate (greedy, KV cache) on the same weights, bfloat16 on a GPU."""
+    # PyTorch and transformers: optional (.[test]/.[hf]), only for --hf_compare.
+    import torch  # noqa: lazy, optional
+    import transformers  # noqa: lazy, optional
+
+    params = unstack_layers(jax.device_get(params), model_cfg.num_layers)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with tempfile.TemporaryDirectory() as tmp:
+        gpt2.write_hf(tmp, jax.tree.map(lambda x: np.asarray(x, np.float32), params), model_cfg)
+        hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, dtype=dtype).to(device).eval()
+    ids = torch.as_tensor(np.random.default_rng(0).integers(
+        0, model_cfg.vocab_size, (batch, prompt_len)), device=device)
+
+    def run(n):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.no_grad():
+            hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                        min_new_tokens=n, do_sample=False, pad_token_id=0)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    run(new_tokens)  # warm-up
+    total = statistics.median(run(new_tokens) for _ in range(repeats))
+    ttft = statistics.median(run(1) for _ in range(repeats))
+    return {"batch": batch, "ttft_s": ttft, "total_s": total, "device": device,
+            "tokens_per_s": batch * new_tokens / total}
+
+
+def bench_server(generator, clients: int, requests: int, new_tokens: int, source: str) -> dict:
+    """Requests/s and latency percentiles of the real server (uvicorn in a thread)."""
+    # The server's dependencies are an optional extra (.[serve]): only for --server.
+    import httpx  # noqa: lazy, optional extra
+
+    from lmjax.serve.app import create_app, serve_in_thread  # noqa: lazy, optional extra
+
+    warm_up(generator, clients, log=lambda s: None)
+    api = create_app(generator, source=source, max_batch=clients)
+    rng = np.random.default_rng(0)
+    prompts = ["ROMEO:", "JULIET:", "KING HENRY:", "To be, or not", "\n", "First Citizen:"]
+    latencies, failures = [], 0
+
+    async def client(queue, http):
+        nonlocal failures
+        while not queue.empty():
+            i = queue.get_nowait()
+            body = {"prompt": prompts[i % len(prompts)], "max_new_tokens": new_tokens,
+                    "temperature": 0.8, "seed": int(rng.integers(1 << 30))}
+            t = time.perf_counter()
+            try:
+                r = await http.post("/v1/generate", json=body)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - t)
+            failures += not ok
+
+    async def run(url):
+        queue = asyncio.Queue()
+        for i in range(requests):
+            queue.put_nowait(i)
+        async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+            await asyncio.gather(*(client(queue, http) for _ in range(clients)))
+
+    with serve_in_thread(api) as url:
+        t = time.perf_counter()
+        asyncio.run(run(url))
+        seconds = time.perf_counter() - t
+    lat = np.asarray(latencies)
+    return {"requests": requests, "failures": failures, "requests_per_s": requests / seconds,
+            "tokens_per_s": (requests - failures) * new_tokens / seconds,
+            "p50_s": float(np.percentile(lat, 50)), "p99_s": float(np.percentile(lat, 99))}

@@ -1,0 +1,57 @@
+"""The generation benchmark (lmjax/serve/benchmark.py, the library of `python -m
+lmjax.bench_generate`): a random-weight model from a config, and timings through the
+Generator's own prefill and decode."""
+
+import jax
+import numpy as np
+import pytest
+
+from lmjax.infer.generator import Generator, Request
+from lmjax.models.gpt import GPTConfig
+from lmjax.serve.benchmark import model_from_config, time_generation
+
+VOCAB, PROMPT, NEW = 64, 8, 16  # prompt + new tokens fit the tiny preset's context of 32
+
+
+@pytest.fixture(scope="module")
+def generator(load_config):
+    cfg = load_config("tiny")  # 2 layers, 2 heads, d_model 32, context 32
+    cfg.model.vocab_size = VOCAB
+    model, params, tokenizer, source = model_from_config(cfg)
+    assert isinstance(model.cfg, GPTConfig)
+    assert model.cfg.vocab_size == VOCAB and model.cfg.num_layers == 2
+    assert model.cfg.d_model == 32 and model.cfg.block_size == 32
+    assert params["wte"]["embedding"].shape == (VOCAB, 32)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+    assert source == "2-layer d=32 GPT, random weights"
+    return Generator(model, params, tokenizer, max_batch=2, stop_at_eot=False)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_time_generation_reports_positive_rates(generator, batch):
+    r = time_generation(generator, batch, PROMPT, NEW, repeats=2)
+    assert set(r) == {"batch", "ttft_s", "total_s", "compile_s", "tokens_per_s",
+                      "decode_tokens_per_s"}
+    assert r["batch"] == batch
+    assert 0 < r["ttft_s"] <= r["total_s"] and r["compile_s"] > 0
+    assert r["tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
+    assert r["tokens_per_s"] == pytest.approx(batch * NEW / r["total_s"])
+    # The programs it timed produce exactly NEW tokens per row (same shapes: no recompile).
+    out = generator.generate([Request("", max_new_tokens=NEW,
+                                      prompt_ids=tuple(range(1, PROMPT + 1)))] * batch)
+    assert [len(c.tokens) for c in out] == [NEW] * batch
+    assert all(c.finish_reason == "length" for c in out)
+    assert all(0 <= t < VOCAB for c in out for t in c.tokens)
+
+
+@pytest.mark.parametrize("args", [
+    ["--config=configs/gpt.py:tiny", "--workdir=runs/does-not-matter"],  # both
+    [],                                                                  # neither
+], ids=["both", "neither"])
+def test_the_command_takes_exactly_one_of_config_and_workdir(args, run_module):
+    r = run_module("lmjax.bench_generate", *args)
+    assert r.returncode == 2, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("lmjax:")]
+    assert errors == ["lmjax: error: give exactly one of --workdir (a trained run) and "
+                      "--config (random weights)."], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""

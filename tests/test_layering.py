@@ -1,0 +1,116 @@
+"""Imports point one way: models and data at the bottom, then tasks, train, inference, serving,
+and the commands on top (docs/architecture.md). Read from the source, so a new import that
+breaks the order fails here before it turns into a circle."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lmjax"
+
+# Lowest first. A module may import modules of its own layer or of lower ones.
+LAYERS = [
+    ("lmjax.config", "lmjax.checkpoint", "lmjax.parallel", "lmjax.optim"),
+    ("lmjax.data", "lmjax.models", "lmjax.rundir"),
+    ("lmjax.eval",),
+    ("lmjax.tasks",),
+    ("lmjax.train",),
+    ("lmjax.infer", "lmjax.convert"),
+    ("lmjax.serve", "lmjax.sweep"),
+    ("lmjax.cli",),
+]
+# `python -m lmjax.<command>` entry points: one-line hand-overs to lmjax.cli, the top layer.
+COMMANDS = {"lmjax.__main__", "lmjax.main", "lmjax.evaluate", "lmjax.generate",
+            "lmjax.quantize", "lmjax.bench", "lmjax.bench_generate", "lmjax.report",
+            "lmjax.sklearn_baseline", "lmjax.serve.__main__", "lmjax.convert.__main__",
+            "lmjax.sweep.__main__"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _rank(module: str) -> int:
+    if module in COMMANDS or module == "lmjax":
+        return len(LAYERS) - 1
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in {__file__}")
+
+
+def _imports(path: Path, modules: dict) -> list[tuple[str, int, bool, str]]:
+    """(imported lmjax module, line, inside a function?, the line's text) for each import."""
+    source = path.read_text()
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    found = []
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            names = []
+            if isinstance(child, ast.Import):
+                names = [a.name for a in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                # `from lmjax.x import y`: y may be a module or a name in lmjax.x
+                names = [f"{child.module}.{a.name}" if f"{child.module}.{a.name}" in modules
+                         else child.module for a in child.names]
+            for name in names:
+                if name in modules:
+                    found.append((name, child.lineno, inside, lines[child.lineno - 1]))
+            visit(child, inside)
+
+    visit(tree, False)
+    return found
+
+
+def test_no_module_imports_a_higher_layer():
+    modules = _modules()
+    wrong = [f"{name} (layer {_rank(name)}) imports {target} (layer {_rank(target)}), line {line}"
+             for name, path in modules.items()
+             for target, line, _, _ in _imports(path, modules)
+             if _rank(target) > _rank(name)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_circles():
+    modules = _modules()
+    graph = {name: {t for t, *_ in _imports(path, modules) if t != name}
+             for name, path in modules.items()}
+
+    def reaches(start, goal, seen):
+        for nxt in graph[start]:
+            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
+                return True
+        return False
+
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a]
+                      if reaches(b, a, set())})
+    assert not circles, circles
+
+
+def test_imports_inside_functions_say_why():
+    """Deferred imports are for start-up time or optional extras, and say so ('lazy')."""
+    modules = _modules()
+    silent = [f"{name}:{line}: {text.strip()}" for name, path in modules.items()
+              for _, line, inside, text in _imports(path, modules)
+              if inside and "lazy" not in text]
+    assert not silent, "\n".join(silent)
+
+
+def test_every_command_is_a_cli_module_with_help_and_an_example():
+    from lmjax.cli import COMMANDS as CLI
+
+    for command, spelled in CLI.items():
+        source = (PACKAGE / "cli" / f"{command}.py").read_text()
+        doc = ast.get_docstring(ast.parse(source))
+        assert doc and f"python -m {spelled}" in doc, f"lmjax/cli/{command}.py: no example"
+        entry = spelled.replace(".", "/")
+        shim = PACKAGE.parent / (f"{entry}/__main__.py" if (PACKAGE.parent / entry).is_dir()
+                                 else f"{entry}.py")
+        assert f'launch("{command}")' in shim.read_text(), shim
