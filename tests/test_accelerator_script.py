@@ -1,0 +1,192 @@
+"""benchmarks/accelerator.py and what it relies on: lmjax's bench runs on a python3 that lacks
+tensorflow-datasets, tensorboardX and qwix (the accelerator machine lacks them: lmjax must import
+them lazily), and the driver records every stage, failed or not, as it goes."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKED = ("tensorflow_datasets", "tensorboardX", "qwix")
+
+# Makes the blocked packages unimportable (as on the accelerator), then runs a module as
+# `python -m` would.
+BOOTSTRAP = textwrap.dedent("""
+    import runpy, sys
+    BLOCKED = set(sys.argv[1].split(","))
+
+    class Unavailable:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is not installed here (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, Unavailable())
+    for name in list(sys.modules):
+        if name.split(".")[0] in BLOCKED:
+            del sys.modules[name]
+    module = sys.argv[2]
+    sys.argv = [module] + sys.argv[3:]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+""")
+
+
+def _env(tmp_path) -> dict:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # conftest's 8 simulated devices: not wanted in the child
+    env.update(LMJAX_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def test_bench_runs_without_tfds_tensorboardx_and_qwix(tmp_path):
+    cmd = [sys.executable, "-c", BOOTSTRAP, ",".join(BLOCKED), "lmjax.bench",
+           "--config=configs/gpt.py", "--config.model.num_layers=1",
+           "--config.model.d_model=32", "--config.model.num_heads=2",
+           "--config.model.block_size=16", "--config.train.batch_size=2",
+           "--config.mesh.host_cpu_devices=1", "--config.data.name=files",
+           "--config.data.files=README.md", "--steps=2", "--warmup=1"]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "tokens/s" in out.stdout
+
+    # The driver reads that table into figures.
+    accel = _load_driver()
+    figures = accel.parse_bench(out.stdout)
+    assert figures["tokens_per_s"] > 0 and figures["compile_s"] > 0, out.stdout
+
+
+@pytest.mark.parametrize("module", ["lmjax.main", "lmjax.bench_generate"])
+def test_entry_points_load_without_tfds_tensorboardx_and_qwix(tmp_path, module):
+    # The other commands the accelerator script runs, as far as --help takes them (flag
+    # parsing and the command module); the trainer imports tensorboardX only when it opens its
+    # TensorBoard writer, and the accelerator carries that wheel.
+    cmd = [sys.executable, "-c", BOOTSTRAP, ",".join(BLOCKED), module, "--help"]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "--config" in out.stdout + out.stderr
+
+
+def _load_driver():
+    spec = importlib.util.spec_from_file_location("accelerator_driver",
+                                                  ROOT / "benchmarks" / "accelerator.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_driver_records_failed_timed_out_and_passing_stages(tmp_path):
+    accel = _load_driver()
+    results, logs = tmp_path / "results", tmp_path / "work" / "logs"
+    rec = accel.Recorder(str(results), str(logs), {"mode": "test", "started": "now",
+                                                   "host": "here", "python": "3",
+                                                   "budget_s": 60})
+    runner = accel.Runner(rec, budget_s=60, min_stage_s=1, echo=lambda *a, **k: None)
+    py = sys.executable
+    stages = [
+        accel.Stage("broken", "exits 3", [py, "-c", "print('partial'); raise SystemExit(3)"],
+                    timeout=30, parse=accel.parse_bench, required=("tokens_per_s",)),
+        accel.Stage("slow", "outlives its timeout", [py, "-c", "import time; time.sleep(30)"],
+                    timeout=1, parse=accel.parse_bench),
+        accel.Stage("silent", "exits 0 without the figure", [py, "-c", "print('hello')"],
+                    timeout=30, parse=accel.parse_bench, required=("tokens_per_s",)),
+        accel.Stage("fine", "prints a bench table",
+                    [py, "-c", "print('compile time  1.5 s'); print('tokens/s  12,345'); "
+                               "print('MFU  41.2%')"],
+                    timeout=30, parse=accel.parse_bench, required=("tokens_per_s",)),
+        accel.Stage("derived", "in-process", compute=lambda r: {
+            "ratio": r.fig("fine", "tokens_per_s") / 1000}, required=("ratio",)),
+        accel.Stage("not-needed", "conditional", [py, "-c", "pass"],
+                    when=lambda r: not r.ok("fine")),
+    ]
+    expected = [("broken", "failed", 3), ("slow", "timeout", None), ("silent", "failed", 0),
+                ("fine", "ok", 0), ("derived", "ok", None)]
+    for i, stage in enumerate(stages):
+        runner.run(stage)
+        # After every stage, what is on disk is complete and well-formed.
+        lines = (results / "results.jsonl").read_text().splitlines()
+        done = expected[:min(i + 1, len(expected))]
+        assert len(lines) == len(done)
+        entries = [json.loads(line) for line in lines]
+        assert [(e["stage"], e["status"]) for e in entries] == [(n, s) for n, s, _ in done]
+        for e in entries:
+            assert {"stage", "command", "rc", "seconds", "status", "figures"} <= set(e)
+        md_rows = [r for r in (results / "results.md").read_text().splitlines()
+                   if r.startswith("| ") and not r.startswith("| stage") and "---" not in r]
+        assert len(md_rows) == len(done)
+        with tarfile.open(results / "logs.tar.gz") as tar:
+            names = tar.getnames()
+        assert sum(n.endswith(".log") for n in names) == min(i + 1, 4)
+
+    entries = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()]
+    by = {e["stage"]: e for e in entries}
+    assert by["broken"]["rc"] == 3 and by["broken"]["figures"] == {}
+    assert by["slow"]["seconds"] < 20
+    assert "no tokens_per_s" in by["silent"]["note"]
+    assert by["fine"]["figures"] == {"compile_s": 1.5, "tokens_per_s": 12345.0, "mfu_pct": 41.2}
+    assert by["derived"]["figures"] == {"ratio": 12.345}
+    md = (results / "results.md").read_text()
+    assert "| fine | ok | 0 |" in md and "tokens_per_s=12,345" in md
+
+    # Out of budget: later stages are recorded as skipped, not run.
+    runner.deadline = 0
+    runner.run(accel.Stage("late", "no time left", [py, "-c", "pass"]))
+    last = json.loads((results / "results.jsonl").read_text().splitlines()[-1])
+    assert (last["stage"], last["status"]) == ("late", "skipped")
+
+
+def test_loss_comparison_of_two_training_runs():
+    accel = _load_driver()
+    fp32 = [{"step": s, "split": "train", "loss": loss} for s, loss in ((10, 4.0), (20, 3.0))]
+    bf16 = [{"step": s, "split": "train", "loss": loss} for s, loss in ((10, 4.04), (20, 3.0))]
+    bf16.append({"step": 20, "split": "val", "loss": 3.1})
+    f = accel.compare_losses(fp32, bf16)
+    assert f["steps_compared"] == 2 and f["worst_step"] == 10
+    assert f["max_rel_diff_pct"] == pytest.approx(1.0) and f["within_2pct"]
+
+
+def test_driver_cut_off_by_sigterm_records_the_stage_it_was_running(tmp_path):
+    # The device tool ends a call that outlives its limit: what finished, and the stage cut off,
+    # must already be on disk.
+    script = textwrap.dedent(f"""
+        import signal, sys
+        sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+        import accelerator as a
+        rec = a.Recorder(sys.argv[1], sys.argv[2], {{"mode": "test", "started": "now",
+                         "host": "here", "python": "3", "budget_s": 60}})
+        runner = a.Runner(rec, budget_s=60, min_stage_s=1)
+        signal.signal(signal.SIGTERM, runner.interrupted)
+        runner.run(a.Stage("quick", "", [sys.executable, "-c", "print('tokens/s  5')"],
+                           parse=a.parse_bench))
+        runner.run(a.Stage("long", "", [sys.executable, "-c",
+                                        "print('started', flush=True); import time; "
+                                        "time.sleep(60)"], timeout=60))
+    """)
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(results), str(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list((tmp_path / "logs").glob("*-long.log"))
+        if logs and "started" in logs[0].read_text():
+            break
+        time.sleep(0.1)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + 15, out
+    entries = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["status"]) for e in entries] == [("quick", "ok"), ("long", "timeout")]
+    assert "Interrupted by signal 15" in (results / "results.md").read_text()
+    with tarfile.open(results / "logs.tar.gz") as tar:
+        assert any(n.endswith("-long.log") for n in tar.getnames())
