@@ -143,3 +143,27 @@ def test_a_fixed_tokenizer_file_keys_the_cache_by_its_contents(gpt_run, load_con
     second = prepare(cfg, log=lambda s: None)
     assert second.directory != first.directory
     assert not [p for p in os.listdir(cfg.cache_dir) if p.startswith(".tmp")]
+
+
+def test_a_run_written_by_an_earlier_lmjax_loads(gpt_run, tmp_path):
+    """Its checkpoint stores the config under the old names (train.eval_windows, data.kfold)
+    and it has no run.json: it loads, and is upgraded."""
+    from lmjax.checkpoint import Checkpointer
+    from lmjax.train.restore import load_setup
+
+    workdir, _ = gpt_run
+    s, state = load_setup(workdir)
+    old = s.cfg.to_dict()
+    old["train"]["eval_windows"] = old["train"].pop("eval_examples")
+    old["train"]["final_eval_windows"] = old["train"].pop("final_eval_examples")
+    old["data"]["kfold"], old["data"]["fold"] = 0, 0
+    del old["data"]["num_folds"], old["data"]["tokenizer_file"], old["compilation_cache"]
+    del old["train"]["loss_chunk"]
+    path = str(tmp_path / "old")
+    with Checkpointer(os.path.join(path, "checkpoints")) as ckpt:
+        ckpt.save(0, state, old, force=True)
+    s2, _ = load_setup(path)
+    assert s2.cfg.train.eval_examples == s.cfg.train.eval_examples
+    assert s2.cfg.data.num_folds == 0 and s2.cfg.data.fold == -1
+    assert rundir.exists(path)
+    assert _greedy(path) == _greedy(workdir)
