@@ -552,6 +552,8 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
                     for f in fs) if os.path.isdir(jax_cache) else 0
         entry["figures"]["jax_cache_MiB"] = round(total / 2**20, 2)
 
+    # Eight chunks of the context: 128 positions at GPT-2's 1024.
+    chunk = tiny.get("model.block_size", 1024) // 8
     os.makedirs(work, exist_ok=True)
     env_probe = os.path.join(work, "env_probe.py")
     with open(env_probe, "w") as fh:
@@ -598,8 +600,8 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
         dataclasses.replace(
             bench("gpt2_124m", batches["b64"], name="bench-124m-b64-chunked",
                   what=f"batch {batches['b64']} with the chunked output layer + loss "
-                       "(train.loss_chunk=128): peak memory and tokens/s"),
-            cmd=bench("gpt2_124m", batches["b64"]).cmd + ["--config.train.loss_chunk=128"]),
+                       f"(train.loss_chunk={chunk}): peak memory and tokens/s"),
+            cmd=bench("gpt2_124m", batches["b64"]).cmd + [f"--config.train.loss_chunk={chunk}"]),
         bench("gpt2_124m", batches["b32"], env={"XLA_FLAGS": xla_gpu_flags()},
               name="bench-124m-b32-xlaflags",
               what="bench-124m-b32 with launch/xla_gpu_flags.txt (the opt-in XLA GPU flags)"),
