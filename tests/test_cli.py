@@ -55,3 +55,27 @@ def test_the_old_name_of_eval_examples_still_works_and_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         validate(cfg)  # said once: the value now lives under the new name
+
+
+@pytest.mark.parametrize("command, body, expected", [
+    ("train", "def get_config():\n    x = 1\n    raise RuntimeError('boom')\n",
+     "raised at line 3: RuntimeError: boom"),
+    ("train", "def get_config(:\n    pass\n", "raised at line 1: SyntaxError: invalid syntax"),
+    ("bench", "import os\nos.environ['NOPE']\n", "raised at line 2: KeyError: 'NOPE'"),
+], ids=["raises", "syntax-error", "bench-raises-on-import"])
+def test_a_config_file_that_raises_is_one_line_naming_file_and_line(command, body, expected,
+                                                                    run_module, tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text(body)
+    r = run_module(COMMANDS[command], f"--config={path}")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"lmjax: error: the config file {path} {expected} (LMJAX_DEBUG=1 shows the traceback)"]
+
+
+def test_lmjax_debug_shows_the_config_files_traceback(run_module, tmp_path, monkeypatch):
+    path = tmp_path / "broken.py"
+    path.write_text("def get_config():\n    raise RuntimeError('boom')\n")
+    monkeypatch.setenv("LMJAX_DEBUG", "1")
+    r = run_module(COMMANDS["train"], f"--config={path}")
+    assert r.returncode == 1 and "Traceback" in r.stderr and f'"{path}", line 2' in r.stderr

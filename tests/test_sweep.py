@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 
 from lmjax.config import validate
 from lmjax.models.gpt import GPTConfig
-from lmjax.sweep import SweepError, load_sweep, open_study, run_worker, write_report
-from lmjax.sweep.results import current_trials
+from lmjax.sweep import SweepError, load_sweep, open_study, results, run_worker, write_report
+from lmjax.sweep.results import current_trials, retried
 from lmjax.sweep.spec import check_against_config, with_values
 from lmjax.train.loop import Diverged, Preempted
 
@@ -188,6 +188,7 @@ def test_an_interrupted_trial_runs_again_in_its_own_workdir(cfg, tmp_path):
     assert retry.user_attrs["workdir"] == first.user_attrs["workdir"]  # so training resumes
     calls = tmp_path / "sweep" / retry.user_attrs["workdir"] / "calls.txt"
     assert len(calls.read_text().split()) == 2
+    assert retried(study) == "1 retried after an interruption"
 
 
 def test_a_metric_the_task_does_not_have_stops_the_sweep(cfg, tmp_path):
@@ -248,7 +249,7 @@ def _load(tmp_path):
                              storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
 
 
-def test_a_killed_sweep_resumes_without_repeating_finished_trials(tmp_path):
+def test_a_killed_sweep_resumes_without_repeating_finished_trials(tmp_path, monkeypatch):
     lrs = [1e-3, 2e-3, 4e-3]
     sweep_file = write_sweep(tmp_path / "s.py", algorithm="grid", num_trials=0,
                              space={"optim.learning_rate": ("categorical", lrs)})
@@ -273,6 +274,12 @@ def test_a_killed_sweep_resumes_without_repeating_finished_trials(tmp_path):
     # The finished trial ran once; the killed one ran again in its own workdir (so a real run
     # resumes from its checkpoint); the last one once.
     assert calls == {1e-3: 1, 2e-3: 2, 4e-3: 1}
+    # The database keeps the killed trial as failed; the report says it was retried.
+    monkeypatch.setattr(results, "plots", lambda study, out_dir: ([], []))  # 6 s, not needed
+    report = write_report(_load(tmp_path), load_sweep(sweep_file), str(tmp_path / "sweep"),
+                          "configs/gpt.py:tiny", {})
+    assert "3 of 3 trials: 3 complete; 1 retried after its worker died." in report, report
+    assert "failed" not in report and "| retry of trial 1 |" in report
 
 
 def test_two_worker_processes_share_one_study(tmp_path):

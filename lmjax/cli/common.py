@@ -8,6 +8,7 @@ import difflib
 import os
 import re
 import sys
+import traceback
 from types import ModuleType
 from typing import NoReturn
 
@@ -51,27 +52,66 @@ def config_arg(argv: list[str]) -> str:
     return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
 
 
+def _config_file_error(error: BaseException, spec: str) -> str:
+    """If `error` (or one it was raised from) came out of the config file itself, one line
+    naming the file, the line and the exception; else ''."""
+    path = os.path.realpath(spec.partition(":")[0]) if spec else ""
+    seen = set()
+    while error is not None and id(error) not in seen and path:
+        seen.add(id(error))
+        if isinstance(error, SyntaxError) and error.filename and \
+                os.path.realpath(error.filename) == path:
+            line = error.lineno
+        else:
+            line = next((lineno for frame, lineno in reversed(list(
+                traceback.walk_tb(error.__traceback__)))
+                if os.path.realpath(frame.f_code.co_filename) == path), None)
+        if line is not None:
+            text = " ".join(str(error.msg if isinstance(error, SyntaxError) else error).split())
+            return (f"the config file {spec.partition(':')[0]} raised at line {line}: "
+                    f"{type(error).__name__}: {text} (LMJAX_DEBUG=1 shows the traceback)")
+        error = error.__cause__ or error.__context__
+    return ""
+
+
+def _fail_if_from_config_file(error: BaseException, argv: list[str]) -> None:
+    """A config file that raised (anything, or a syntax error) is the user's to fix: one line,
+    unless LMJAX_DEBUG=1 asks for the traceback."""
+    message = _config_file_error(error, config_arg(argv))
+    if message and os.environ.get("LMJAX_DEBUG"):
+        raise error
+    if message:
+        fail(message)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with ml_collections' terse config errors turned into readable lines."""
     try:
         rest = flags.FLAGS(argv)
-    except (AttributeError, KeyError):
-        # ml_collections says only "'key'"; find the override and name it in full.
-        fail(_unknown_field(argv, load_config(config_arg(argv))) or
-             "unknown config field on the command line.")
-    except flags.Error as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        # A config file that raised: its own last line says what went wrong.
-        fail(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')} {lines[-1]}")
+    except Exception as e:
+        _fail_if_from_config_file(e, argv)
+        if not isinstance(e, (AttributeError, KeyError, flags.Error)):
+            raise
+        _explain_flag_error(e, argv)
     if "config" in flags.FLAGS:
         try:
             flags.FLAGS["config"].value.keys()  # the file loads lazily: make it fail here
-        except OSError:
+        except OSError as e:
+            _fail_if_from_config_file(e, argv)  # e.g. it opened a file that is not there
             fail(f"cannot load the config file {config_arg(argv)!r}: pass an existing file, "
                  "e.g. --config=configs/gpt.py")
         except AttributeError:
             pass  # no --config given: the command says what it needs
     return rest
+
+
+def _explain_flag_error(e: Exception, argv: list[str]) -> NoReturn:
+    if isinstance(e, (AttributeError, KeyError)):
+        # ml_collections says only "'key'"; find the override and name it in full.
+        fail(_unknown_field(argv, load_config(config_arg(argv))) or
+             "unknown config field on the command line.")
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    fail(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')} {lines[-1]}")
 
 
 def run(command: ModuleType, positional: int = 0) -> None:

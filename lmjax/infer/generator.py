@@ -4,7 +4,8 @@
     gen.generate([Request("ROMEO:", max_new_tokens=200, temperature=0.8, top_k=40)])
 
 Shapes are rounded up (batch to a power of two, prompt and output lengths to multiples of 16
-and 64) so that a server sees a handful of compiled programs, not one per request.
+and 64, the stop table to 4 or 8 sequences of a power of two tokens, at most the context) so
+that a server sees a bounded handful of compiled programs, not one per request.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
+MAX_DEVICE_STOPS = 8  # stop sequences matched on the device per row; the host checks them all
+
+
 def pow2(x: int) -> int:
     """x rounded up to a power of two (batch shapes: few compiled programs)."""
     return 1 << max(0, (x - 1).bit_length())
@@ -144,11 +148,16 @@ class Generator:
             keys[b], offset[b] = np.asarray(jax.random.PRNGKey(r.seed)), produced[b]
             seqs = [self.encode(s) for s in r.stop]
             if self.eot_id is not None:
-                seqs.append(np.array([self.eot_id], np.int32))
-            stop_ids.append([s for s in seqs if len(s)])
-        # Few distinct shapes: up to 4 stop sequences of up to 8 tokens share one program.
-        count = _round_up(max([len(s) for s in stop_ids] + [1]), 4)
-        width = _round_up(max([len(x) for s in stop_ids for x in s] + [1]), 8)
+                seqs.insert(0, np.array([self.eot_id], np.int32))
+            # The device only ends rows early; `_absorb` cuts every stop string exactly. So a
+            # stop longer than the context (it cannot complete within one segment on the
+            # device) and any beyond the first few are left to the host alone.
+            stop_ids.append([s for s in seqs if 0 < len(s) <= self.block_size]
+                            [:MAX_DEVICE_STOPS])
+        # A bounded set of shapes: 4 or 8 sequences, 8, 16, 32, ... tokens up to the context.
+        count = max(4, pow2(max(len(s) for s in stop_ids)))
+        width = min(max(8, pow2(max([len(x) for s in stop_ids for x in s] + [1]))),
+                    self.block_size)
         stops = np.full((batch, count, width), dec.NEVER, np.int32)
         for b, seqs in enumerate(stop_ids):
             for k, s in enumerate(seqs):

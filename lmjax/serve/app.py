@@ -1,9 +1,11 @@
 """The HTTP API (FastAPI): generate (JSON or server-sent events) for a GPT, classify for a
 BERT text classifier, health, Prometheus metrics.
 
-Every bad request gets a 4xx whose body is {"error": "<one readable line>"}: malformed JSON
-(400), wrong or missing fields and prompts that do not fit the context (422), bodies over the
-limit (413). Interactive docs are at /docs, the schema at /openapi.json.
+Every error response's body is {"error": "<one readable line>"}: malformed JSON or a body that
+is not UTF-8 (400), wrong or missing fields, NaN or infinite numbers and prompts that do not fit
+the context (422), bodies over the limit, with or without a Content-Length (413), unknown paths
+(404) and methods (405), a failure inside the server (500). Interactive docs are at /docs, the
+schema at /openapi.json.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Annotated
 from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                CONTENT_TYPE_LATEST, generate_latest)
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,8 +31,9 @@ from lmjax.serve.batcher import Batcher
 
 
 class GenerateBody(BaseModel):
-    # Strict: "max_new_tokens": "20" is an error, not silently converted.
-    model_config = ConfigDict(strict=True, extra="forbid")
+    # Strict: "max_new_tokens": "20" is an error, not silently converted. Python's JSON parser
+    # reads NaN and Infinity, which would otherwise fail only a range check, confusingly.
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
     prompt: Annotated[str, Field(min_length=1, description="Text to continue.")]
     max_new_tokens: Annotated[int, Field(ge=1, description="Tokens to generate; prompt plus "
@@ -45,7 +49,7 @@ class GenerateBody(BaseModel):
 
 
 class ClassifyBody(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
     texts: Annotated[list[Annotated[str, Field(min_length=1)]],
                      Field(min_length=1, max_length=64, description="1 to 64 texts; longer "
@@ -91,10 +95,10 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class BodyLimit:
-    """Rejects request bodies over `max_bytes` with 413, declared or streamed."""
-
-    class TooLarge(Exception):
-        pass
+    """Reads the whole request body before the app sees it: over `max_bytes` (declared or
+    streamed in chunks) is 413, bytes that are not UTF-8 are 400, each as {"error": ...}.
+    (Raising from inside the app's own body read would reach FastAPI's parser, which turns
+    any error into a generic 400.)"""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -102,27 +106,37 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
         too_large = _error(413, f"request body over {self.max_bytes} bytes")
-        try:
-            if declared is not None and int(declared) > self.max_bytes:
-                return await too_large(scope, receive, send)
-        except ValueError:
-            return await _error(400, "invalid Content-Length header")(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await too_large(scope, receive, send)
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.max_bytes:
-                raise BodyLimit.TooLarge
-            return message
-
+                return await too_large(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
         try:
-            await self.app(scope, counted, send)
-        except BodyLimit.TooLarge:
-            await too_large(scope, receive, send)
+            body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return await _error(400, f"the request body is not UTF-8 (byte {e.start}); JSON "
+                                     "must be UTF-8")(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # e.g. a streaming response waiting for a disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def create_app(generator: Generator | None = None, *, classifier=None, source: str = "",
@@ -147,8 +161,20 @@ def create_app(generator: Generator | None = None, *, classifier=None, source: s
         parts = []
         for e in errors:
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-            parts.append(f"{where}: {e.get('msg')}")
+            extra = f", not {e['input']}" if e.get("type") == "finite_number" else ""
+            parts.append(f"{where}: {e.get('msg')}{extra}")
         return _error(422, "; ".join(parts))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: HTTPRequest, exc: HTTPException):
+        # 404, 405 and the like: the same {"error": ...} shape as every other error.
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(Exception)
+    async def server_error(request: HTTPRequest, exc: Exception):
+        return _error(500, f"internal server error: {type(exc).__name__}")
 
     @app.middleware("http")
     async def count(request: HTTPRequest, call_next):

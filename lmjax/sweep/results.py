@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shlex
 import warnings
+from collections import Counter
 
 import optuna
 from optuna.trial import TrialState
@@ -16,6 +17,9 @@ from lmjax.sweep.spec import Sweep
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
           TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 _ORDER = {s: i for i, s in enumerate(STATES)}
+# Why a trial was run again (the retry's retry_cause), for one trial and for several.
+RETRY_CAUSES = {"died": ("after its worker died", "after their workers died"),
+                "interrupted": ("after an interruption", "after interruptions")}
 
 
 def current_trials(study: optuna.Study) -> list:
@@ -23,6 +27,15 @@ def current_trials(study: optuna.Study) -> list:
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     return [t for t in trials if t.number not in retried]
+
+
+def retried(study: optuna.Study) -> str:
+    """'1 retried after its worker died', ...: the trials a retry stands for (the database
+    keeps them as failed, but they did not fail by themselves); '' when none."""
+    counts = Counter(t.user_attrs.get("retry_cause", "died")  # one retry per trial it replaces
+                     for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs)
+    return ", ".join(f"{counts[c]} retried {words[counts[c] > 1]}"
+                     for c, words in RETRY_CAUSES.items() if counts[c])
 
 
 def _score(t) -> float | None:
@@ -57,9 +70,16 @@ def table(study: optuna.Study, sweep: Sweep) -> str:
         row = [str(t.number), STATES[t.state], "" if score is None else f"{score:.4f}",
                *[_fmt(t.params[n]) if n in t.params else "" for n in names],
                str(t.user_attrs.get("steps", "")), "" if wall is None else f"{wall:.0f}s",
-               t.user_attrs.get("note", "").replace("|", "/")]
+               _note(t).replace("|", "/")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _note(t) -> str:
+    if "retry_of" not in t.user_attrs:
+        return t.user_attrs.get("note", "")
+    return "; ".join(filter(None, [f"retry of trial {t.user_attrs['retry_of']}",
+                                   t.user_attrs.get("note", "")]))
 
 
 def _arg(value) -> str:
@@ -119,7 +139,8 @@ def write_report(study: optuna.Study, sweep: Sweep, sweep_dir: str, config_arg: 
     report's text."""
     trials = current_trials(study)
     counts = {word: sum(t.state == s for t in trials) for s, word in STATES.items()}
-    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    summary = "; ".join(filter(None, [", ".join(f"{n} {k}" for k, n in counts.items() if n),
+                                      retried(study)]))
     text = [f"# Sweep {study.study_name}: {sweep.algorithm}, {sweep.direction} val {sweep.metric}",
             "", f"{len(trials)} of {sweep.budget()} trials: {summary}.", "", table(study, sweep), ""]
     best = best_trial(study)

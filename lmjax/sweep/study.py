@@ -138,12 +138,13 @@ def reclaim(study: optuna.Study, echo=print) -> None:
             continue
         if t.state == TrialState.RUNNING and _dead(t, now):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            why = "left running by a worker that died"
+            why, cause = "left running by a worker that died", "died"
         elif t.state == TrialState.FAIL and t.user_attrs.get("interrupted"):
-            why = "interrupted"
+            why, cause = "interrupted", "interrupted"
         else:
             continue
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+        # The dead trial stays FAIL in the database; the report counts it as retried (cause).
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "retry_cause": cause,
                                                   "workdir": t.user_attrs.get("workdir")})
         echo(f"[sweep] trial {t.number} was {why}: it runs again with the same values "
              "(resuming from its last checkpoint).")

@@ -36,11 +36,21 @@ ENCODER_FIELDS = ("vocab_size", "block_size", "num_layers", "num_heads", "d_mode
 
 def pretrained_tokenizer(cfg: ml_collections.ConfigDict, log=print):
     """The masked-LM run's tokenizer (from its run directory), after checking that its encoder
-    has this config's shape."""
+    has this config's shape and that it never read this split's validation passages."""
     pre = read_assets(cfg.init_from, log=log)
     if pre.task != "mlm":
         raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; fine-tuning "
                          "starts from a masked-LM run (configs/bert.py).")
+    read_shakespeare = pre.config.get("data", {}).get("name", "shakespeare") == "shakespeare"
+    if cfg.data.name == "genres" and cfg.data.num_folds > 1 and read_shakespeare:
+        # Pretraining held out only the default split's works; every other fold's validation
+        # works were in its training text, which would inflate the fold's scores.
+        raise ValueError(
+            f"data.num_folds={cfg.data.num_folds} with init_from={cfg.init_from!r}: the "
+            "masked-LM run pretrained on every work except the default split's validation "
+            "works, so each fold's validation works were already read by the encoder. "
+            "Cross-validate from scratch (no init_from), or fine-tune on the default split "
+            "(data.num_folds=0), which pretraining held out.")
     model = ml_collections.ConfigDict(pre.config["model"])
     diffs = [f"model.{f}: pretrained {model[f]!r}, here {cfg.model[f]!r}"
              for f in ENCODER_FIELDS if f != "vocab_size" and model[f] != cfg.model[f]]

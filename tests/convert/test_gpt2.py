@@ -110,9 +110,29 @@ def test_models_lmjax_cannot_reproduce_are_refused(tmp_path):
         gpt2.read_hf(str(tmp_path / "missing"))
 
 
-def test_from_hf_writes_a_run_that_generates_and_fine_tunes(tmp_path, tiny_config):
-    """The fine-tuning path: HF weights + their tokenizer -> an lmjax run at step 0 -> train."""
+def _gpt2_style_tokenizer(text: str, path) -> None:
+    """A byte-level BPE tokenizer.json with GPT-2's <|endoftext|>, trained on `text`."""
     from tokenizers import ByteLevelBPETokenizer
+
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator([text], vocab_size=VOCAB, special_tokens=["<|endoftext|>"])
+    tok._tokenizer.save(str(path))
+
+
+def test_from_hf_without_a_tokenizer_says_which_file_and_flag(tmp_path, run_module):
+    hf_dir = tmp_path / "hf"
+    _hf_model().save_pretrained(hf_dir)  # weights and config.json only: no tokenizer.json
+    r = run_module("lmjax.convert", "from_hf", f"--hf={hf_dir}", f"--workdir={tmp_path / 'run'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{hf_dir} has no tokenizer.json" in r.stderr
+    assert "--tokenizer=<dir or tokenizer.json>" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_from_hf_writes_a_run_that_generates_and_fine_tunes(tmp_path, tiny_config):
+    """The fine-tuning path: HF weights (a bare save_pretrained) + a tokenizer from a directory
+    of its own -> an lmjax run at step 0 -> train."""
+    from tokenizers import Tokenizer
 
     from lmjax.convert.hf import from_hf
     from lmjax.infer.load import load
@@ -121,11 +141,11 @@ def test_from_hf_writes_a_run_that_generates_and_fine_tunes(tmp_path, tiny_confi
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join(f"Line {i}: to be, or not to be, that is the question."
                                 for i in range(400)))
-    tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator([text.read_text()], vocab_size=VOCAB, special_tokens=["<|endoftext|>"])
-    hf_dir = tmp_path / "hf"
-    _hf_model().save_pretrained(hf_dir)
-    tok._tokenizer.save(str(hf_dir / "tokenizer.json"))
+    hf_dir, tok_dir = tmp_path / "hf", tmp_path / "tokenizer"
+    _hf_model().save_pretrained(hf_dir)  # a bare save_pretrained: no tokenizer.json
+    tok_dir.mkdir()  # the tokenizer from a directory of its own (--tokenizer=<dir>)
+    _gpt2_style_tokenizer(text.read_text(), tok_dir / "tokenizer.json")
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
 
     cfg = tiny_config
     cfg.data.update(name="files", files=str(text))
@@ -134,7 +154,9 @@ def test_from_hf_writes_a_run_that_generates_and_fine_tunes(tmp_path, tiny_confi
     cfg.checkpoint.every = 2
     cfg.sample.num_samples = 0
     workdir = tmp_path / "run"
-    finetune = from_hf(str(hf_dir), str(workdir), cfg, log=lambda s: None)
+    finetune = from_hf(str(hf_dir), str(workdir), cfg, tokenizer=str(tok_dir), log=lambda s: None)
+    assert (workdir / "hf" / "tokenizer.json").read_bytes() == (
+        tok_dir / "tokenizer.json").read_bytes()  # the run keeps the tokenizer it was given
 
     loaded = load(str(workdir))
     assert loaded.tokenizer.vocab_size == tok.get_vocab_size()

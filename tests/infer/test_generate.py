@@ -124,6 +124,30 @@ def test_outputs_longer_than_the_context(gen):
     assert out[0].tokens[:26] == gen.generate([Request("ROMEO:", 26)])[0].tokens
 
 
+def test_the_stop_table_has_a_bounded_set_of_shapes(gen):
+    shapes = {gen._arrays([TOKENIZER.encode("ab")], [Request("ab", 2, stop=("q" * n,) * k)],
+                          [0], [2])[3].shape for n in range(1, 200) for k in range(1, 12)}
+    # 4 or 8 sequences of 8, 16 or 32 (the context) tokens; longer ones are cut on the host.
+    assert shapes == {(1, count, width) for count in (4, 8) for width in (8, 16, 32)}
+
+
+def test_stop_strings_of_many_lengths_compile_a_bounded_number_of_programs(gen):
+    compiled = lambda: dec.prefill._cache_size() + dec.decode._cache_size()  # noqa: E731
+    gen.generate([Request("ab", 2, stop=("q",))])
+    before = compiled()
+    # (Lengths 9-16 would add the 16-token table: another 4 s compile, no more to learn.)
+    for n in [*range(1, 9), *range(17, 121)]:
+        gen.generate([Request("ab", 2, stop=("q" * n,))])
+    assert compiled() - before <= 2  # the 32-token table's prefill and decode; once
+
+
+def test_stops_longer_than_the_context_still_cut_the_text(gen):
+    free = gen.generate([Request("ROMEO:", 70)])[0].text  # compiled by the test above
+    stop = free[10:50]  # 40 characters; the context is 32
+    out = gen.generate([Request("ROMEO:", 70, stop=(stop,))])[0]
+    assert out.text == free[:free.find(stop)] and out.finish_reason == "stop"
+
+
 def test_decoding_is_one_device_loop(gen):
     args = gen._arrays([TOKENIZER.encode("ab")], [Request("ab", 10)], [0], [10])
     state = dec.prefill(gen.model, gen.params, *args, slots=80)

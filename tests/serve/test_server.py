@@ -103,12 +103,43 @@ def test_stop_strings(url):
     (b'{"prompt": "ab", "temprature": 0.5}', 422, "temprature"),
     (b'{"prompt": "' + b"a" * 3000 + b'"}', 413, "over 2048 bytes"),
     (b'[1, 2]', 422, "body"),
+    (b'{"prompt": "\xff\xfe"}', 400, "not UTF-8"),
+    (b'{"prompt": "x", "temperature": NaN}', 422, "temperature: Input should be a finite number"),
+    (b'{"prompt": "x", "top_p": Infinity}', 422, "top_p: Input should be a finite number"),
+    (b'{"prompt": "x", "temperature": -Infinity}', 422, "finite number, not -inf"),
 ])
 def test_bad_requests_get_a_clear_4xx(url, content, status, words):
     r = httpx.post(f"{url}/v1/generate", content=content,
                    headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == status, r.text
-    assert words in r.json()["error"]
+    assert list(r.json()) == ["error"] and words in r.json()["error"]
+
+
+def test_chunked_bodies_get_the_same_answers_as_sized_ones(url):
+    def chunked(*parts):  # a generator: httpx sends it chunked, without a Content-Length
+        yield from parts
+
+    headers = {"content-type": "application/json"}
+    big = chunked(b'{"prompt": "', *[b"a" * 100] * 30, b'"}')
+    r = httpx.post(f"{url}/v1/generate", content=big, headers=headers, timeout=30)
+    assert r.status_code == 413 and r.json() == {"error": "request body over 2048 bytes"}
+    r = httpx.post(f"{url}/v1/generate", content=chunked(b'{"prompt": "\xff"}'),
+                   headers=headers, timeout=30)
+    assert r.status_code == 400 and "not UTF-8" in r.json()["error"]
+    small = chunked(b'{"prompt": "ab", ', b'"max_new_tokens": 3}')
+    r = httpx.post(f"{url}/v1/generate", content=small, headers=headers, timeout=60)
+    assert r.status_code == 200 and r.json()["tokens"] == 3
+
+
+def test_every_error_has_the_same_shape(url, generator, monkeypatch):
+    r = httpx.get(f"{url}/nope")
+    assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+    r = httpx.get(f"{url}/v1/generate")
+    assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"}
+    monkeypatch.setattr(generator, "encode", lambda text: 1 / 0)
+    r = httpx.post(f"{url}/v1/generate", json={"prompt": "ab"}, timeout=30)
+    assert r.status_code == 500 and r.json() == {
+        "error": "internal server error: ZeroDivisionError"}
 
 
 def test_health_docs_metrics_and_still_serving_after_bad_requests(url):

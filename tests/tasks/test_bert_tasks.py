@@ -138,6 +138,19 @@ def test_kfold_from_scratch_reports_mean_and_std(load_config, data_cache, tmp_pa
     assert len(folds) == 2 and folds[0]["val_accuracy"] != folds[1]["val_accuracy"]
 
 
+@pytest.mark.parametrize("fold", [-1, 1])
+def test_kfold_of_a_finetuned_encoder_is_refused(pretrained, load_config, data_cache, tmp_path,
+                                                 fold):
+    # Pretraining read every work but the default split's validation works: other folds'
+    # validation passages are not held out from the encoder.
+    cfg = _tiny(load_config, data_cache, "classify.py")
+    cfg.init_from, cfg.data.num_folds, cfg.data.fold = pretrained[0], 2, fold
+    with pytest.raises(ValueError, match=r"data.num_folds=2 with init_from=.*from scratch.*"
+                                         r"data.num_folds=0"):
+        fit(cfg, str(tmp_path))
+    assert not list(tmp_path.rglob("checkpoints/*"))  # refused before any training
+
+
 def test_init_from_a_mismatched_encoder_is_a_readable_error(pretrained, load_config, data_cache):
     workdir, _ = pretrained
     cfg = _tiny(load_config, data_cache, "classify.py")
