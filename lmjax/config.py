@@ -114,6 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every = 500       # steps between saves (also saved at the end and on SIGTERM)
     c.checkpoint.keep = 3
     c.checkpoint.restore = True    # resume from the workdir's latest checkpoint if there is one
+    # N >= 0: resume from step N rather than the latest (e.g. when the latest is damaged); the
+    # later steps are renamed '<step>.set-aside', never deleted (docs/faults.md).
+    c.checkpoint.restore_step = -1
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.initialize = False   # True on multi-host TPU pods and GPU clusters
@@ -206,6 +209,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
              ">= 0 (0: build each batch when the step needs it).")
     _require(c.checkpoint.every > 0, f"checkpoint.every={c.checkpoint.every}: must be positive.")
     _require(c.checkpoint.keep > 0, f"checkpoint.keep={c.checkpoint.keep}: must be positive.")
+    restore_step = c.checkpoint.get("restore_step", -1)  # absent from configs stored earlier
+    _require(restore_step >= -1, f"checkpoint.restore_step={restore_step}: a saved step, or -1 "
+             "(the latest).")
+    _require(restore_step == -1 or c.checkpoint.restore, "checkpoint.restore_step needs "
+             "checkpoint.restore=True.")
     if "tokenizer" in c.data:
         _validate_text_data(c.data)
     if "sample" in c:

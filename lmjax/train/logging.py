@@ -42,8 +42,10 @@ class MetricLogger:
     """Only the main process writes; every process may call it."""
 
     def __init__(self, workdir: str, tensorboard: bool = True, echo=print,
-                 wandb: dict | None = None):
-        """`wandb`: keyword arguments for `wandb.init` (project, mode, config, ...), or None."""
+                 wandb: dict | None = None, start_step: int | None = None):
+        """`wandb`: keyword arguments for `wandb.init` (project, mode, config, ...), or None.
+        `start_step`: the step training (re)starts from; what an earlier session logged after
+        it is written again by this one, so it leaves metrics.jsonl and TensorBoard's view."""
         self.active = jax.process_index() == 0
         self.echo = echo
         self.file = None
@@ -53,13 +55,23 @@ class MetricLogger:
             os.makedirs(workdir, exist_ok=True)
             if wandb is not None:  # first: if wandb is missing, nothing else is left open
                 self.wandb = _start_wandb(workdir, wandb)
-            self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")
+            path = os.path.join(workdir, "metrics.jsonl")
+            if start_step is not None:
+                moved = supersede(path, start_step)
+                if moved:
+                    echo(f"metrics.jsonl: {moved} records from after step {start_step}, which "
+                         "this run logs again, moved to metrics.superseded.jsonl.")
+            self.file = open(path, "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter
-                self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                # TensorBoard hides an earlier session's events from purge_step on.
+                self.writer = SummaryWriter(
+                    os.path.join(workdir, "tensorboard"),
+                    purge_step=None if start_step is None else start_step + 1)
 
     @classmethod
-    def for_run(cls, cfg: ml_collections.ConfigDict, workdir: str, echo=print) -> "MetricLogger":
+    def for_run(cls, cfg: ml_collections.ConfigDict, workdir: str, echo=print,
+                start_step: int = 0) -> "MetricLogger":
         """The logger the config's `log` section asks for; also writes run_info.json."""
         log = cfg.log
         wandb = None
@@ -71,7 +83,7 @@ class MetricLogger:
                          config=cfg.to_dict())
         if jax.process_index() == 0:
             write_run_info(cfg, workdir)
-        return cls(workdir, log.tensorboard, echo=echo, wandb=wandb)
+        return cls(workdir, log.tensorboard, echo=echo, wandb=wandb, start_step=start_step)
 
     def write(self, step: int, split: str, metrics: dict, console: str | None = None) -> None:
         if not self.active:
@@ -83,6 +95,7 @@ class MetricLogger:
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"{split}/{k}", float(v), step)
+            self.writer.flush()  # a killed run keeps what it logged (bar a queued event)
         if self.wandb is not None:
             self.wandb.log({f"{split}/{k}": float(v) for k, v in metrics.items()}, step=step)
         line = console or " | ".join(f"{k} {_fmt(float(v))}" for k, v in metrics.items())
@@ -123,6 +136,31 @@ class MetricLogger:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+def supersede(path: str, step: int) -> int:
+    """Moves the records of `path` (metrics.jsonl) after `step`, and any line a kill cut short,
+    to metrics.superseded.jsonl beside it, so that each step keeps one record: the one of the
+    session that produced the checkpoint training resumes from. Returns how many moved."""
+    if not os.path.exists(path):
+        return 0
+    keep, moved = [], []
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                current = json.loads(line)["step"] <= step
+            except (ValueError, KeyError, TypeError):
+                current = False
+            (keep if current else moved).append(line.rstrip("\n") + "\n")
+    if moved:  # appended first: a crash in between leaves a duplicate, never a loss
+        with open(os.path.join(os.path.dirname(path), "metrics.superseded.jsonl"), "a") as f:
+            f.writelines(moved)
+        with open(path + ".tmp", "w") as f:
+            f.writelines(keep)
+        os.replace(path + ".tmp", path)
+    return len(moved)
 
 
 def _escape(text: str) -> str:

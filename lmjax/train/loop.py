@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from typing import Callable
@@ -31,6 +32,8 @@ from lmjax.train.setup import Setup, setup
 # below, which only change how the same weights are computed.
 STATE_DEFINING = ("task", "model", "data.name", "data.tokenizer", "data.vocab_size", "optim.name")
 COMPUTE_ONLY = ("dropout", "dtype", "attention", "remat")
+# A loss that turns NaN within this many steps of a resume names the checkpoint as a suspect.
+RESUME_WINDOW = 100
 # The evaluation metrics shown on the console (all of them go to metrics.jsonl and TensorBoard).
 HEADLINE = ("loss", "accuracy", "perplexity", "f1_macro", "roc_auc", "masked_accuracy", "rmse",
             "mae", "r2")
@@ -145,6 +148,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     meshlib.initialize_distributed(cfg.distributed)
     main_process = jax.process_index() == 0
     echo = (lambda s: tqdm.write(s)) if main_process else (lambda s: None)
+    _check_writable(workdir)
     s = setup(cfg, log=echo)
     echo(f"Devices: {jax.device_count()} x {jax.devices()[0].device_kind} in "
          f"{jax.process_count()} process(es); mesh {dict(s.mesh.shape)}")
@@ -154,6 +158,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
     with Checkpointer(rundir.checkpoint_dir(workdir), keep=cfg.checkpoint.keep) as ckpt, \
             Checkpointer(rundir.checkpoint_dir(workdir, best=True), keep=1) as best_ckpt:
         latest = ckpt.latest_step() if cfg.checkpoint.restore else None
+        restore_step = cfg.checkpoint.get("restore_step", -1)
+        if restore_step >= 0 and restore_step not in ckpt.all_steps():
+            raise CheckpointError(
+                f"checkpoint.restore_step={restore_step}: {ckpt.directory} has no checkpoint at "
+                f"that step (it has {ckpt.all_steps() or 'none'}).")
+        if restore_step >= 0:
+            latest = restore_step
         progress = {}
         if latest is None:
             state = s.new_state()
@@ -169,11 +180,31 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
             state = s.restore(ckpt, latest)
             progress = ckpt.progress(latest)
             echo(f"Resumed from step {latest} ({ckpt.directory}).")
+            if restore_step >= 0:  # only once the chosen step has restored whole
+                moved = ckpt.set_aside_after(restore_step)
+                if moved:
+                    echo(f"checkpoint.restore_step={restore_step}: the later checkpoints were "
+                         f"renamed, not deleted: {', '.join(moved)}. Leave the flag out of "
+                         "later runs, which resume from this run's own checkpoints.")
         run = _Run(cfg=cfg, workdir=workdir, setup=s, task=s.task, mesh=s.mesh, ckpt=ckpt,
                    best_ckpt=best_ckpt, echo=echo, on_eval=on_eval,
                    monitor=Monitor(cfg, progress), train_step=s.train_step(),
                    eval_step=s.eval_step())
         return _train(run, state)
+
+
+def _check_writable(workdir: str) -> None:
+    """Training writes checkpoints and metrics: a workdir it cannot write to stops it before any
+    work is done, with nothing in it changed. (Reading a run needs no write access.)"""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise CheckpointError(
+            f"Cannot write to the workdir {workdir} ({e.strerror or e}): training needs it for "
+            "checkpoints and metrics. Nothing in it was changed; make it writable or pass "
+            "another --workdir.") from None
 
 
 def _init_from(source: str, s: Setup, state, echo):
@@ -236,8 +267,8 @@ def _train(run: _Run, state) -> dict:
         with open(os.path.join(run.workdir, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=1)
 
-    run.logger = logger = MetricLogger.for_run(cfg, run.workdir, echo=echo)
     start = int(state.step)
+    run.logger = logger = MetricLogger.for_run(cfg, run.workdir, echo=echo, start_step=start)
     examples_per_step = cfg.train.batch_size * task.tokens_per_example
     unit = "tok" if task.tokens_per_example > 1 else "ex"
     pidx, pcount = jax.process_index(), jax.process_count()
@@ -268,10 +299,7 @@ def _train(run: _Run, state) -> dict:
                 if done % cfg.train.log_every == 0 or done == num_steps:
                     m = jax.device_get(metrics)
                     if not math.isfinite(m["loss"]):
-                        raise Diverged(
-                            f"The training loss is {m['loss']} at step {done}. Lower "
-                            "optim.learning_rate, raise optim.warmup_steps or set "
-                            "optim.clip_norm; resuming restarts from the last checkpoint.")
+                        raise Diverged(_diverged(m["loss"], done, start, run))
                     now = time.time()
                     line = f"loss {m['loss']:.4f} | lr {m['lr']:.2e}"
                     if done > step_last:  # not right after compiling, evaluating or saving
@@ -329,6 +357,21 @@ def _train(run: _Run, state) -> dict:
     echo(f"Done: validation loss {summary['val_loss']:.4f} after {int(state.step)} steps "
          f"({format_seconds(summary['wall_time_s'])}). Outputs in {run.workdir}")
     return summary
+
+
+def _diverged(loss: float, step: int, start: int, run: _Run) -> str:
+    """The message for a NaN or infinite loss; soon after a resume, the checkpoint it came from
+    is a suspect too (its bytes may have been damaged before lmjax kept digests)."""
+    fix = ("lower optim.learning_rate, raise optim.warmup_steps or set optim.clip_norm; "
+           "resuming restarts from the last checkpoint.")
+    if not start or step - start > max(RESUME_WINDOW, run.cfg.train.log_every):
+        return f"The training loss is {loss} at step {step}. {fix[0].upper()}{fix[1:]}"
+    earlier = [s for s in run.ckpt.all_steps() if s < start]
+    other = (f" (resume from an earlier one with --config.checkpoint.restore_step="
+             f"{earlier[-1]})" if earlier else "")
+    return (f"The training loss is {loss} at step {step}, soon after resuming from the "
+            f"checkpoint of step {start}: that checkpoint may be damaged{other}, or the run is "
+            f"unstable: {fix}")
 
 
 def _final_evaluation(run: _Run, state) -> dict:
