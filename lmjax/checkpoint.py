@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-try:  # optional (wandb brings it): xxh3 hashes ~3.5x faster than CRC-32 (docs/performance.md)
+try:  # a dependency (pyproject.toml); without it CRC-32, ~3.5x slower (docs/performance.md)
     import xxhash
 except ImportError:
     xxhash = None
