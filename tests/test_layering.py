@@ -22,7 +22,7 @@ LAYERS = [
 COMMANDS = {"lmjax.__main__", "lmjax.main", "lmjax.evaluate", "lmjax.generate",
             "lmjax.quantize", "lmjax.bench", "lmjax.bench_generate", "lmjax.report",
             "lmjax.sklearn_baseline", "lmjax.serve.__main__", "lmjax.convert.__main__",
-            "lmjax.sweep.__main__"}
+            "lmjax.sweep.__main__", "lmjax.prepare_data"}
 
 
 def _modules() -> dict[str, Path]:

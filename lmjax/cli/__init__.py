@@ -24,6 +24,7 @@ COMMANDS = {
     "sweep": "lmjax.sweep",
     "report": "lmjax.report",
     "sklearn_baseline": "lmjax.sklearn_baseline",
+    "prepare_data": "lmjax.prepare_data",
 }
 POSITIONAL = {"convert": 1, "report": 64}  # convert to_hf|from_hf; report <workdir> ...
 

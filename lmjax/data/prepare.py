@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import ml_collections
 import numpy as np
 
-from lmjax.data import corpora
+from lmjax.data import corpora, pipeline, shards
 from lmjax.data.tokenizers import KINDS, load_tokenizer, load_tokenizer_file
 
 
@@ -48,13 +48,22 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
     The tokenizer is trained on the training documents (`data.tokenizer`, `data.vocab_size`),
     or, with `data.tokenizer_file`, read from that file: a run's own tokenizer.json, or a
     pretrained one such as GPT-2's. The file's contents are part of the cache's fingerprint.
+    `data.name='shards'` reads token shards instead (data/shards.py: llm.c, nanoGPT, or a
+    folder written by `python -m lmjax.prepare_data`), memory-mapped, nothing cached;
+    `data.name='stream'` prepares such a folder from a large corpus (data/pipeline.py).
     """
     tokenizer_file = cfg.get("tokenizer_file", "")
-    if tokenizer_file and not os.path.isfile(tokenizer_file):
-        raise corpora.DatasetError(f"data.tokenizer_file={tokenizer_file!r} is not a file: give "
-                                   "a tokenizer.json (a run's, or a Hugging Face tokenizer's).")
+    if tokenizer_file and not os.path.exists(tokenizer_file):
+        raise corpora.DatasetError(f"data.tokenizer_file={tokenizer_file!r} does not exist: give "
+                                   "a tokenizer.json (a run's, or a Hugging Face tokenizer's) "
+                                   "or a Hugging Face tokenizer directory.")
     if not tokenizer_file and cfg.tokenizer not in KINDS:
         raise ValueError(f"data.tokenizer={cfg.tokenizer!r} is not one of {', '.join(KINDS)}.")
+    if cfg.name == "shards":
+        return Prepared(**shards.load(cfg, log))
+    if cfg.name == "stream":  # data/pipeline.py: streamed, cleaned, deduplicated, sharded
+        folder = pipeline.prepare_stream(cfg, cfg.cache_dir or default_cache_dir(), log)
+        return Prepared(**shards.load(cfg, log, folder))
     root = cfg.cache_dir or default_cache_dir()
     directory = os.path.join(root, f"{cfg.name.replace(':', '_').replace('/', '_')}-"
                                    f"{corpora.fingerprint(cfg)}")

@@ -1,0 +1,368 @@
+"""Parallel, sharded, resumable preparation of a streamed corpus (`data.name='stream'`).
+
+    sources (main process, streaming) -> chunks of ~data.chunk_bytes of text
+    -> worker processes (data.num_workers): normalise, quality rules, exact hash, MinHash band
+       keys, tokenize; each chunk's result saved atomically under .work/
+    -> main process, in document order: deduplicate, fill the train/val buffers, write shards
+       of data.shard_tokens tokens (llm.c's .bin format) atomically, list them in manifest.json
+
+Killed at any point (even kill -9), the same command continues: chunks already in .work/ are
+not tokenized again, shards already in the manifest are not written again, and the result is
+byte-identical to an uninterrupted run's. Memory is meant to be bounded by the chunks in
+flight (two per worker) and the two shard buffers, with only the dedup index growing with the
+corpus (~0.8 KB per document); docs/data.md has what was measured.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from concurrent import futures
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import types
+
+import numpy as np
+
+from lmjax.data import clean, shards, sources
+from lmjax.data.tokenizers import KINDS, load_tokenizer_file
+
+WORK = ".work"
+_STATE: dict = {}  # a worker's tokenizer, hasher and rules (set by _init)
+
+
+def settings(cfg) -> dict:
+    """Everything that decides the output (the manifest keeps it; the folder is named by it)."""
+    c = cfg.clean
+    out = {"files": [_stat(p) for p in sources.expand(cfg.files)], "text_key": cfg.text_key,
+           "val_fraction": cfg.val_fraction, "tokenizer": cfg.tokenizer,
+           "vocab_size": cfg.vocab_size, "tokenizer_sample_bytes": cfg.tokenizer_sample_bytes,
+           "tokenizer_file": _digest(cfg.tokenizer_file) if cfg.tokenizer_file else "",
+           "shard_tokens": cfg.shard_tokens, "chunk_bytes": cfg.chunk_bytes,
+           "clean": c.to_dict(), "version": 1}
+    return out
+
+
+def _stat(path: str) -> list:
+    paths = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in sorted(fs)] \
+        if os.path.isdir(path) else [path]
+    return [[os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns] for p in paths]
+
+
+def _digest(path: str) -> str:
+    files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in sorted(fs)] \
+        if os.path.isdir(path) else [path]
+    h = hashlib.sha256()
+    for p in files:
+        with open(p, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def folder_for(cfg, root: str) -> str:
+    key = hashlib.sha256(json.dumps(settings(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(root, f"stream-{key}")
+
+
+def _trained_twin(cfg, root: str) -> str:
+    """A finished folder whose trained tokenizer is exactly data.tokenizer_file, or ''. A run
+    evaluated later re-reads its data with its own copy of that tokenizer: the same data."""
+    if not cfg.get("tokenizer_file", ""):
+        return ""
+    trained = cfg.copy_and_resolve_references()
+    with trained.unlocked():
+        trained.tokenizer_file = ""
+    folder = folder_for(trained, root)
+    manifest = shards.read_manifest(folder)
+    if manifest and manifest.get("complete") and os.path.isfile(cfg.tokenizer_file) and \
+            _digest(os.path.join(folder, "tokenizer.json")) == _digest(cfg.tokenizer_file):
+        return folder
+    return ""
+
+
+def prepare_stream(cfg, root: str, log=print) -> str:
+    """Prepares (or finishes preparing) the corpus of `cfg` (a `data` section) under `root`;
+    returns the folder of shards, tokenizer.json, manifest.json, report.json (counts per rule)
+    and removed.tsv (each removed document's id and rule)."""
+    folder = _trained_twin(cfg, root) or folder_for(cfg, root)
+    manifest = shards.read_manifest(folder)
+    if manifest and manifest.get("complete"):
+        return folder
+    os.makedirs(os.path.join(folder, WORK), exist_ok=True)
+    done = {r["file"]: r for r in (manifest or {}).get("shards", [])}
+    log(f"Preparing {cfg.files!r} into {folder}" +
+        (f" (resuming: {len(done)} shards done)" if manifest else "") + " ...")
+    tok_path = _tokenizer(cfg, folder, log)
+    tokenizer = load_tokenizer_file(tok_path)
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    near = cfg.clean.dedup == "near"
+    bands, rows = clean.lsh_params(cfg.clean.near_threshold, cfg.clean.num_perm) if near \
+        else (0, 0)
+    writer = _Writer(folder, cfg.shard_tokens, dtype, done, settings(cfg))
+    dedup = clean.Deduper(near)
+    report = collections.Counter({k: 0 for k in ("characters", "documents", *clean.RULES,
+                                                 "exact_duplicate", "near_duplicate", "kept")})
+    workers = cfg.num_workers or os.cpu_count() or 1
+    init = (tok_path, cfg.clean.to_dict(), cfg.clean.num_perm, bands, rows, dtype)
+    start = time.perf_counter()
+    # spawn, not fork: the parent may run JAX's threads, and the tokenizer's thread pool does
+    # not survive a fork. An executor (not a Pool) fails when a worker dies instead of hanging.
+    pool = None
+    if workers > 1:
+        with _bare_main():
+            pool = futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
+                                               _init, init)
+            pool.submit(int).result()  # starts every worker now, while __main__ is hidden
+    else:
+        _init(*init)
+    removed = open(os.path.join(folder, WORK, "removed.tsv"), "w")  # rewritten on a resume
+    try:
+        pending = collections.deque()
+        docs = sources.documents(cfg.files, cfg.text_key, cfg.val_fraction)
+        for index, chunk in enumerate(_chunks(docs, cfg.chunk_bytes)):
+            path = os.path.join(folder, WORK, f"chunk-{index:06d}.npz")
+            report["characters"] += sum(len(t) for _, t, _ in chunk)
+            ids = [doc_id for doc_id, _, _ in chunk]
+            if os.path.exists(path) or pool is None:
+                pending.append((ids, _Ready(_work(path, chunk))))
+            else:
+                pending.append((ids, pool.submit(_work, path, chunk)))
+            while len(pending) > 2 * workers:  # back-pressure: bounded text in flight
+                ids, result = pending.popleft()
+                _consume(ids, result.result(), dedup, writer, report, removed)
+        while pending:
+            ids, result = pending.popleft()
+            _consume(ids, result.result(), dedup, writer, report, removed)
+    finally:
+        removed.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    empty = [s for s in ("train", "val") if not writer.counts[s] and not writer.pending[s]]
+    if empty:  # checked before the manifest says complete: nothing unusable is ever finished
+        raise ValueError(f"data.files={cfg.files!r}: after cleaning, the "
+                         f"{'validation' if 'val' in empty else 'training'} split is empty "
+                         f"({dict(report)}); give more documents or change data.val_fraction "
+                         "(documents are split whole, by a hash of their id) or data.clean.")
+    report = dict(report, seconds=round(time.perf_counter() - start, 2))
+    os.replace(os.path.join(folder, WORK, "removed.tsv"), os.path.join(folder, "removed.tsv"))
+    writer.finish(report)
+    shutil.rmtree(os.path.join(folder, WORK), ignore_errors=True)
+    log("Prepared: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
+    return folder
+
+
+@contextlib.contextmanager
+def _bare_main():
+    """Spawned workers import the parent's __main__ again (a command that loads JAX: ~300 MB
+    and seconds per worker; a script from stdin: an error). They need only this module, so
+    __main__'s name and file are hidden while they start."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
+def _tokenizer(cfg, folder: str, log) -> str:
+    """tokenizer.json in the folder: copied from data.tokenizer_file, or trained on the first
+    data.tokenizer_sample_bytes of normalised training text (kept across a resume)."""
+    path = os.path.join(folder, "tokenizer.json")
+    if os.path.exists(path):
+        return path
+    if cfg.tokenizer_file:
+        tokenizer = load_tokenizer_file(cfg.tokenizer_file)
+    else:
+        log(f"Training a {cfg.tokenizer} tokenizer on up to {cfg.tokenizer_sample_bytes:,} "
+            "bytes of training text ...")
+
+        def sample():
+            seen = 0
+            for _, text, split in sources.documents(cfg.files, cfg.text_key, cfg.val_fraction):
+                if split == "train":
+                    text = clean.normalize(text) if cfg.clean.normalize else text
+                    yield text
+                    seen += len(text)
+                    if seen >= cfg.tokenizer_sample_bytes:
+                        return
+
+        tokenizer = KINDS[cfg.tokenizer].train(sample(), cfg.vocab_size)
+    tmp = os.path.join(folder, WORK, "tokenizer")
+    os.makedirs(tmp, exist_ok=True)
+    tokenizer.save(tmp)
+    os.replace(os.path.join(tmp, "tokenizer.json"), path)
+    return path
+
+
+def _chunks(docs, chunk_bytes: int):
+    chunk, size = [], 0
+    for doc in docs:
+        chunk.append(doc)
+        size += len(doc[1])
+        if size >= chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+class _Ready:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _init(tok_path: str, rules: dict, num_perm: int, bands: int, rows: int, dtype) -> None:
+    """A worker's state: loaded once, not sent with every chunk."""
+    with open(tok_path) as f:
+        kind = json.load(f).get("kind")
+    if kind == "char":
+        tok = load_tokenizer_file(tok_path)
+        encode = lambda texts: [tok.encode(t) for t in texts]  # noqa: E731
+        sep = tok.encode("\n")
+    else:
+        from tokenizers import Tokenizer  # noqa: lazy (only byte-level BPE / WordPiece)
+
+        tok = Tokenizer.from_file(tok_path)
+        encode = lambda texts: [e.ids for e in  # noqa: E731
+                                tok.encode_batch(texts, add_special_tokens=False)]
+        eot = next((tok.token_to_id(t) for t in ("<|endoftext|>", "[SEP]")
+                    if tok.token_to_id(t) is not None), None)
+        sep = [eot] if eot is not None else [e for e in tok.encode("\n").ids]
+    _STATE.update(encode=encode, sep=np.asarray(sep, dtype), dtype=dtype,
+                  rules=types.SimpleNamespace(**rules),
+                  hasher=clean.MinHasher(num_perm, bands, rows) if bands else None)
+
+
+def _work(path: str, chunk: list) -> dict:
+    """One chunk: per document its split, rule broken, exact hash, band keys and tokens (with
+    the separator). Saved to `path` atomically, and read from there when it exists."""
+    if os.path.exists(path):
+        with np.load(path) as f:
+            return dict(f)
+    s = _STATE
+    c, hasher = s["rules"], s["hasher"]
+    n = len(chunk)
+    out = {"split": np.zeros(n, np.uint8), "reason": np.zeros(n, np.uint8),
+           "exact": np.zeros((n, 2), np.uint64),
+           "keys": np.zeros((n, hasher.bands if hasher else 0), np.uint64),
+           "lengths": np.zeros(n, np.int64)}
+    texts, kept = [], []
+    for i, (_, text, split) in enumerate(chunk):
+        out["split"][i] = split == "val"
+        if c.normalize:
+            text = clean.normalize(text)
+        words = text.split()
+        rule = clean.quality(text, words, c)
+        if rule:
+            out["reason"][i] = 1 + clean.RULES.index(rule)
+            continue
+        key = clean.exact_key(text)
+        out["exact"][i] = key >> 64, key & 0xFFFFFFFFFFFFFFFF
+        if hasher:
+            out["keys"][i] = hasher.keys(words)
+        texts.append(text)
+        kept.append(i)
+    pieces = []
+    for i, ids in zip(kept, s["encode"](texts)):
+        pieces += [np.asarray(ids, s["dtype"]), s["sep"]]
+        out["lengths"][i] = len(ids) + len(s["sep"])
+    out["tokens"] = np.concatenate(pieces) if pieces else np.zeros(0, s["dtype"])
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    np.savez(tmp, **out)
+    os.replace(tmp, path)
+    return out
+
+
+def _consume(ids: list, result: dict, dedup: clean.Deduper, writer: "_Writer", report,
+             removed) -> None:
+    """Dedup decisions in document order; kept tokens go to the writer, removed documents'
+    ids (and why) to removed.tsv."""
+    ends = np.cumsum(result["lengths"])
+    tokens = result["tokens"]
+    for i, (split, reason) in enumerate(zip(result["split"].tolist(),
+                                            result["reason"].tolist())):
+        report["documents"] += 1
+        if reason:
+            report[clean.RULES[reason - 1]] += 1
+            removed.write(f"{ids[i]}\t{clean.RULES[reason - 1]}\n")
+            continue
+        hi, lo = result["exact"][i].tolist()
+        dup = dedup.check(hi << 64 | lo, result["keys"][i])
+        if dup:
+            report[dup] += 1
+            removed.write(f"{ids[i]}\t{dup}\n")
+            continue
+        report["kept"] += 1
+        writer.add("val" if split else "train", tokens[ends[i] - result["lengths"][i]:ends[i]])
+
+
+class _Writer:
+    """Two buffers (train, val) cut into shards of exactly `size` tokens (the last one of each
+    split shorter); a shard already in the manifest is not written again."""
+
+    def __init__(self, folder: str, size: int, dtype, done: dict, settings: dict):
+        self.folder, self.size, self.dtype, self.done = folder, size, dtype, done
+        self.settings = settings
+        self.buffers = {"train": [], "val": []}
+        self.pending = {"train": 0, "val": 0}
+        self.counts = {"train": 0, "val": 0}  # shards written per split
+        self.records: list[dict] = []
+
+    def add(self, split: str, tokens: np.ndarray) -> None:
+        self.buffers[split].append(tokens)
+        self.pending[split] += len(tokens)
+        if self.pending[split] >= self.size:
+            whole = np.concatenate(self.buffers[split])
+            while len(whole) >= self.size:
+                self._shard(split, whole[:self.size])
+                whole = whole[self.size:]
+            self.buffers[split], self.pending[split] = [whole], len(whole)
+
+    def _shard(self, split: str, tokens: np.ndarray) -> None:
+        name = f"{split}_{self.counts[split]:06d}.bin"
+        path = os.path.join(self.folder, name)
+        old = self.done.get(name)
+        expected = 4 * shards.HEADER_INTS + len(tokens) * np.dtype(self.dtype).itemsize
+        if old and old["tokens"] == len(tokens) and os.path.exists(path) \
+                and os.path.getsize(path) == expected:
+            record = old  # finished before an interruption: not written again
+        else:
+            record = {"file": name, "split": split, "tokens": int(len(tokens)),
+                      "sha256": shards.write_shard(path, tokens.astype(self.dtype))}
+        self.records.append(record)
+        self.counts[split] += 1
+        self._manifest(False)
+
+    def finish(self, report: dict) -> None:
+        for split in ("train", "val"):
+            if self.pending[split]:
+                self._shard(split, np.concatenate(self.buffers[split]))
+        report["train_tokens"] = sum(r["tokens"] for r in self.records if r["split"] == "train")
+        report["val_tokens"] = sum(r["tokens"] for r in self.records if r["split"] == "val")
+        _write_json(os.path.join(self.folder, "report.json"), report)
+        self._manifest(True)
+
+    def _manifest(self, complete: bool) -> None:
+        _write_json(os.path.join(self.folder, shards.MANIFEST),
+                    {"complete": complete, "dtype": np.dtype(self.dtype).name,
+                     "shard_tokens": self.size, "shards": self.records + [
+                         r for name, r in self.done.items()  # until replayed, keep them
+                         if not complete and name not in {x["file"] for x in self.records}],
+                     "settings": self.settings})
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
