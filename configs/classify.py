@@ -8,6 +8,10 @@
     python -m lmjax.main --config=configs/classify.py --config.data.num_folds=4  # 4-fold CV
     python -m lmjax.main --config=configs/classify.py --config.data.name=tfds:imdb_reviews \\
         --config.init_from=runs/bert                                           # sentiment (online)
+    # a pretrained Hugging Face BERT (docs/finetune.md): convert it, then fine-tune on a table
+    python -m lmjax.convert from_hf --hf=hf/bert-base-uncased --workdir=runs/bert-base-uncased
+    python -m lmjax.main --config=configs/classify.py:hf_sentiment \\
+        --config.init_from=runs/bert-base-uncased --config.data.files=reviews.csv
 
 Default task (offline): which kind of work — comedy, history, tragedy or poem — a Shakespeare
 passage comes from, split by work (lmjax/data/genres.py). Reports accuracy, precision, recall
@@ -22,11 +26,18 @@ from lmjax.config import base_config, bert_model
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "text_classify"
-    c.init_from = ""               # a configs/bert.py workdir: its encoder and tokenizer
+    c.init_from = ""               # a configs/bert.py workdir, or a BERT converted by
+    #                                python -m lmjax.convert from_hf: its encoder and tokenizer
 
-    c.data.name = "genres"         # 'genres' (offline) | 'tfds:<name>' (e.g. tfds:imdb_reviews)
-    c.data.text_key = "text"       # with tfds: the text feature
-    c.data.label_key = "label"     # with tfds: the integer label feature
+    c.data.name = "genres"         # 'genres' (offline) | 'files' (CSV/TSV/JSONL) | 'tfds:<name>'
+    c.data.files = ""              # with files: the training table(s), paths or globs
+    c.data.val_files = ""          # with files: held-out table(s); '' holds out val_fraction
+    c.data.val_fraction = 0.1      # with files and no val_files: share of rows held out
+    c.data.class_names = ""        # with files: 'neg,pos' fixes the classes' order ('': sorted)
+    c.data.tokenizer_file = ""     # a fixed tokenizer (Hugging Face directory or tokenizer.json)
+    #                                when there is no init_from; '' trains a WordPiece
+    c.data.text_key = "text"       # the text column (files) or feature (tfds)
+    c.data.label_key = "label"     # the label column (files) or integer label feature (tfds)
     c.data.max_examples = 0        # with tfds: at most this many examples per split (0: all)
     c.data.val_split = ""          # with tfds: the held-out split ('': test)
     c.data.vocab_size = 4096       # WordPiece vocabulary when not taken from init_from
@@ -68,6 +79,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.optim.warmup_steps = 5
         c.checkpoint.every = 10
         c.log.progress_bar = False
+    elif preset == "hf_sentiment":  # a converted Hugging Face BERT on a local review table
+        c.data.update(name="files", class_names="negative,positive")
+        # 0: the init_from run's shape (e.g. bert-base: 12 layers, 768 wide); 128 positions
+        # of its 512 keep CPU steps short (raise it for long reviews on an accelerator).
+        c.model.update(num_layers=0, num_heads=0, d_model=0, mlp_ratio=0, block_size=128)
+        c.train.update(num_steps=300, batch_size=16, eval_every=100, class_weights="")
+        c.train.early_stopping_metric = "accuracy"
+        c.optim.update(learning_rate=3e-5, warmup_steps=30, b2=0.999)  # BERT's fine-tuning
     else:
-        raise ValueError(f"unknown preset {preset!r}: use cpu or tiny")
+        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny or hf_sentiment")
     return c

@@ -138,7 +138,8 @@ def text_data(**fields) -> ml_collections.ConfigDict:
     """The `data` fields of a text corpus (configs/gpt.py, bert.py, lstm.py), with `fields`
     changed: `c.data.update(text_data(tokenizer="bpe", vocab_size=4096))`."""
     d = ml_collections.ConfigDict()
-    d.name = "shakespeare"         # 'shakespeare' | 'files' | 'tfds:<name>' (e.g. tfds:lm1b)
+    d.name = "shakespeare"         # 'shakespeare' | 'files' | 'tfds:<name>' (e.g. tfds:lm1b) |
+    #                                'shards' | 'stream' (docs/data.md)
     d.files = ""                   # with name='files': comma-separated paths or globs
     d.val_fraction = 0.1           # with name='files': share held out (whole files where several)
     d.text_key = "text"            # with tfds: the feature that holds the text
@@ -146,7 +147,30 @@ def text_data(**fields) -> ml_collections.ConfigDict:
     d.val_split = ""               # with tfds: the held-out split ('': validation, else test)
     d.tokenizer = "char"           # 'char' | 'bpe' | 'wordpiece', trained on the training split
     d.vocab_size = 0               # with bpe and wordpiece: the vocabulary size to train
-    d.tokenizer_file = ""          # a fixed tokenizer.json instead of training one (e.g. GPT-2's)
+    d.tokenizer_file = ""          # a fixed tokenizer instead of training one: a tokenizer.json or
+    #                                a Hugging Face tokenizer directory (GPT-2's, BERT's vocab.txt)
+    # name='shards': train on token shards (docs/data.md): llm.c .bin, nanoGPT train.bin, or
+    # a folder from `python -m lmjax.prepare_data`
+    d.shards = ""                  # a glob of training shards, or a prepared folder
+    d.val_shards = ""              # '': the shards glob with 'train' replaced by 'val'
+    d.max_val_tokens = 10_485_760  # with shards: validate on at most the first this many tokens
+    # name='stream': a corpus too big for memory, prepared in parallel into shards (data.files
+    # lists .jsonl[.gz], .parquet, text files or saved HF datasets; docs/data.md)
+    d.num_workers = 0              # tokenizing processes (0: one per core)
+    d.shard_tokens = 100_000_000   # tokens per shard (llm.c's size)
+    d.chunk_bytes = 4_000_000      # text per task sent to a worker (memory: ~2 per worker)
+    d.tokenizer_sample_bytes = 50_000_000  # a trained tokenizer sees this much training text
+    d.clean = ml_collections.ConfigDict()
+    d.clean.normalize = True       # NFC, '\n' line ends, no trailing spaces, <= 1 blank line
+    d.clean.min_words = 50         # Gopher's quality rules (lmjax/data/clean.py)
+    d.clean.max_words = 100_000
+    d.clean.min_mean_word_length = 3.0
+    d.clean.max_mean_word_length = 10.0
+    d.clean.min_alpha_words = 0.8  # share of words with a letter
+    d.clean.max_duplicate_lines = 0.3
+    d.clean.dedup = "near"         # 'none' | 'exact' (hash) | 'near' (also MinHash LSH)
+    d.clean.near_threshold = 0.8   # Jaccard similarity of word 5-grams
+    d.clean.num_perm = 64          # MinHash hash functions (LSH bands from datasketch)
     d.update(fields)
     return d
 
@@ -216,6 +240,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
              "checkpoint.restore=True.")
     if "tokenizer" in c.data:
         _validate_text_data(c.data)
+    if "val_files" in c.data:  # labelled tables (configs/classify.py, data.name='files')
+        _require(0.0 < c.data.val_fraction < 1.0, f"data.val_fraction={c.data.val_fraction}: "
+                 "the share of rows held out when there are no data.val_files, between 0 and 1.")
+    if "sft" in c:
+        _validate_sft(c)
     if "sample" in c:
         _require(c.sample.num_samples >= 0 and c.sample.max_new_tokens >= 0,
                  "sample.num_samples and sample.max_new_tokens must be >= 0.")
@@ -224,6 +253,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def _validate_text_data(d: ml_collections.ConfigDict) -> None:
+    _require(not d.tokenizer.startswith("hf:"),
+             f"data.tokenizer={d.tokenizer!r}: a pretrained tokenizer is given as "
+             f"data.tokenizer_file={d.tokenizer[3:]!r} (a Hugging Face tokenizer directory or "
+             "tokenizer.json).")
     _require(d.tokenizer in ("char", "bpe", "wordpiece"),
              f"data.tokenizer={d.tokenizer!r}: use 'char', 'bpe' or 'wordpiece'.")
     _require(d.tokenizer != "wordpiece" or d.vocab_size >= 64,
@@ -232,3 +265,44 @@ def _validate_text_data(d: ml_collections.ConfigDict) -> None:
              f"data.vocab_size={d.vocab_size}: byte-level BPE needs at least 257.")
     _require(0.0 < d.val_fraction < 1.0,
              f"data.val_fraction={d.val_fraction}: must be between 0 and 1.")
+    if d.get("name") == "stream":
+        c = d.clean
+        _require(d.num_workers >= 0, f"data.num_workers={d.num_workers}: >= 0 (0: one per core).")
+        _require(d.shard_tokens > 0 and d.chunk_bytes > 0 and d.tokenizer_sample_bytes > 0,
+                 "data.shard_tokens, data.chunk_bytes and data.tokenizer_sample_bytes must be "
+                 "positive.")
+        _require(c.dedup in ("none", "exact", "near"),
+                 f"data.clean.dedup={c.dedup!r}: use 'none', 'exact' or 'near'.")
+        _require(0.0 < c.near_threshold < 1.0 and c.num_perm >= 16,
+                 f"data.clean.near_threshold={c.near_threshold} must be in (0, 1) and "
+                 f"data.clean.num_perm={c.num_perm} at least 16.")
+        _require(0 <= c.min_words <= c.max_words and
+                 c.min_mean_word_length <= c.max_mean_word_length,
+                 "data.clean: min_words <= max_words and min_mean_word_length <= "
+                 "max_mean_word_length.")
+    _require(d.get("max_val_tokens", 0) >= 0, f"data.max_val_tokens={d.get('max_val_tokens')}: "
+             "a number of tokens, >= 0 (0: the whole validation split).")
+
+
+def _validate_sft(c: ml_collections.ConfigDict) -> None:
+    s = c.sft
+    _require(s.template.count("{prompt}") == 1 and s.template.count("{response}") == 1 and
+             s.template.endswith("{response}"),
+             f"sft.template={s.template!r}: it must hold '{{prompt}}' once and end with "
+             "'{response}', e.g. 'Question: {prompt}\\nAnswer: {response}'.")
+    _require(isinstance(s.stop, (tuple, list)) and all(isinstance(x, str) and x for x in s.stop),
+             f"sft.stop={s.stop!r}: a tuple of non-empty stop strings, e.g. ('\\n\\n',).")
+    _require(s.eval_questions >= 0, f"sft.eval_questions={s.eval_questions}: must be >= 0.")
+    _require(s.get("pack_length", 0) >= 0, f"sft.pack_length={s.get('pack_length', 0)}: "
+             "packed row length, >= 0 (0: model.block_size).")
+    _require(s.max_answer_tokens > 0,
+             f"sft.max_answer_tokens={s.max_answer_tokens}: must be positive.")
+    _require(s.max_answer_tokens < c.model.block_size,
+             f"sft.max_answer_tokens={s.max_answer_tokens}: must be below model.block_size="
+             f"{c.model.block_size} (the question needs room).")
+    _require(c.data.name in ("jsonl", "qa_shakespeare") or c.data.name.startswith("tfds:"),
+             f"data.name={c.data.name!r}: task=sft reads 'jsonl', 'qa_shakespeare' or "
+             "'tfds:squad'.")
+    _require(c.data.name != "jsonl" or bool(c.data.train_file),
+             "data.name='jsonl' needs data.train_file (a JSONL file of {'prompt', 'response'} "
+             "or {'messages'} records).")

@@ -10,9 +10,19 @@
         --config=configs/gpt.py:gpt2_124m --config.train.num_steps=2000
     python -m lmjax.main --config=runs/gpt2-shakespeare/finetune.py --workdir=runs/gpt2-shakespeare
 
+    # Hugging Face BERT (BertForSequenceClassification, BertForMaskedLM or BertModel; a local
+    # directory or a Hub id) -> an lmjax run at step 0 with its own WordPiece tokenizer, which
+    # configs/classify.py fine-tunes with init_from (docs/finetune.md)
+    python -m lmjax.convert from_hf --hf=hf/bert-base-uncased --workdir=runs/bert-base-uncased
+    python -m lmjax.main --config=configs/classify.py:hf_sentiment \\
+        --config.init_from=runs/bert-base-uncased --config.data.files=reviews.csv \\
+        --workdir=runs/sentiment
+
 to_hf reads the run directory only. from_hf takes the training settings from --config (data
-source, optimizer, steps, ...) and the model shape from the checkpoint; it needs the model's
-config.json and *.safetensors, and a tokenizer.json beside them or given by --tokenizer. It
+source, optimizer, steps, ...; without --config: configs/gpt.py:gpt2_124m for GPT-2,
+configs/classify.py for a BERT classifier, configs/bert.py for other BERTs) and the model
+shape from the checkpoint; it needs the model's config.json and *.safetensors, and a tokenizer
+beside them (tokenizer.json; for BERT also vocab.txt) or given by --tokenizer. For GPT-2 it
 writes `finetune.py` (that config, complete) beside the step-0 checkpoint: training with it
 resumes from the converted weights.
 """
@@ -21,12 +31,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-from lmjax.cli.common import fail
-from lmjax.convert.hf import from_hf, to_hf
+from lmjax.cli.common import config_arg, fail
+from lmjax.config import load_config
+from lmjax.convert.hf import from_hf, hf_task, to_hf
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/gpt.py:gpt2_124m", "from_hf: the training config to fine-tune with.",
@@ -36,11 +48,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "to_hf: the run to export; from_
 _OUT = flags.DEFINE_string("out", None, "to_hf: the output directory.")
 _HF = flags.DEFINE_string("hf", None, "from_hf: a local Hugging Face model directory or a Hub "
                           "model id (gpt2, gpt2-medium, ...).")
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "from_hf: a tokenizer.json (or a directory "
-                                 "holding one) when the model directory has none.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "from_hf: a tokenizer.json, or a Hugging Face "
+                                 "tokenizer directory, when the model directory has none.")
 _BEST = flags.DEFINE_bool("best", False, "to_hf: export the run's best checkpoint.")
 
 COMMANDS = ("to_hf", "from_hf")
+# from_hf without --config: the training config for each kind of model.
+DEFAULT_CONFIGS = {"text_classify": "configs/classify.py", "mlm": "configs/bert.py"}
 
 
 def main(args: list[str]) -> None:
@@ -57,7 +71,18 @@ def main(args: list[str]) -> None:
     else:
         if not (_HF.value and _WORKDIR.value):
             fail("from_hf needs --hf (a model directory or Hub id) and --workdir.")
-        path = from_hf(_HF.value, _WORKDIR.value, _CONFIG.value, tokenizer=_TOKENIZER.value)
+        task, cfg = hf_task(_HF.value), _CONFIG.value
+        if task != "lm" and not config_arg(sys.argv):
+            if any(a.startswith("--config.") for a in sys.argv):
+                fail(f"{_HF.value} is a BERT: give --config={DEFAULT_CONFIGS[task]} (or another "
+                     "config of that task) with the --config.* overrides.")
+            cfg = load_config(DEFAULT_CONFIGS[task])
+        result = from_hf(_HF.value, _WORKDIR.value, cfg, tokenizer=_TOKENIZER.value)
+        if task != "lm":
+            print(f"Wrote step 0 of {_WORKDIR.value} ({task}) from {_HF.value}. Fine-tune a "
+                  f"classifier from it:\n  {result}\nor export it back: python -m "
+                  f"lmjax.convert to_hf --workdir={_WORKDIR.value} --out=<dir>")
+            return
         print(f"Wrote step 0 of {_WORKDIR.value} from {_HF.value}. Fine-tune with:\n"
-              f"  python -m lmjax.main --config={path} --workdir={_WORKDIR.value}\n"
+              f"  python -m lmjax.main --config={result} --workdir={_WORKDIR.value}\n"
               f"or generate: python -m lmjax.generate --workdir={_WORKDIR.value} --prompt=...")

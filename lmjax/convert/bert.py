@@ -45,11 +45,37 @@ def head_of(params: dict) -> str:
     raise ConversionError("these parameters are neither a BERT masked-LM nor a classifier.")
 
 
+def normalise(tensors: dict) -> dict:
+    """HF BERT tensors under today's names: BertModel's bare 'embeddings.*' / 'encoder.*' /
+    'pooler.*' under 'bert.', the original release's LayerNorm 'gamma'/'beta' as
+    'weight'/'bias', and the next-sentence head of BertForPreTraining (bert-base-uncased as
+    downloaded) dropped: nothing in lmjax uses it."""
+    out = {}
+    for k, v in tensors.items():
+        if k.startswith(("embeddings.", "encoder.", "pooler.")):
+            k = "bert." + k
+        if k.startswith("cls.seq_relationship.") or k.endswith("position_ids"):
+            continue
+        if ".LayerNorm." in k:
+            k = k.replace(".gamma", ".weight").replace(".beta", ".bias")
+        out[k] = v
+    return out
+
+
+def head_of_hf(tensors: dict) -> str:
+    """'classifier' (BertForSequenceClassification), 'mlm' (BertForMaskedLM, BertForPreTraining)
+    or 'encoder' (BertModel) for normalised HF tensors."""
+    if "classifier.weight" in tensors:
+        return "classifier"
+    return "mlm" if "cls.predictions.bias" in tensors else "encoder"
+
+
 def params_from_hf(tensors: dict, model) -> dict:
     """lmjax MaskedLM or Classifier parameters (float32) from HF BERT tensors; which one
-    follows from the tensors (cls.predictions.* or classifier.*)."""
-    t = {k: np.asarray(v, np.float32) for k, v in tensors.items()
-         if not k.endswith("position_ids") and k != "cls.predictions.decoder.weight"}
+    follows from the tensors (cls.predictions.* or classifier.*). A BertModel gives the
+    encoder ('bert') and its pooler only."""
+    t = {k: np.asarray(v, np.float32) for k, v in normalise(tensors).items()
+         if k != "cls.predictions.decoder.weight"}
     d, h = model.d_model, model.num_heads
     ln = lambda p: {"scale": t.pop(p + ".weight"), "bias": t.pop(p + ".bias")}  # noqa: E731
     dense = lambda p: {"kernel": t.pop(p + ".weight").T, "bias": t.pop(p + ".bias")}  # noqa
@@ -81,10 +107,12 @@ def params_from_hf(tensors: dict, model) -> dict:
         t.pop("cls.predictions.decoder.bias", None)  # the same tensor as cls.predictions.bias
     elif "classifier.weight" in t:
         out = {"bert": enc, "pooler": dense("bert.pooler.dense"), "classifier": dense("classifier")}
+    elif "bert.pooler.dense.weight" in t:  # BertModel
+        out = {"bert": enc, "pooler": dense("bert.pooler.dense")}
     else:
-        raise ConversionError("the checkpoint has neither an MLM head (cls.predictions.*) nor a "
-                              "classifier (classifier.*): save BertForMaskedLM or "
-                              "BertForSequenceClassification.")
+        raise ConversionError("the checkpoint has no MLM head (cls.predictions.*), classifier "
+                              "(classifier.*) or pooler: save BertForMaskedLM, "
+                              "BertForSequenceClassification or BertModel.")
     t = {k: v for k, v in t.items() if not k.startswith("bert.pooler.")}  # MLM: pooler unused
     if t:
         raise ConversionError(f"unexpected tensors in the checkpoint: {sorted(t)[:5]}")
@@ -165,4 +193,5 @@ def write_hf(out: str, params: dict, model, tokenizer=None, class_names=None) ->
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(hf_config(model, head, class_names), f, indent=1)
     if tokenizer is not None and getattr(tokenizer, "kind", "") == "wordpiece":
-        tokenizer.save(out)  # a `tokenizers` file that BertTokenizerFast loads
+        # tokenizer.json + tokenizer_config.json + vocab.txt: BertTokenizer(Fast) loads them
+        tokenizer.save_hf(out, model.block_size)

@@ -125,20 +125,28 @@ def hf_from_params(params: dict, model) -> dict:
     return out
 
 
+def resolve_source(source: str) -> str:
+    """A local directory for `source`: itself, or a Hugging Face Hub model id (e.g. 'gpt2',
+    'bert-base-uncased'; needs the internet) downloaded: config, weights and tokenizer files."""
+    if os.path.isdir(source):
+        return source
+    try:
+        from huggingface_hub import snapshot_download  # noqa: lazy (the hf extra; Hub ids only)
+        return snapshot_download(source, allow_patterns=[
+            "config.json", "*.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt"])
+    except Exception as e:
+        raise ConversionError(f"{source!r} is not a local directory and could not be "
+                              f"downloaded from the Hugging Face Hub ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]}).") from None
+
+
 def read_hf(source: str) -> tuple[dict, dict, str | None]:
     """(config, tensors, tokenizer.json path or None) from a local directory, or from the
     Hugging Face Hub when `source` is a model id (e.g. 'gpt2'; needs the internet)."""
     from safetensors.numpy import load_file
 
-    if not os.path.isdir(source):
-        try:
-            from huggingface_hub import snapshot_download
-            source = snapshot_download(source, allow_patterns=[
-                "config.json", "*.safetensors", "tokenizer.json"])
-        except Exception as e:
-            raise ConversionError(f"{source!r} is not a local directory and could not be "
-                                  f"downloaded from the Hugging Face Hub ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0][:200]}).") from None
+    source = resolve_source(source)
     files = sorted(f for f in os.listdir(source) if f.endswith(".safetensors"))
     if not files or not os.path.exists(os.path.join(source, "config.json")):
         raise ConversionError(f"{source} needs config.json and *.safetensors (save the model "

@@ -1,19 +1,24 @@
 """Conversions between an lmjax run and Hugging Face (the library behind
-`python -m lmjax.convert`): export a run, import GPT-2 weights as a run ready to fine-tune."""
+`python -m lmjax.convert`): export a run, import GPT-2 or BERT weights as a run ready to
+fine-tune (GPT-2: in place; BERT: as the init_from of configs/classify.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pprint
 import shutil
+from typing import Callable
 
 import jax
+import ml_collections
 
 from lmjax import rundir
 from lmjax.checkpoint import Checkpointer
 from lmjax.convert import bert, gpt2
-from lmjax.data.tokenizers import load_tokenizer_file
+from lmjax.data.tokenizers import WordPieceTokenizer, load_tokenizer_file
 from lmjax.models import lora
+from lmjax.models.bert import BertConfig
 from lmjax.models.gpt import stack_layers, unstack_layers
 from lmjax.train.restore import load_setup
 from lmjax.train.setup import setup
@@ -48,18 +53,23 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
     return f"{workdir} ({cfg.task}, step {int(state.step)})"
 
 
-def write_run(cfg, workdir: str, params_for=None, log=print):
+def write_run(cfg, workdir: str, params_for=None, log=print, assets=None, fresh=()):
     """Saves step 0 of a run of `cfg` in `workdir` (its run directory: assets and checkpoint):
     freshly initialised, or with the parameters `params_for(model_cfg)` returns (per-layer
-    layout). Training with `cfg` then resumes it."""
+    layout; the top-level parts named in `fresh` may be missing: they keep their
+    initialisation). `assets` builds the task without reading data. Training with `cfg` then
+    resumes it."""
     if os.path.exists(rundir.checkpoint_dir(workdir)):
         raise FileExistsError(f"{workdir} already holds checkpoints: choose a new --workdir.")
-    s = setup(cfg, log=log)
+    s = setup(cfg, assets=assets, log=log)
     state = s.new_state()
     if params_for is not None:
-        params = params_for(s.task.model.cfg)
-        if cfg.model.scan_layers:
+        params = params_for(getattr(s.task, "base_model", s.task.model).cfg)
+        if cfg.model.get("scan_layers", False):
             params = stack_layers(params, cfg.model.num_layers)
+        if fresh:  # parts the source does not have keep their initialisation
+            kept = jax.device_get({k: state.params[k] for k in fresh if k not in params})
+            params = {**kept, **params}
         layout = lambda tree: jax.tree.map(lambda x: x.shape, tree)  # noqa: E731
         if layout(params) != layout(state.params):
             raise gpt2.ConversionError("the converted parameters do not match the model's "
@@ -72,28 +82,61 @@ def write_run(cfg, workdir: str, params_for=None, log=print):
     return s.task
 
 
-def from_hf(source: str, workdir: str, cfg, tokenizer: str = "", log=print) -> str:
-    """Writes an lmjax run at step 0 holding the Hugging Face GPT-2 weights, whose data are
-    tokenized by GPT-2's own tokenizer; returns the path of its finetune.py."""
+def hf_task(source: str) -> str:
+    """The lmjax task a Hugging Face model directory (or Hub id) converts to: 'lm' (GPT-2),
+    'text_classify' (BertForSequenceClassification) or 'mlm' (other BERTs)."""
+    directory = gpt2.resolve_source(source)
+    path = os.path.join(directory, "config.json")
+    if not os.path.exists(path):
+        raise gpt2.ConversionError(f"{directory} has no config.json (save the model with "
+                                   "save_pretrained).")
+    with open(path) as f:
+        config = json.load(f)
+    if config.get("model_type") != "bert":
+        return "lm"
+    return ("text_classify" if "BertForSequenceClassification" in config.get("architectures", [])
+            else "mlm")
+
+
+def from_hf(source: str, workdir: str, cfg, tokenizer: str = "", log=print,
+            config_for: Callable[[str], ml_collections.ConfigDict] | None = None) -> str:
+    """Writes an lmjax run at step 0 holding the Hugging Face weights: GPT-2, whose data are
+    tokenized by GPT-2's own tokenizer (returns the path of its finetune.py), or BERT
+    (returns the command that fine-tunes a classifier from it). `cfg` None: the training
+    config is `config_for(task)`."""
     if os.path.exists(rundir.checkpoint_dir(workdir)):
         raise FileExistsError(f"{workdir} already holds checkpoints: choose a new --workdir.")
+    task = hf_task(source)
+    if cfg is None:
+        cfg = config_for(task)
+    if task != "lm":
+        return _from_hf_bert(source, workdir, cfg, task, tokenizer, log)
     hf, tensors, tokenizer_file = gpt2.read_hf(source)
+    directory = gpt2.resolve_source(source)
+    if tokenizer_file is None and all(os.path.exists(os.path.join(directory, f))
+                                      for f in ("vocab.json", "merges.txt")):
+        tokenizer_file = directory  # the original release's files, without tokenizer.json
     tokenizer_file = tokenizer or tokenizer_file
     if tokenizer_file is None:
         raise gpt2.ConversionError(
             f"{source} has no tokenizer.json (the fast tokenizer file), which tokenizes the "
             "fine-tuning data: save one beside the weights (AutoTokenizer.from_pretrained(...)"
             ".save_pretrained(dir)) or pass --tokenizer=<dir or tokenizer.json>.")
-    if os.path.isdir(tokenizer_file):
+    if os.path.isdir(tokenizer_file) and os.path.exists(
+            os.path.join(tokenizer_file, "tokenizer.json")):
         tokenizer_file = os.path.join(tokenizer_file, "tokenizer.json")
-    if getattr(load_tokenizer_file(tokenizer_file), "eot_id", None) is None:
+    tok = load_tokenizer_file(tokenizer_file)  # a directory: GPT-2's vocab.json + merges.txt
+    if getattr(tok, "eot_id", None) is None:
         raise gpt2.ConversionError(f"{tokenizer_file} has no '<|endoftext|>' token to separate "
                                    "documents; lmjax expects a GPT-2 tokenizer.")
     # The tokenizer travels with the run: data preparation reads it from there (its contents
     # are part of the data cache's fingerprint).
     os.makedirs(os.path.join(workdir, "hf"), exist_ok=True)
     kept = os.path.abspath(os.path.join(workdir, "hf", "tokenizer.json"))
-    shutil.copyfile(tokenizer_file, kept)
+    if os.path.isdir(tokenizer_file):
+        tok.save(os.path.dirname(kept))
+    else:
+        shutil.copyfile(tokenizer_file, kept)
     cfg.model.update(gpt2.model_settings(hf))
     cfg.data.update(tokenizer="bpe", vocab_size=hf["vocab_size"], tokenizer_file=kept)
     cfg.checkpoint.restore = True
@@ -106,3 +149,71 @@ def from_hf(source: str, workdir: str, cfg, tokenizer: str = "", log=print) -> s
                 f"    return ml_collections.ConfigDict(\n"
                 f"{pprint.pformat(cfg.to_dict(), indent=1, width=96, sort_dicts=False)})\n")
     return path
+
+
+def _from_hf_bert(source: str, workdir: str, cfg, task: str, tokenizer: str, log) -> str:
+    """A Hugging Face BERT as an lmjax run at step 0: BertForSequenceClassification as a
+    text classifier (pooler, head and class names included), BertForMaskedLM / BertModel as a
+    masked LM (a BertModel's MLM head freshly initialised). Its tokenizer (vocab.txt or
+    tokenizer.json beside the weights, or --tokenizer) becomes the run's."""
+    if cfg.task != task:
+        raise gpt2.ConversionError(
+            f"{source} converts to a {task!r} run, but --config is a {cfg.task!r} config: pass "
+            f"--config={'configs/classify.py' if task == 'text_classify' else 'configs/bert.py'}"
+            " or leave --config out.")
+    directory = gpt2.resolve_source(source)
+    hf, tensors, _ = gpt2.read_hf(directory)
+    head = bert.head_of_hf(bert.normalise(tensors))
+    tokenizer_dir = tokenizer or directory
+    try:
+        tok = load_tokenizer_file(tokenizer_dir)
+    except (ValueError, OSError) as e:
+        raise gpt2.ConversionError(
+            f"{tokenizer_dir}: {e} The tokenizer tokenizes the fine-tuning data: save it beside "
+            "the weights (AutoTokenizer.from_pretrained(...).save_pretrained(dir)) or pass "
+            "--tokenizer=<dir or tokenizer.json>.") from None
+    if not isinstance(tok, WordPieceTokenizer):
+        raise gpt2.ConversionError(f"{tokenizer_dir} is not a WordPiece tokenizer: a BERT needs "
+                                   "its vocab.txt / tokenizer.json with [CLS], [SEP], [PAD].")
+    settings = bert.model_settings(hf)
+    if tok.vocab_size > settings["vocab_size"] or tok.pad_id != settings["pad_id"]:
+        raise gpt2.ConversionError(
+            f"the tokenizer in {tokenizer_dir} ({tok.vocab_size} tokens, [PAD] {tok.pad_id}) "
+            f"does not belong to this model ({settings['vocab_size']} embeddings, pad_token_id "
+            f"{settings['pad_id']}).")
+    names = None
+    if task == "text_classify":
+        labels = {int(k): v for k, v in (hf.get("id2label") or {}).items()}
+        num = len(labels) or hf.get("num_labels", 2)
+        if num < 2 or hf.get("problem_type") not in (None, "single_label_classification"):
+            raise gpt2.ConversionError(f"{source}: lmjax converts single-label classifiers with "
+                                       f"2 or more classes (num_labels={num}, problem_type="
+                                       f"{hf.get('problem_type')!r}).")
+        names = [str(labels.get(i, f"LABEL_{i}")) for i in range(num)]
+    kept = os.path.abspath(os.path.join(workdir, "hf"))
+    os.makedirs(kept, exist_ok=True)
+    tok.save(kept)  # the run keeps the tokenizer it was converted with
+    with cfg.unlocked():
+        cfg.model.update(settings)
+        if task == "text_classify":
+            cfg.model.pooling = "cls"  # BertForSequenceClassification's
+        cfg.data.update(tokenizer_file=os.path.join(kept, "tokenizer.json"))
+        cfg.hf_source = source
+        cfg.checkpoint.restore = True
+    model_cfg = BertConfig.from_section(cfg.model, num_classes=len(names or []))
+    assets = rundir.Assets(task=task, model=model_cfg.to_dict(), config=cfg.to_dict(),
+                           tokenizer=tok, class_names=names)
+
+    def params_for(model):
+        params = bert.params_from_hf(tensors, model)
+        if task == "mlm":
+            params.pop("pooler", None)  # BertModel's: MaskedLM has none
+        return params
+
+    fresh = ("mlm_dense", "mlm_ln", "mlm_bias") if head == "encoder" else ()
+    if fresh:
+        log(f"{source} is a BertModel: the masked-LM head of the run starts fresh (the encoder "
+            "is what configs/classify.py's init_from takes).")
+    write_run(cfg, workdir, params_for, log=log, assets=assets, fresh=fresh)
+    return ("python -m lmjax.main --config=configs/classify.py:hf_sentiment "
+            f"--config.init_from={workdir} --config.data.files=<train.csv> --workdir=<new dir>")

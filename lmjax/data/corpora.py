@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import ml_collections
 
 from lmjax.data import shakespeare
+from lmjax.data.tokenizers import tokenizer_digest
 
 CLEANING_VERSION = 1  # bump when cleaning changes, so cached token arrays are rebuilt
 
@@ -34,9 +35,8 @@ class Corpus:
 def fingerprint(cfg: ml_collections.ConfigDict) -> str:
     """A key for the prepared data: changes whenever the texts or their tokenization would."""
     parts = [cfg.name, cfg.tokenizer, str(cfg.vocab_size), str(CLEANING_VERSION)]
-    if cfg.get("tokenizer_file", ""):  # a fixed tokenizer: its contents, not its name
-        with open(cfg.tokenizer_file, "rb") as f:
-            parts += ["tokenizer_file", hashlib.sha256(f.read()).hexdigest()]
+    if cfg.get("tokenizer_file", ""):  # a fixed tokenizer (file or HF directory): its contents
+        parts += ["tokenizer_file", tokenizer_digest(cfg.tokenizer_file)]
     if cfg.name == "files":
         for path in _expand(cfg.files):
             st = os.stat(path)

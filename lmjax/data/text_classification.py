@@ -6,10 +6,18 @@
 - 'tfds:<name>' (needs the dataset, e.g. tfds:imdb_reviews): each example's text, truncated to
   the sequence length, with its integer label; read through `tfds.data_source`, without
   TensorFlow. Validation is the dataset's own 'test' split unless data.val_split names another.
+- 'files' (local, offline): CSV, TSV or JSONL tables (`data.files`, paths or globs) with a text
+  column `data.text_key` and a label column `data.label_key` (class names or integer ids).
+  Validation is `data.val_files`, or else `data.val_fraction` of the rows drawn with a fixed
+  seed. The classes are `data.class_names` in that order, or the labels found, sorted.
 """
 
 from __future__ import annotations
 
+import csv
+import glob
+import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +131,114 @@ def tfds_examples(cfg, tokenizer, seq_len: int) -> TextClassificationData:
     return TextClassificationData(xt, yt, xv, yv, names, description)
 
 
+def read_table(path: str, text_key: str, label_key: str) -> tuple[list[str], list[str]]:
+    """(texts, labels as strings) of a .csv / .tsv (header row) or .jsonl (one object a line)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".csv", ".tsv", ".jsonl", ".json"):
+        raise DatasetError(f"data.files: {path} is not .csv, .tsv or .jsonl (one JSON object "
+                           "a line).")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            if ext in (".csv", ".tsv"):
+                rows = list(csv.DictReader(f, delimiter="," if ext == ".csv" else "\t"))
+            else:
+                rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
+        raise DatasetError(f"data.files: cannot read {path}: {e}") from None
+    texts, labels = [], []
+    for i, row in enumerate(rows):
+        missing = [k for k in (text_key, label_key) if k not in row or row[k] is None]
+        if missing:
+            field = "data.text_key" if missing[0] == text_key else "data.label_key"
+            raise DatasetError(f"{path}, row {i + 1}: no column {missing[0]!r} ({field}); it has "
+                               f"{', '.join(map(str, row))}.")
+        texts.append(str(row[text_key]))
+        labels.append(str(row[label_key]).strip())
+    return texts, labels
+
+
+def _paths(spec: str, field: str) -> list[str]:
+    paths = []
+    for item in (x.strip() for x in spec.split(",")):
+        if item:
+            found = sorted(glob.glob(os.path.expanduser(item)))
+            if not found:
+                raise DatasetError(f"{field}: no file matches {item!r}.")
+            paths += found
+    return paths
+
+
+def _read_tables(spec: str, field: str, cfg) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    for path in _paths(spec, field):
+        t, y = read_table(path, cfg.text_key, cfg.label_key)
+        texts += t
+        labels += y
+    return texts, labels
+
+
+def local_tables(cfg) -> tuple[list[str], list[str], list[str], list[str], str]:
+    """(train texts, train labels, val texts, val labels, where the validation rows come from)
+    of data.name='files'."""
+    if not cfg.get("files", ""):
+        raise DatasetError("data.name='files' needs --config.data.files=train.csv (CSV, TSV or "
+                           "JSONL with columns data.text_key and data.label_key).")
+    texts, labels = _read_tables(cfg.files, "data.files", cfg)
+    if cfg.get("val_files", ""):
+        vt, vy = _read_tables(cfg.val_files, "data.val_files", cfg)
+        return texts, labels, vt, vy, cfg.val_files
+    fraction = cfg.get("val_fraction", 0.1)
+    order = np.random.default_rng(0).permutation(len(texts))  # fixed: not the training seed
+    n_val = max(1, int(round(len(texts) * fraction)))
+    val, train = sorted(order[:n_val]), sorted(order[n_val:])
+    pick = lambda xs, ids: [xs[i] for i in ids]  # noqa: E731
+    return (pick(texts, train), pick(labels, train), pick(texts, val), pick(labels, val),
+            f"{fraction:.0%} of the rows")
+
+
+def label_ids(labels: list[str], class_names: list[str], where: str) -> np.ndarray:
+    """Labels (class names, or integer ids into class_names) as ids."""
+    index = {n: i for i, n in enumerate(class_names)}
+    out = np.zeros(len(labels), np.int32)
+    for i, y in enumerate(labels):
+        if y in index:
+            out[i] = index[y]
+        elif y.lstrip("-").isdigit() and 0 <= int(y) < len(class_names):
+            out[i] = int(y)
+        else:
+            raise DatasetError(f"{where}: label {y!r} is not one of the classes "
+                               f"{class_names} (data.class_names).")
+    return out
+
+
+def _class_names(cfg, labels: list[str]) -> list[str]:
+    given = [n.strip() for n in cfg.get("class_names", "").split(",") if n.strip()]
+    if given:
+        return given
+    found = sorted(set(labels))
+    if all(y.lstrip("-").isdigit() for y in found):  # integer ids: 0..K-1 in order
+        return [str(i) for i in range(max(int(y) for y in found) + 1)] if found else []
+    return found
+
+
+def file_examples(cfg, tokenizer, seq_len: int) -> TextClassificationData:
+    """A local CSV/TSV/JSONL classification set; each text truncated to seq_len - 2 tokens."""
+    train_texts, train_y, val_texts, val_y, where = local_tables(cfg)
+    names = _class_names(cfg, train_y + val_y)
+    if len(names) < 2:
+        raise DatasetError(f"data.files: {len(names)} class found in {cfg.label_key!r}: a "
+                           "classifier needs at least 2.")
+    yt = label_ids(train_y, names, "data.files")
+    yv = label_ids(val_y, names, "data.val_files" if cfg.get("val_files", "") else "data.files")
+    cut = lambda docs: [d[:seq_len - 2] for d in docs]  # noqa: E731
+    xt = _frame(cut(encode_texts(tokenizer, train_texts)), seq_len, tokenizer)
+    xv = _frame(cut(encode_texts(tokenizer, val_texts)), seq_len, tokenizer)
+    counts = lambda y: "/".join(str(int((y == i).sum())) for i in range(len(names)))  # noqa
+    description = (f"{cfg.files}: {len(yt)} training examples ({counts(yt)}), {len(yv)} held "
+                   f"out ({where}; {counts(yv)}); classes {', '.join(names)}")
+    return TextClassificationData(xt, yt, xv, yv, names, description)
+
+
 def training_texts(cfg) -> list[str]:
     """The texts a tokenizer for this data may be trained on (the training side only)."""
     if cfg.name == "genres":
@@ -131,6 +247,8 @@ def training_texts(cfg) -> list[str]:
     if cfg.name.startswith("tfds:"):
         return read_tfds(cfg.name[len("tfds:"):], "train", cfg.text_key, cfg.label_key,
                          cfg.max_examples)[0]
+    if cfg.name == "files":
+        return local_tables(cfg)[0]
     raise _unknown(cfg.name)
 
 
@@ -141,7 +259,8 @@ def _fold(cfg) -> tuple[int, int]:
 
 def _unknown(name: str) -> DatasetError:
     return DatasetError(f"data.name={name!r} is not a classification source: use 'genres' "
-                        "(offline Shakespeare genres) or 'tfds:<name>' (e.g. tfds:imdb_reviews).")
+                        "(offline Shakespeare genres), 'files' (local CSV/TSV/JSONL with "
+                        "data.files) or 'tfds:<name>' (e.g. tfds:imdb_reviews).")
 
 
 def load(cfg, tokenizer, seq_len: int) -> TextClassificationData:
@@ -150,4 +269,6 @@ def load(cfg, tokenizer, seq_len: int) -> TextClassificationData:
         return genre_passages(tokenizer, seq_len, *_fold(cfg))
     if cfg.name.startswith("tfds:"):
         return tfds_examples(cfg, tokenizer, seq_len)
+    if cfg.name == "files":
+        return file_examples(cfg, tokenizer, seq_len)
     raise _unknown(cfg.name)

@@ -1,12 +1,21 @@
 """Tokenizers saved beside the prepared data: characters, a byte-level BPE or a WordPiece (BERT)
-trained on the corpus.
+trained on the corpus, or a pretrained Hugging Face tokenizer read from a local directory.
 
 Byte-level BPE (Hugging Face `tokenizers`, the GPT-2 scheme) is lossless: every string, newlines
 and all, decodes back to itself, which sentencepiece's line-based training would not give us.
+
+A pretrained tokenizer (`data.tokenizer_file=<dir>`, `load_tokenizer_file`) is whatever
+`save_pretrained` or `huggingface-cli download` left in the directory: `tokenizer.json`, or for
+BERT only `vocab.txt` (+ `tokenizer_config.json`), rebuilt with BertTokenizer's own rules
+(lowercasing and accent stripping as the saved config says, each CJK character its own word),
+or for GPT-2 `vocab.json` + `merges.txt`. Either way it becomes one `tokenizer.json` in the
+data cache and the run directory, and its special tokens ([CLS]/[SEP]/[PAD]/[MASK],
+`<|endoftext|>`) keep the ids of its own vocabulary.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -78,10 +87,11 @@ class BPETokenizer:
 
 
 class WordPieceTokenizer:
-    """BERT's WordPiece (cased) with its special tokens; `[SEP]` separates documents.
+    """BERT's WordPiece with its special tokens; `[SEP]` separates documents.
 
-    The special tokens take the first ids in a fixed order, so `[PAD]` is 0 as in BERT and the
-    encoder can find padding without being told the tokenizer. Whitespace is not kept: decoding
+    Trained here, it is cased and its special tokens take the first ids in a fixed order, so
+    `[PAD]` is 0 as in BERT. A pretrained vocabulary keeps its own ids (bert-base-uncased:
+    [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103). Whitespace is not kept: decoding
     gives words joined by single spaces (fine for masked-LM and classification, not for sampling).
     """
 
@@ -91,9 +101,13 @@ class WordPieceTokenizer:
     def __init__(self, tok):
         self._tok = tok
         self.vocab_size = tok.get_vocab_size()
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-            tok.token_to_id(t) for t in self.SPECIAL)
-        self.special_ids = tuple(range(len(self.SPECIAL)))
+        ids = [tok.token_to_id(t) for t in self.SPECIAL]
+        missing = [t for t, i in zip(self.SPECIAL, ids) if i is None]
+        if missing:
+            raise ValueError(f"this WordPiece vocabulary has no {', '.join(missing)}: BERT "
+                             f"needs {', '.join(self.SPECIAL)} in its vocab.txt/tokenizer.json.")
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = ids
+        self.special_ids = tuple(sorted(ids))
         self.eot_id = self.sep_id  # documents are separated by [SEP] in prepared token arrays
 
     @classmethod
@@ -121,6 +135,27 @@ class WordPieceTokenizer:
     def save(self, directory: str) -> None:
         self._tok.save(os.path.join(directory, "tokenizer.json"))
 
+    def save_hf(self, directory: str, max_length: int = 512) -> None:
+        """tokenizer.json plus the tokenizer_config.json and vocab.txt that transformers'
+        BertTokenizer(Fast).from_pretrained reads: without the config it would lowercase by
+        default, whatever the vocabulary's normalizer says."""
+        self.save(directory)
+        norm = json.loads(self._tok.to_str()).get("normalizer") or {}
+        lower = bool(norm.get("lowercase", False))
+        special = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"),
+                           self.SPECIAL))
+        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lower,
+                  "strip_accents": norm.get("strip_accents"),
+                  "tokenize_chinese_chars": bool(norm.get("handle_chinese_chars", True)),
+                  "model_max_length": max_length, **special}
+        with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+            json.dump(config, f, indent=1)
+        with open(os.path.join(directory, "special_tokens_map.json"), "w") as f:
+            json.dump(special, f, indent=1)
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.writelines(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
+
 
 KINDS = {"char": CharTokenizer, "bpe": BPETokenizer, "wordpiece": WordPieceTokenizer}
 
@@ -132,7 +167,10 @@ def load_tokenizer(directory: str):
 
 def load_tokenizer_file(path: str):
     """A tokenizer file: lmjax's character table, or a Hugging Face `tokenizers` file (a
-    WordPiece or a BPE, e.g. GPT-2's own tokenizer.json)."""
+    WordPiece or a BPE, e.g. GPT-2's own tokenizer.json); or a Hugging Face tokenizer
+    directory (`load_hf_tokenizer`)."""
+    if os.path.isdir(path):
+        return load_hf_tokenizer(path)
     with open(path) as f:
         spec = json.load(f)
     if spec.get("kind") == "char":
@@ -143,3 +181,98 @@ def load_tokenizer_file(path: str):
     if spec.get("model", {}).get("type") == "WordPiece":
         return WordPieceTokenizer(tok)
     return BPETokenizer(tok)
+
+
+# The files of a Hugging Face tokenizer directory that decide how it tokenizes.
+HF_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+            "vocab.json", "merges.txt")
+
+
+def load_hf_tokenizer(directory: str):
+    """A pretrained tokenizer saved in `directory`: its tokenizer.json if it has one, else a
+    BERT vocab.txt or GPT-2 vocab.json + merges.txt, with tokenizer_config.json's settings."""
+    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    config = _read_json(path("tokenizer_config.json"))
+    if os.path.exists(path("tokenizer.json")):
+        tok = load_tokenizer_file(path("tokenizer.json"))
+        if isinstance(tok, WordPieceTokenizer):
+            _apply_bert_settings(tok._tok, config)
+        return tok
+    if os.path.exists(path("vocab.txt")):
+        return WordPieceTokenizer(_bert_wordpiece(path("vocab.txt"), config))
+    if os.path.exists(path("vocab.json")) and os.path.exists(path("merges.txt")):
+        from tokenizers import ByteLevelBPETokenizer  # noqa: lazy (as above)
+
+        tok = ByteLevelBPETokenizer(path("vocab.json"), path("merges.txt"),
+                                    add_prefix_space=bool(config.get("add_prefix_space")))
+        return BPETokenizer(tok._tokenizer)
+    raise ValueError(f"{directory} holds no tokenizer: expected tokenizer.json, vocab.txt "
+                     "(BERT WordPiece) or vocab.json + merges.txt (GPT-2), as "
+                     "save_pretrained or huggingface-cli download write them.")
+
+
+def _bert_wordpiece(vocab_file: str, config: dict):
+    """The `tokenizers` pipeline transformers' BertTokenizer builds from a vocab.txt (its
+    convert_slow_tokenizer): BERT's normalizer (clean text, CJK characters spaced out, lowercase
+    and accents as configured; strip_accents None follows lowercase), whitespace-and-punctuation
+    pre-tokenizer, WordPiece with '##' continuations and words over 100 characters unknown."""
+    from tokenizers import BertWordPieceTokenizer  # noqa: lazy (the char default does not need it)
+
+    lower = config.get("do_lower_case", True)  # BertTokenizer's default
+    special = {k: _content(config.get(f"{k}_token", f"[{k.upper()}]"))
+               for k in ("unk", "sep", "cls", "pad", "mask")}
+    with open(vocab_file, encoding="utf-8") as f:
+        vocab = {line.rstrip("\n") for line in f}
+    missing = [t for t in WordPieceTokenizer.SPECIAL if t not in vocab]
+    if missing or set(special.values()) != set(WordPieceTokenizer.SPECIAL):
+        raise ValueError(f"{vocab_file} has no {', '.join(missing) or 'standard special tokens'}:"
+                         f" lmjax's BERT needs {', '.join(WordPieceTokenizer.SPECIAL)}.")
+    tok = BertWordPieceTokenizer(
+        vocab_file, **{f"{k}_token": v for k, v in special.items()}, clean_text=True,
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        strip_accents=config.get("strip_accents"), lowercase=lower, wordpieces_prefix="##")
+    return tok._tokenizer
+
+
+def _apply_bert_settings(tok, config: dict) -> None:
+    """transformers' BertTokenizer follows tokenizer_config.json's do_lower_case /
+    strip_accents / tokenize_chinese_chars over the normalizer saved in tokenizer.json: so do we."""
+    norm = json.loads(tok.to_str()).get("normalizer") or {}
+    keys = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+            "tokenize_chinese_chars": "handle_chinese_chars"}
+    if norm.get("type") != "BertNormalizer" or not any(
+            k in config and config[k] != norm.get(v) for k, v in keys.items()):
+        return
+    from tokenizers.normalizers import BertNormalizer  # noqa: lazy (as above)
+
+    settings = {v: config.get(k, norm.get(v)) for k, v in keys.items()}
+    tok.normalizer = BertNormalizer(clean_text=norm.get("clean_text", True), **settings)
+
+
+def _content(token) -> str:
+    """A special token as tokenizer_config.json writes it: a string, or (older transformers)
+    an AddedToken dict with its 'content'."""
+    return token.get("content", "") if isinstance(token, dict) else str(token)
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        value = json.load(f)
+    return value if isinstance(value, dict) else {}
+
+
+def tokenizer_digest(path: str) -> str:
+    """A hash of what decides a tokenizer file's or directory's tokenization (its contents,
+    not its name): a key for data caches."""
+    h = hashlib.sha256()
+    if os.path.isdir(path):
+        for name in HF_FILES:
+            if os.path.exists(os.path.join(path, name)):
+                with open(os.path.join(path, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read() + b"\0")
+    else:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()

@@ -45,11 +45,13 @@ class KVCache:
     Slots are shared by the whole batch: slot `index` is where the next token goes. Rows are
     left-padded, so row b's real tokens start at slot `start[b]`; earlier slots are never read.
     Heads come before slots, the layout the attention products read without a transpose.
+    An `index` of shape (batch,) gives every row its own next slot instead: the serving
+    engine's rows are independent requests that joined at different times.
     """
     k: jax.Array      # (layers, batch, heads, slots, head_dim)
     v: jax.Array
     start: jax.Array  # (batch,) int32
-    index: jax.Array  # () int32
+    index: jax.Array  # () int32, or (batch,) int32: each row's own next slot
 
     @classmethod
     def zeros(cls, cfg, batch: int, slots: int, start: jax.Array | None = None) -> "KVCache":
@@ -65,15 +67,21 @@ def _cached_attention(q, k, v, cache: KVCache, layer):
     The same computation as jax.nn.dot_product_attention's XLA path (scores in the compute
     dtype, softmax in float32), written out so that the cache is read in place.
     """
-    where = (layer, 0, 0, cache.index, 0)
-    new_k, new_v = (x.transpose(0, 2, 1, 3)[None].astype(cache.k.dtype) for x in (k, v))
-    ck = jax.lax.dynamic_update_slice(cache.k, new_k, where)
-    cv = jax.lax.dynamic_update_slice(cache.v, new_v, where)
+    if cache.index.ndim == 0:
+        where = (layer, 0, 0, cache.index, 0)
+        new_k, new_v = (x.transpose(0, 2, 1, 3)[None].astype(cache.k.dtype) for x in (k, v))
+        ck = jax.lax.dynamic_update_slice(cache.k, new_k, where)
+        cv = jax.lax.dynamic_update_slice(cache.v, new_v, where)
+    else:  # per-row slots: a scatter, in place; rows past the end (freed ones) are dropped
+        rows = jnp.arange(q.shape[0])[:, None]
+        at = cache.index[:, None] + jnp.arange(q.shape[1])[None]  # (batch, length)
+        ck = cache.k.at[layer, rows, :, at].set(k.astype(cache.k.dtype), mode="drop")
+        cv = cache.v.at[layer, rows, :, at].set(v.astype(cache.v.dtype), mode="drop")
     keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False).astype(q.dtype)
     values = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False).astype(q.dtype)
     scores = jnp.einsum("bthd,bhsd->bhts", q, keys) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
     slots = jnp.arange(ck.shape[3])[None, None, :]
-    q_slots = (cache.index + jnp.arange(q.shape[1]))[None, :, None]
+    q_slots = (jnp.reshape(cache.index, (-1, 1)) + jnp.arange(q.shape[1]))[:, :, None]
     # Causal over slots, and blind to each row's left padding: (batch, 1, queries, slots).
     mask = ((slots <= q_slots) & (slots >= cache.start[:, None, None]))[:, None]
     scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
@@ -86,15 +94,19 @@ class Attention(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0):
+    def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0,
+                 mask: jax.Array | None = None):
         cfg = self.cfg
         head_dim = cfg.d_model // cfg.num_heads
         qkv = dense((3, cfg.num_heads, head_dim), ("embed", "qkv", "heads", "kv"), cfg, "qkv")(x)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, length, heads, head_dim)
         if cache is None:
-            # One call that lets XLA, cuDNN or a TPU kernel pick the fused implementation.
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True,
-                                             implementation=cfg.attention_impl)
+            # One call that lets XLA, cuDNN or a TPU kernel pick the fused implementation. A
+            # segment mask (packed sequences) goes to XLA: cuDNN's fused kernel is picked for
+            # the causal, unmasked case only (resolve_attention).
+            y = jax.nn.dot_product_attention(
+                q, k, v, mask=mask, is_causal=True,
+                implementation=cfg.attention_impl if mask is None else "xla")
         else:
             y, cache = _cached_attention(q, k, v, cache, layer)
         # Residual projections are scaled down with depth, as in GPT-2.
@@ -127,9 +139,10 @@ class Block(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0):
+    def __call__(self, x, deterministic: bool, cache: KVCache | None = None, layer=0,
+                 mask: jax.Array | None = None):
         h = Attention(self.cfg, name="attn")(_layer_norm(self.cfg, "ln1")(x), deterministic,
-                                             cache, layer)
+                                             cache, layer, mask)
         if cache is not None:
             h, cache = h
         x = x + h
@@ -142,8 +155,8 @@ class ScannedBlock(nn.Module):
     cfg: GPTConfig
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
-        return Block(self.cfg, name="block")(x, deterministic), None
+    def __call__(self, x, deterministic: bool, mask: jax.Array | None = None):
+        return Block(self.cfg, name="block")(x, deterministic, mask=mask), None
 
 
 class ScannedDecodeBlock(nn.Module):
@@ -177,6 +190,9 @@ class GPT(nn.Module):
 
     Decoding passes a `KVCache` and each token's `positions` (batch, length); the call then
     returns (logits, the cache with these tokens appended). Training never passes one.
+    Packed training rows pass `segment_ids` (batch, length): tokens attend only within their
+    own segment (ids > 0; 0 is padding), and positions restart at 0 in each segment unless
+    `positions` are given, so a packed example sees exactly what it would alone in a row.
     `hidden=True` returns the final normalised hidden states (batch, length, d_model) instead of
     logits: `head_logits` applies the output layer to a piece of them at a time (the chunked
     loss in lmjax/tasks/lm.py), so the full logits never need to exist at once.
@@ -186,7 +202,7 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True, *,
                  positions: jax.Array | None = None, cache: KVCache | None = None,
-                 hidden: bool = False):
+                 hidden: bool = False, segment_ids: jax.Array | None = None):
         cfg = self.cfg
         batch, length = tokens.shape
         chex.assert_rank(tokens, 2)
@@ -203,7 +219,17 @@ class GPT(nn.Module):
             chex.assert_shape(positions, (batch, length))
             x = wte(tokens) + jnp.take(wpe, positions, axis=0, mode="clip").astype(cfg.dtype)
             return self._decode(x, cache, wte, deterministic)
-        x = wte(tokens) + wpe[:length].astype(cfg.dtype)
+        mask = None
+        if segment_ids is not None:
+            chex.assert_shape(segment_ids, (batch, length))
+            mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # (b, 1, q, k)
+            if positions is None:
+                positions = segment_positions(segment_ids)
+        if positions is not None:
+            chex.assert_shape(positions, (batch, length))
+            x = wte(tokens) + jnp.take(wpe, positions, axis=0, mode="clip").astype(cfg.dtype)
+        else:
+            x = wte(tokens) + wpe[:length].astype(cfg.dtype)
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         if cfg.scan_layers:
             # One compiled block applied num_layers times: compile time stays flat in depth.
@@ -212,11 +238,11 @@ class GPT(nn.Module):
                                                                       "dropout": True},
                 in_axes=nn.broadcast, length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="blocks")(
-                    x, deterministic)
+                    x, deterministic, mask)
         else:
             block = _remat(Block, cfg)
             for i in range(cfg.num_layers):
-                x = block(cfg, name=f"block_{i}")(x, deterministic)
+                x = block(cfg, name=f"block_{i}")(x, deterministic, None, 0, mask)
         x = _layer_norm(cfg, "ln_f")(x)
         if hidden:
             return x
@@ -238,6 +264,15 @@ class GPT(nn.Module):
                 x, cache = Block(cfg, name=f"block_{i}")(x, deterministic, cache, i)
         x = _layer_norm(cfg, "ln_f")(x)
         return wte.attend(x), cache.replace(index=cache.index + x.shape[1])
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """Each token's position within its segment: 0, 1, ... restarting where the id changes."""
+    idx = jnp.arange(segment_ids.shape[-1])
+    starts = jnp.concatenate([jnp.ones_like(segment_ids[..., :1], bool),
+                              segment_ids[..., 1:] != segment_ids[..., :-1]], axis=-1)
+    first = jax.lax.cummax(jnp.where(starts, idx, 0), axis=segment_ids.ndim - 1)
+    return idx - first
 
 
 def head_logits(params, hidden: jax.Array, dtype) -> jax.Array:

@@ -31,6 +31,7 @@ TASKS = {
     "regress": "lmjax.tasks.classification:RegressionTask",
     "mlm": "lmjax.tasks.mlm:MaskedLMTask",
     "text_classify": "lmjax.tasks.text_classification:TextClassificationTask",
+    "sft": "lmjax.tasks.sft:SFTTask",
 }
 
 

@@ -42,6 +42,14 @@ class MaskedLMTask(Task):
             model_cfg = bert.BertConfig.from_section(cfg.model)  # checked before the data
             self.data = prepare(cfg.data, log=log)
             self.tokenizer = self.data.tokenizer
+            special = sorted(getattr(self.tokenizer, "special_ids", ()))
+            if special and special != list(range(len(special))):
+                raise ValueError(
+                    f"data.tokenizer_file={cfg.data.tokenizer_file!r}: its special tokens are "
+                    f"ids {special}, and masked-LM pretraining here needs them first (0-"
+                    f"{len(special) - 1}, as lmjax's own WordPiece). A pretrained BERT "
+                    "vocabulary fine-tunes for classification (configs/classify.py with "
+                    "init_from) but is not pretrained further here.")
             model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size)
         else:
             self.tokenizer, model_cfg = assets.tokenizer, bert.BertConfig(**assets.model)

@@ -1,10 +1,14 @@
-"""Sequence classification with a BERT encoder: fine-tuned from a masked-LM run, or from scratch.
+"""Sequence classification with a BERT encoder: fine-tuned from a masked-LM run or a converted
+Hugging Face BERT (python -m lmjax.convert from_hf), or from scratch.
 
 With `init_from` the tokenizer and the encoder come from the pretrained run's directory (its
-tokenizer.json and checkpoint; its corpus is not read again); the pooler and the classifier
-head start fresh. Without it, a WordPiece vocabulary is trained on the training side of the
-data. `lora.rank > 0` freezes the encoder and trains
-low-rank adapters on `lora.targets` plus the head (lmjax/models/lora.py).
+tokenizer.json and checkpoint; its corpus is not read again). Model shape fields left at 0
+are the pretrained run's; a shorter `model.block_size` keeps the first positions. The pooler
+comes along when the pretrained run has one (a converted BertForSequenceClassification), and
+its classifier head too when its class names are this data's; otherwise they start fresh.
+Without `init_from`, `data.tokenizer_file` names a fixed tokenizer (a Hugging Face directory),
+or a WordPiece vocabulary is trained on the training side of the data. `lora.rank > 0` freezes
+the encoder and trains low-rank adapters on `lora.targets` plus the head (lmjax/models/lora.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from lmjax import rundir
 from lmjax.data import text_classification
 from lmjax.data.batches import spread
 from lmjax.data.prepare import prepare
+from lmjax.data.tokenizers import WordPieceTokenizer, load_tokenizer_file
 from lmjax.models import bert, lora
 from lmjax.parallel.mesh import local_rows
 from lmjax.tasks import read_assets
@@ -32,16 +37,21 @@ from lmjax.tasks.mlm import check_tokenizer
 # Encoder fields that must agree with the pretrained run's.
 ENCODER_FIELDS = ("vocab_size", "block_size", "num_layers", "num_heads", "d_model", "mlp_ratio",
                   "use_bias", "type_vocab_size", "param_dtype")
+# ... of which these, left at 0 in the config, are taken from it (configs/classify.py:hf_sentiment).
+SHAPE_FIELDS = ("block_size", "num_layers", "num_heads", "d_model", "mlp_ratio")
 
 
-def pretrained_tokenizer(cfg: ml_collections.ConfigDict, log=print):
-    """The masked-LM run's tokenizer (from its run directory), after checking that its encoder
-    has this config's shape and that it never read this split's validation passages."""
+def pretrained_model(cfg: ml_collections.ConfigDict, log=print) -> tuple[rundir.Assets, dict]:
+    """(the pretrained run's assets, this config's model section resolved against its encoder),
+    after checking that the encoder has this config's shape and that it never read this
+    split's validation passages."""
     pre = read_assets(cfg.init_from, log=log)
-    if pre.task != "mlm":
+    if pre.task not in ("mlm", "text_classify"):
         raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; fine-tuning "
-                         "starts from a masked-LM run (configs/bert.py).")
-    read_shakespeare = pre.config.get("data", {}).get("name", "shakespeare") == "shakespeare"
+                         "starts from a masked-LM run (configs/bert.py) or a converted Hugging "
+                         "Face BERT (python -m lmjax.convert from_hf).")
+    read_shakespeare = (pre.config.get("data", {}).get("name", "shakespeare") == "shakespeare"
+                        and not pre.config.get("hf_source"))
     if cfg.data.name == "genres" and cfg.data.num_folds > 1 and read_shakespeare:
         # Pretraining held out only the default split's works; every other fold's validation
         # works were in its training text, which would inflate the fold's scores.
@@ -51,13 +61,43 @@ def pretrained_tokenizer(cfg: ml_collections.ConfigDict, log=print):
             "works, so each fold's validation works were already read by the encoder. "
             "Cross-validate from scratch (no init_from), or fine-tune on the default split "
             "(data.num_folds=0), which pretraining held out.")
-    model = ml_collections.ConfigDict(pre.config["model"])
-    diffs = [f"model.{f}: pretrained {model[f]!r}, here {cfg.model[f]!r}"
-             for f in ENCODER_FIELDS if f != "vocab_size" and model[f] != cfg.model[f]]
+    model, section = pre.model, cfg.model.to_dict()
+    for f in SHAPE_FIELDS:
+        if section[f] == 0:
+            section[f] = model[f]
+    diffs = [f"model.{f}: pretrained {model[f]!r}, here {section[f]!r}"
+             for f in ENCODER_FIELDS if f not in ("vocab_size", "block_size")
+             and model[f] != section[f]]
+    if section["block_size"] > model["block_size"]:
+        diffs.append(f"model.block_size: pretrained {model['block_size']} positions, here "
+                     f"{section['block_size']} (at most as many)")
     if diffs:
         raise ValueError(f"The encoder here differs from the pretrained one in {cfg.init_from}: "
-                         f"{'; '.join(diffs)}. Use the same model settings.")
+                         f"{'; '.join(diffs)}. Use the same model settings (0 for a shape field "
+                         "takes the pretrained run's).")
+    # Properties of the pretrained weights, not choices of the fine-tuning.
+    section.update(vocab_size=model["vocab_size"], layer_norm_eps=model["layer_norm_eps"],
+                   pad_id=model["pad_id"])
+    return pre, section
+
+
+def fixed_tokenizer(cfg: ml_collections.ConfigDict, pre: rundir.Assets | None):
+    """The pretrained run's tokenizer, or `data.tokenizer_file`'s (a Hugging Face directory or
+    tokenizer.json); with both, they must be the same vocabulary. None: train one."""
+    path = cfg.data.get("tokenizer_file", "")
+    given = load_tokenizer_file(path) if path else None
+    if pre is None:
+        return given
+    if given is not None and _vocab(given) != _vocab(pre.tokenizer):
+        raise ValueError(f"data.tokenizer_file={path!r} is not the vocabulary of "
+                         f"init_from={cfg.init_from!r}: leave data.tokenizer_file empty (the "
+                         "pretrained run's tokenizer is used) or give its own.")
     return pre.tokenizer
+
+
+def _vocab(tokenizer) -> dict:
+    inner = getattr(tokenizer, "_tok", None)
+    return inner.get_vocab() if inner is not None else {"chars": getattr(tokenizer, "chars", "")}
 
 
 def _tokenizer_data(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -76,19 +116,34 @@ class TextClassificationTask(Task):
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         super().__init__(cfg, assets, log)
-        self.seq_len = self.tokens_per_example = cfg.model.block_size
+        self.pretrained_class_names = None
         if assets is None:
-            model_cfg = bert.BertConfig.from_section(cfg.model)  # checked before the data
-            if cfg.init_from:
-                self.tokenizer = pretrained_tokenizer(cfg, log)
-            else:
-                self.tokenizer = prepare(_tokenizer_data(cfg), log=log).tokenizer
+            zero = [f for f in SHAPE_FIELDS if cfg.model[f] == 0]
+            if zero and not cfg.init_from:
+                raise ValueError(f"model.{zero[0]}=0 means the pretrained run's: set "
+                                 "--config.init_from=<a masked-LM run or a converted Hugging Face "
+                                 "BERT> (python -m lmjax.convert from_hf), or give the shape.")
+            pre, section = pretrained_model(cfg, log) if cfg.init_from else (None, cfg.model)
+            model_cfg = bert.BertConfig.from_section(section)  # checked before the data
+            self.seq_len = self.tokens_per_example = model_cfg.block_size
+            self.tokenizer = fixed_tokenizer(cfg, pre)
+            if self.tokenizer is None:
+                self.tokenizer = self._train_tokenizer()
+            if pre is not None:
+                self.pretrained_class_names = pre.class_names
+            elif self.tokenizer.pad_id != model_cfg.pad_id:  # the encoder masks [PAD] by id
+                model_cfg = model_cfg.replace(pad_id=self.tokenizer.pad_id)
             self.class_names = self.data.class_names
             model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size).replace(
                 num_classes=len(self.class_names))
+            if self.tokenizer.pad_id != model_cfg.pad_id:
+                raise ValueError(f"the tokenizer's [PAD] is id {self.tokenizer.pad_id}, the "
+                                 f"pretrained encoder's {model_cfg.pad_id}: use the tokenizer "
+                                 "the encoder was trained with.")
         else:
             self.tokenizer, self.class_names = assets.tokenizer, list(assets.class_names)
             model_cfg = bert.BertConfig(**assets.model)
+            self.seq_len = self.tokens_per_example = model_cfg.block_size
         tok = self.tokenizer
         check_tokenizer(tok)
         self.num_classes = len(self.class_names)
@@ -101,6 +156,14 @@ class TextClassificationTask(Task):
         self.matrix_dims = bert.matrix_dims
         # Which parameters the optimizer may change (None: all); see lmjax/models/lora.py.
         self.trainable = lora.trainable_mask if self.lora else None
+
+    def _train_tokenizer(self):
+        """A WordPiece vocabulary from the training side: a local table's texts directly
+        (small), other sources through the prepared-data cache."""
+        if self.cfg.data.name == "files":
+            return WordPieceTokenizer.train(text_classification.training_texts(self.cfg.data),
+                                            self.cfg.data.vocab_size)
+        return prepare(_tokenizer_data(self.cfg), log=self.log).tokenizer
 
     @functools.cached_property
     def data(self) -> text_classification.TextClassificationData:
@@ -156,26 +219,48 @@ class TextClassificationTask(Task):
             "inputs": self.data.val_inputs[ids[i]], "labels": self.data.val_labels[ids[i]]})
 
     def load_pretrained(self, params, pretrained):
-        """The pretrained encoder ('bert') exactly; pooler, classifier and adapters stay fresh."""
+        """The pretrained encoder ('bert') exactly (a shorter context: its first positions);
+        the pooler if the pretrained run has one, the classifier head if its classes are these;
+        everything else (adapters, the rest of the head) stays fresh."""
         if "bert" not in pretrained:
             raise ValueError("init_from: the pretrained parameters have no BERT encoder ('bert').")
+        bert_params = dict(pretrained["bert"])
+        bert_params["position_embeddings"] = bert_params["position_embeddings"][:self.seq_len]
+        out = {**params, "bert": self._copy(params["bert"], bert_params, "bert")}
+        parts = ["the encoder"]
+        if "pooler" in pretrained:
+            out["pooler"] = self._copy(params["pooler"], pretrained["pooler"], "pooler")
+            parts.append("the pooler")
+        if "classifier" in pretrained:
+            if list(self.pretrained_class_names or []) == list(self.class_names):
+                out["classifier"] = self._copy(params["classifier"], pretrained["classifier"],
+                                               "classifier")
+                parts.append("the classifier head")
+            else:
+                self.log(f"init_from: its classifier head is for classes "
+                         f"{self.pretrained_class_names}, the data's are {self.class_names}: "
+                         "the head starts fresh.")
+        self.log(f"init_from: {', '.join(parts)} from {self.cfg.init_from}.")
+        return out
 
+    @staticmethod
+    def _copy(params, source, name: str):
         def take(path, mine):
             keys = [k.key for k in path]
-            node = pretrained["bert"]
+            node = source
             for k in keys:
                 if not isinstance(node, dict) or k not in node:
                     if lora.is_adapter(path):
                         return mine
-                    raise ValueError(f"init_from: the pretrained encoder has no "
+                    raise ValueError(f"init_from: the pretrained {name} has no "
                                      f"{'/'.join(map(str, keys))}.")
                 node = node[k]
             if node.shape != mine.shape:
-                raise ValueError(f"init_from: bert/{'/'.join(map(str, keys))} is {node.shape} "
-                                 f"there and {mine.shape} here.")
+                raise ValueError(f"init_from: {name}/{'/'.join(map(str, keys))} is "
+                                 f"{node.shape} there and {mine.shape} here.")
             return node.astype(mine.dtype)
 
-        return {**params, "bert": jax.tree_util.tree_map_with_path(take, params["bert"])}
+        return jax.tree_util.tree_map_with_path(take, params)
 
     def merged(self, params):
         """(plain model, parameters) for inference: LoRA adapters folded into the kernels."""

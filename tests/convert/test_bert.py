@@ -1,6 +1,8 @@
 """lmjax BERT <-> Hugging Face BERT (masked LM and sequence classification), checked against
 transformers' PyTorch models with tiny random weights built locally."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,3 +88,68 @@ def test_models_lmjax_cannot_reproduce_are_refused():
     config = _hf("BertForMaskedLM", hidden_act="relu").config.to_dict()
     with pytest.raises(ConversionError, match="hidden_act='relu'"):
         convert.model_settings(config)
+
+
+def test_bert_for_pretraining_with_original_names_and_bert_model(cfg_of):
+    """bert-base-uncased as downloaded: BertForPreTraining (an NSP head lmjax drops) with the
+    original LayerNorm gamma/beta names; and a bare BertModel (encoder + pooler)."""
+    hf = _hf("BertForPreTraining")
+    tensors = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+        "LayerNorm.bias", "LayerNorm.beta"): v.numpy() for k, v in hf.state_dict().items()}
+    assert any(k.endswith(".gamma") for k in tensors) and "cls.seq_relationship.weight" in tensors
+    assert convert.head_of_hf(convert.normalise(tensors)) == "mlm"
+    cfg = cfg_of(convert.model_settings(hf.config.to_dict()))
+    params = convert.params_from_hf(tensors, cfg)
+    with torch.no_grad():
+        want = hf(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(REAL))
+    got = _ours(bert.MaskedLM, cfg, params)
+    assert np.abs(got[REAL] - want.prediction_logits.numpy()[REAL]).max() <= 1e-4
+
+    base = _hf("BertModel")
+    tensors = {k: v.numpy() for k, v in base.state_dict().items()}  # 'embeddings.*', no 'bert.'
+    assert convert.head_of_hf(convert.normalise(tensors)) == "encoder"
+    params = convert.params_from_hf(tensors, cfg)
+    assert set(params) == {"bert", "pooler"}
+    hidden = np.asarray(bert.Encoder(cfg).apply({"params": params["bert"]},
+                                                jnp.asarray(IDS, jnp.int32)))
+    with torch.no_grad():
+        out = base(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(REAL))
+    assert np.abs(hidden[REAL] - out.last_hidden_state.numpy()[REAL]).max() <= 1e-4
+
+
+def test_from_hf_bert_refuses_a_config_of_another_task(tmp_path, load_config):
+    from lmjax.convert.hf import from_hf
+
+    _hf("BertForSequenceClassification").save_pretrained(tmp_path / "hf")
+    with pytest.raises(ConversionError, match="converts to a 'text_classify' run, but --config "
+                                              "is a 'lm' config: pass --config=configs/classify"):
+        from_hf(str(tmp_path / "hf"), str(tmp_path / "run"), load_config("tiny"))
+    with pytest.raises(ConversionError, match="holds no tokenizer.*--tokenizer=<dir or"):
+        from_hf(str(tmp_path / "hf"), str(tmp_path / "run"),
+                load_config("tiny", "classify.py"))
+
+
+def test_from_hf_bert_model_is_a_masked_lm_run_with_its_encoder(tmp_path, load_config):
+    """A bare BertModel (+ its vocab.txt) becomes a masked-LM run: the encoder exactly, the MLM
+    head freshly initialised; the run exports back to a BertForMaskedLM transformers loads,
+    whose encoder is the original's."""
+    from lmjax.convert.hf import from_hf, to_hf
+
+    hf = _hf("BertModel")
+    hf.save_pretrained(tmp_path / "hf")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(55)]
+    (tmp_path / "hf" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    message = from_hf(str(tmp_path / "hf"), str(tmp_path / "run"), load_config("tiny", "bert.py"),
+                      log=lambda s: None)
+    assert "--config.init_from=" in message
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["task"] == "mlm" and run["config"]["hf_source"] == str(tmp_path / "hf")
+    to_hf(str(tmp_path / "run"), str(tmp_path / "back"))
+    back = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "back")).eval()
+    assert transformers.BertTokenizerFast.from_pretrained(str(tmp_path / "back")).mask_token_id == 4
+    with torch.no_grad():
+        args = dict(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(REAL))
+        want, got = hf(**args).last_hidden_state.numpy(), back.bert(**args)[0].numpy()
+        logits = back(**args).logits.numpy()
+    assert np.abs(got[REAL] - want[REAL]).max() <= 1e-5
+    assert np.isfinite(logits).all() and np.abs(logits).max() > 0  # a fresh MLM head is there

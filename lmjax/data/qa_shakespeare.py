@@ -1,0 +1,143 @@
+"""A closed-book QA set built from the pretraining corpus (the Shakespeare works it trains on).
+
+Two kinds of question, answered from what pretraining read, never from a passage given with
+the question:
+
+    Who speaks the line 'Part, fools! put up your swords; you know not what you do.'?  Benvolio
+    In which play does Prospero appear?                                              The Tempest
+
+Lines are the first line of a speech (the speaker's name is the line just above it in the
+text), 25-70 characters long and found once in the whole corpus, so each has one answer.
+Characters are speaker names of at least 3 speeches that occur in one play only. Only the
+works pretraining trains on are used (not shakespeare.VAL_WORKS): the lines were seen, which
+is what closed-book means. The split is by question (each line or character is one question),
+so no validation question's line or character is among the training questions.
+
+    python -m lmjax.data.qa_shakespeare --out=runs/qa_data   # train, val and shots .jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+
+import numpy as np
+
+from lmjax.data import shakespeare
+
+# Works that are poems, not plays: no speakers.
+POEMS = ("sonnets", "phoenix_and_the_turtle", "rape_of_lucrece", "lovers_complaint",
+         "venus_and_adonis")
+TITLES = {
+    "alls_well_that_ends_well": "All's Well That Ends Well", "john": "King John",
+    "lear": "King Lear", "tragedy_of_titus_andronicus": "Titus Andronicus",
+    "loves_labours_lost": "Love's Labour's Lost", "midsummer_nights_dream":
+    "A Midsummer Night's Dream", "winters_tale": "The Winter's Tale", "tempest": "The Tempest",
+    "merry_wives_of_windsor": "The Merry Wives of Windsor", "merchant_of_venice":
+    "The Merchant of Venice", "comedy_of_errors": "The Comedy of Errors",
+    "taming_of_the_shrew": "The Taming of the Shrew", "two_gentlemen_of_verona":
+    "The Two Gentlemen of Verona"}
+_SPEAKER = re.compile(r"^([A-Z][A-Za-z'\-]*(?: [A-Za-z'\-]+){0,3})\.$")
+_SMALL = {"and", "of", "the", "a", "for"}
+LINE_Q = "Who speaks the line '{}'?"
+PLAY_Q = "In which play does {} appear?"
+
+
+def title(work: str) -> str:
+    if work in TITLES:
+        return TITLES[work]
+    words = work.split("_")
+    return " ".join(w.upper() if re.fullmatch(r"[ivx]+", w) else
+                    (w if i and w in _SMALL else w.capitalize()) for i, w in enumerate(words))
+
+
+def name(speaker: str) -> str:
+    """'KING JOHN.' -> 'King John'."""
+    return " ".join(w.capitalize() for w in speaker.rstrip(".").split())
+
+
+def speeches(text: str):
+    """(speaker, first line) of each speech: a paragraph whose first line is 'Name.'."""
+    for block in text.split("\n\n"):
+        lines = block.split("\n")
+        if len(lines) >= 2 and _SPEAKER.match(lines[0]) and not lines[1].startswith("["):
+            yield lines[0], lines[1].strip()
+
+
+def questions(works: dict[str, str]) -> tuple[list[dict], list[dict]]:
+    """(line questions, character questions) over the plays in `works`, in corpus order."""
+    line_count = collections.Counter(
+        line.strip() for text in works.values() for line in text.split("\n"))
+    line_qs, plays_of, speeches_of = [], collections.defaultdict(set), collections.Counter()
+    for work, text in works.items():
+        if work in POEMS:
+            continue
+        for speaker, line in speeches(text):
+            who = name(speaker)
+            plays_of[who.lower()].add(work)
+            speeches_of[(who, work)] += 1
+            if 25 <= len(line) <= 70 and line_count[line] == 1 and "'" not in line:
+                line_qs.append({"prompt": LINE_Q.format(line), "response": who,
+                                "kind": "speaker", "work": work})
+    char_qs = [{"prompt": PLAY_Q.format(who), "response": title(work), "kind": "play",
+                "work": work}
+               for (who, work), n in speeches_of.items()
+               if n >= 3 and len(plays_of[who.lower()]) == 1 and len(who) >= 4]
+    return line_qs, char_qs
+
+
+def build(seed: int = 0, val_per_kind: int = 100, max_line_questions: int = 6000,
+          works: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    """{'train': [...], 'val': [...]}: records with prompt, response, kind ('speaker' or
+    'play') and work. Validation takes `val_per_kind` questions of each kind (at most a tenth
+    of that kind), drawn with `seed`; training keeps at most `max_line_questions` line
+    questions (the corpus has many more, and a few thousand teach the format)."""
+    if works is None:
+        works = {k: v for k, v in shakespeare.works().items() if k not in shakespeare.VAL_WORKS}
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for kind, qs in zip(("speaker", "play"), questions(works)):
+        order = rng.permutation(len(qs))
+        n_val = min(val_per_kind, len(qs) // 10)
+        val += [qs[i] for i in order[:n_val]]
+        rest = [qs[i] for i in order[n_val:]]
+        train += rest[:max_line_questions] if kind == "speaker" else rest
+    order = rng.permutation(len(train))
+    return {"train": [train[i] for i in order], "val": val}
+
+
+def shots(train: list[dict]) -> list[dict]:
+    """Three training questions for few-shot prompting: both kinds (speaker, play, speaker)."""
+    speaker = [r for r in train if r["kind"] == "speaker"]
+    play = [r for r in train if r["kind"] == "play"]
+    return [speaker[0], play[0], speaker[1]]
+
+
+def write(out: str, seed: int = 0) -> dict[str, int]:
+    """Writes <out>/train.jsonl, <out>/val.jsonl and <out>/shots.jsonl (three training
+    questions for the few-shot baseline); returns their sizes."""
+    qa = build(seed)
+    qa["shots"] = shots(qa["train"])
+    os.makedirs(out, exist_ok=True)
+    for split, records in qa.items():
+        with open(os.path.join(out, f"{split}.jsonl"), "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+    return {k: len(v) for k, v in qa.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="directory for train.jsonl and val.jsonl")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sizes = write(args.out, args.seed)
+    print(f"Wrote {sizes['train']} training and {sizes['val']} validation questions to "
+          f"{args.out}/{{train,val}}.jsonl")
+
+
+if __name__ == "__main__":
+    main()

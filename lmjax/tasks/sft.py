@@ -1,0 +1,319 @@
+"""Supervised fine-tuning of a GPT on prompt/response pairs: the loss on response tokens only.
+
+Usually started from a pretrained language-model run (`init_from`), whose tokenizer it uses
+(or `data.tokenizer_file`). Examples are rendered with `sft.template` (lmjax/data/sft.py) and
+either packed several to a row, with segment ids so that they cannot attend to each other
+(`sft.packing`, the default), or padded one to a row. The validation loss and perplexity are
+over response tokens only; at the end of training the model answers up to
+`sft.eval_questions` validation questions greedily, and exact match / token F1 (SQuAD's
+definitions, lmjax/eval/qa.py) are reported. `lora.rank > 0` trains adapters only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lmjax import rundir
+from lmjax.data import sft as sft_data
+from lmjax.data.tokenizers import load_tokenizer_file
+from lmjax.eval import metrics, qa
+from lmjax.models import gpt, lora
+from lmjax.parallel.mesh import local_rows
+from lmjax.tasks import read_assets
+from lmjax.tasks.base import Task, epoch_indices, padded_batches
+from lmjax.tasks.lm import chunked_losses
+
+# Model fields that must agree with the pretrained run's (the rest only change how the same
+# weights are computed).
+SHAPE_FIELDS = ("block_size", "num_layers", "num_heads", "d_model", "mlp_ratio", "use_bias",
+                "scan_layers", "param_dtype")
+
+
+def _tokenizer(cfg: ml_collections.ConfigDict, log):
+    """data.tokenizer_file, else the pretrained run's own tokenizer; checks that the model has
+    the pretrained run's shape."""
+    pre = None
+    if cfg.init_from:
+        pre = read_assets(cfg.init_from, log=log)
+        if pre.task not in ("lm", "sft"):
+            raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; supervised "
+                             "fine-tuning starts from a GPT language-model run (task 'lm').")
+        diffs = [f"model.{f}: pretrained {pre.model.get(f)!r}, here {cfg.model[f]!r}"
+                 for f in SHAPE_FIELDS if f in cfg.model and pre.model.get(f) != cfg.model[f]]
+        if diffs:
+            raise ValueError(f"The model here differs from the pretrained one in "
+                             f"{cfg.init_from}: {'; '.join(diffs)}. Use the same settings "
+                             "(--config.model.<field>=...).")
+    if cfg.data.tokenizer_file:
+        return load_tokenizer_file(cfg.data.tokenizer_file)
+    if pre is None or pre.tokenizer is None:
+        raise ValueError("task=sft needs a tokenizer: set init_from to a pretrained run (its "
+                         "tokenizer.json is used) or data.tokenizer_file.")
+    return pre.tokenizer
+
+
+def greedy_answers(apply_fn, params, tokenizer, prompts: list[str], block_size: int,
+                   max_new_tokens: int, stop: tuple[str, ...], batch_size: int = 64) -> list[str]:
+    """Greedy continuations of `prompts`, each cut at the first stop string (or end-of-text).
+
+    Cache-free (each step re-reads the rows): rows are right-padded, so a causal model's
+    prediction at a row's last real token ignores the padding. Enough for a few hundred short
+    answers at the end of training; lmjax.infer's generator does the same with a KV cache."""
+    eot = getattr(tokenizer, "eot_id", None)
+    stops = tuple(stop) + ((tokenizer.decode([eot]),) if eot is not None else ())
+
+    @jax.jit
+    def next_tokens(params, buf, lengths):
+        logits = apply_fn(params, buf)
+        last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
+        return last.argmax(-1).astype(jnp.int32)
+
+    answers = []
+    for i in range(0, len(prompts), batch_size):
+        encoded = [np.asarray(tokenizer.encode(p), np.int32)[-(block_size - max_new_tokens):]
+                   for p in prompts[i:i + batch_size]]
+        n = len(encoded)
+        buf = np.zeros((batch_size, block_size), np.int32)
+        lengths = np.ones(batch_size, np.int32)
+        for r, e in enumerate(encoded):
+            buf[r, :len(e)], lengths[r] = e, len(e)
+        new = [[] for _ in range(n)]
+        done = np.zeros(n, bool)
+        for _ in range(max_new_tokens):
+            nxt = np.asarray(next_tokens(params, buf, lengths))
+            for r in np.flatnonzero(~done):
+                new[r].append(int(nxt[r]))
+                buf[r, lengths[r]] = nxt[r]
+                lengths[r] += 1
+                text = tokenizer.decode(new[r])
+                done[r] = any(s and s in text for s in stops) or lengths[r] >= block_size
+            if done.all():
+                break
+        for r in range(n):
+            text = tokenizer.decode(new[r])
+            cut = min([text.find(s) for s in stops if s and s in text] + [len(text)])
+            answers.append(text[:cut].strip())
+    return answers
+
+
+class SFTTask(Task):
+    def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
+                 log=print):
+        super().__init__(cfg, assets, log)
+        s = cfg.sft
+        sft_data.check_template(s.template)
+        if assets is None:
+            model_cfg = gpt.GPTConfig.from_section(cfg.model)  # checked before the data
+            self.tokenizer = _tokenizer(cfg, log)
+            model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size)
+        else:
+            self.tokenizer = assets.tokenizer
+            model_cfg = gpt.GPTConfig(**assets.model)
+        self.base_model = gpt.GPT(model_cfg)
+        self.lora = cfg.lora.rank > 0
+        self.model = (lora.apply_lora(self.base_model, cfg.lora.rank, cfg.lora.alpha,
+                                      cfg.lora.targets) if self.lora else self.base_model)
+        # LoRA: only the adapters train (a GPT has no fresh head).
+        self.trainable = functools.partial(lora.trainable_mask, heads=()) if self.lora else None
+        self.matrix_dims = gpt.matrix_dims
+        self.seq_len = model_cfg.block_size
+        self.loss_chunk = cfg.train.get("loss_chunk", 0)
+        if self.loss_chunk and self.seq_len % self.loss_chunk:
+            raise ValueError(f"train.loss_chunk={self.loss_chunk}: use a divisor of "
+                             f"model.block_size={self.seq_len}, or 0 (no chunking).")
+
+    # -- data ------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def data(self) -> dict:
+        """Encoded examples and the training rows (packed or padded), built once."""
+        s, cfg = self.cfg.sft, self.cfg
+        train_recs, val_recs = sft_data.load_records(cfg.data, cfg.seed)
+        out, dropped = {}, {}
+        for split, recs in (("train", train_recs), ("val", val_recs)):
+            exs, refs = [], []
+            for i, r in enumerate(recs):
+                e = sft_data.encode(self.tokenizer, sft_data.pieces(r, s.template, s.end,
+                                                                    f"{split} record {i}"),
+                                    self.seq_len + 1)
+                if e is not None:
+                    exs.append(e)
+                    refs.append(r)
+            dropped[split] = len(recs) - len(exs)
+            if not exs:
+                raise sft_data.SFTDataError(f"no {split} example fits model.block_size="
+                                            f"{self.seq_len} tokens.")
+            out[split], out[f"{split}_records"] = exs, refs
+        lengths = [len(e.tokens) for e in out["train"]]
+        longest = max(lengths) - 1  # positions of the longest example
+        if s.packing:
+            # Shorter rows waste less attention on masked pairs (docs/finetune.md), but every
+            # example must fit one.
+            pack_length = s.get("pack_length", 0) or self.seq_len  # absent in older runs
+            self.row_length = min(self.seq_len, max(pack_length, longest))
+            order = np.random.default_rng([cfg.seed, 1]).permutation(len(lengths))
+            groups = [[out["train"][i] for i in g]
+                      for g in sft_data.pack_groups(lengths, self.row_length, order)]
+            out["rows"] = sft_data.pack(groups, self.row_length)
+        else:  # padded to the longest example, not to the context
+            self.row_length = longest
+            out["rows"] = sft_data.rows(out["train"], longest)
+        out["dropped"] = dropped
+        return out
+
+    @property
+    def tokens_per_example(self) -> int:
+        """Positions per training row, as throughput counts them (padding included)."""
+        return self.row_length if "data" in self.__dict__ else self.seq_len
+
+    def describe(self) -> str:
+        d = self.data
+        rows = d["rows"]
+        real = int((rows["segment_ids"] > 0).sum())
+        line = (f"{len(d['train']):,} training and {len(d['val']):,} validation examples "
+                f"({d['dropped']['train']} + {d['dropped']['val']} longer than the context "
+                f"dropped); {len(rows['inputs']):,} rows of {self.row_length} "
+                f"({'packed' if self.cfg.sft.packing else 'padded'}, "
+                f"{real / rows['inputs'].size:.0%} real tokens); loss on "
+                f"{'responses only' if self.cfg.sft.response_only else 'whole sequences'}")
+        if self.lora:
+            params = nn.meta.unbox(jax.eval_shape(self.init_variables,
+                                                  jax.random.PRNGKey(0)))["params"]
+            line += (f"; LoRA rank {self.cfg.lora.rank} on {self.cfg.lora.targets}: "
+                     f"{lora.count(params, self.trainable(params)):,} of "
+                     f"{lora.count(params):,} parameters train")
+        return line
+
+    def run_assets(self) -> rundir.Assets:
+        return self._assets(self.base_model.cfg)
+
+    def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
+        x = np.zeros((batch_size, self.seq_len), np.int32)
+        return {"inputs": x, "targets": x, "loss_weights": x.astype(np.float32),
+                "segment_ids": x}
+
+    def init_variables(self, rng: jax.Array):
+        return self.model.init(rng, self.dummy_batch()["inputs"])
+
+    def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
+        rows = self.data["rows"]
+        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, len(rows["inputs"]))
+        ids = local_rows(ids, process_index, process_count)
+        return {k: v[ids] for k, v in rows.items()}
+
+    def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
+        """Validation examples one per row, padded (the same every time)."""
+        exs = self.data["val"]
+        n = len(exs) if not max_examples else min(max_examples, len(exs))
+        return padded_batches(n, batch_size,
+                              lambda idx: sft_data.rows([exs[i] for i in idx], self.seq_len))
+
+    # -- model -----------------------------------------------------------------------------
+
+    def token_losses(self, params, batch, deterministic: bool = True, rng=None) -> jax.Array:
+        """Per-position cross-entropy (float32), (batch, length)."""
+        # qwix finds kernels only among jax.Arrays: NumPy parameters (a restored checkpoint)
+        # would silently skip a LoRA model's adapters.
+        params = jax.tree.map(jnp.asarray, params)
+        kwargs = dict(deterministic=deterministic, segment_ids=batch.get("segment_ids"),
+                      rngs=None if rng is None else {"dropout": rng})
+        if self.loss_chunk:
+            hidden = self.model.apply({"params": params}, batch["inputs"], hidden=True, **kwargs)
+            return chunked_losses(hidden, batch["targets"], lambda h: gpt.head_logits(
+                params, h, self.base_model.cfg.dtype), self.loss_chunk)
+        logits = self.model.apply({"params": params}, batch["inputs"], **kwargs)
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                               batch["targets"])
+
+    def weights(self, batch) -> jax.Array:
+        """Which positions the loss counts: response tokens (sft.response_only), or every real
+        token (prompt included, padding never)."""
+        if self.cfg.sft.response_only:
+            return batch["loss_weights"]
+        return (batch["segment_ids"] > 0).astype(jnp.float32)
+
+    def loss(self, params, model_state, batch, rng):
+        losses = self.token_losses(params, batch, False, rng)
+        w = self.weights(batch)
+        return (losses * w).sum() / jnp.maximum(w.sum(), 1.0), ({}, model_state)
+
+    def eval_outputs(self, params, model_state, batch):
+        """Response tokens only, whatever the training loss: the perplexity of answers."""
+        losses = self.token_losses(params, batch)
+        w = batch["loss_weights"] * batch["weights"][:, None]  # 0 for padding rows
+        return {"sums": {"loss": (losses * w).sum(), "count": w.sum()}, "examples": {}}
+
+    def summarize(self, sums: dict, examples: dict) -> dict:
+        out = super().summarize(sums, examples)
+        out["perplexity"] = metrics.perplexity(out["loss"])
+        return out
+
+    def load_pretrained(self, params, pretrained):
+        """Every pretrained parameter, by path; LoRA adapters (absent there) start fresh."""
+        def take(path, mine):
+            node = pretrained
+            path = [k for k in path if isinstance(k, jax.tree_util.DictKey)]
+            for k in path:
+                key = k.key
+                if not isinstance(node, dict) or key not in node:
+                    if lora.is_adapter(path):
+                        return mine
+                    raise ValueError(f"init_from: the pretrained model has no "
+                                     f"{'/'.join(str(p.key) for p in path)}; "
+                                     "is model.scan_layers the same as there?")
+                node = node[key]
+            if node.shape != mine.shape:
+                raise ValueError(f"init_from: {'/'.join(str(p.key) for p in path)} is "
+                                 f"{node.shape} there and {mine.shape} here (a different "
+                                 "tokenizer or model shape?).")
+            return node.astype(mine.dtype)
+
+        return jax.tree_util.tree_map_with_path(take, params)
+
+    def merged(self, params):
+        """(plain GPT, parameters) for inference: LoRA adapters folded into the kernels."""
+        if not self.lora:
+            return self.base_model, params
+        return self.base_model, lora.merge(params, self.cfg.lora.rank, self.cfg.lora.alpha)
+
+    # -- end of training: answers ----------------------------------------------------------
+
+    def answer(self, params, questions: list[str]) -> list[str]:
+        """Greedy answers to `questions` with the run's template and stop strings."""
+        s = self.cfg.sft
+        model, params = self.merged(jax.device_get(params))
+        params = jax.tree.map(jnp.asarray, params)
+        prompts = [sft_data.format_prompt(s.template, q) for q in questions]
+        return greedy_answers(lambda p, x: model.apply({"params": p}, x), params,
+                              self.tokenizer, prompts, self.seq_len, s.max_answer_tokens,
+                              tuple(s.stop))
+
+    def qa_scores(self, params) -> tuple[dict, list[tuple[str, str, list[str]]]]:
+        """Exact match and F1 on up to sft.eval_questions validation questions, and the
+        (question, answer, references) triples."""
+        recs = self.data["val_records"][:self.cfg.sft.eval_questions]
+        questions = [r["prompt"] if "prompt" in r else _last_user(r) for r in recs]
+        answers = self.answer(params, questions)
+        refs = [qa.references(r) for r in recs]
+        return qa.scores(answers, refs), list(zip(questions, answers, refs))
+
+    def samples(self, params, model_state) -> list[str]:
+        if self.cfg.sft.eval_questions == 0:
+            return []
+        scores, triples = self.qa_scores(params)
+        lines = [f"{q!r} -> {a!r} (reference {r[0]!r})" for q, a, r in triples[:8]]
+        return [f"QA on {scores['count']} validation questions (greedy, the run's template): "
+                f"exact match {scores['exact_match']:.1f}, F1 {scores['f1']:.1f}\n" +
+                "\n".join(lines)]
+
+
+def _last_user(record: dict) -> str:
+    users = [m["content"] for m in record["messages"] if m.get("role") == "user"]
+    return users[-1] if users else ""
