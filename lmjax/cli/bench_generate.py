@@ -7,6 +7,11 @@ Hugging Face `generate` on the same weights.
     python -m lmjax.bench_generate --config=configs/gpt.py:gpt2_124m --hf_compare
     # the server: requests/s and p50/p99 latency under 16 concurrent clients
     python -m lmjax.bench_generate --workdir=runs/gpt --server --clients=16
+    # the slot engine against the static batcher, same run: 32 streaming clients, prompts of
+    # 16-256 tokens, 8-256 new tokens (a context of 512 fits them); then 200 requests at once
+    # against a queue limit of 50
+    python -m lmjax.bench_generate --config=configs/gpt.py --config.model.block_size=512 \
+        --batch_sizes= --server --clients=32 --mixed --overload
 
 Decoding is timed on the device path (prefill, then the jitted decode loop) after a warm-up
 run that compiles it; the generated tokens are fetched to the host inside the timing. Time to
@@ -22,7 +27,8 @@ from ml_collections import config_flags
 from lmjax.cli.common import fail
 from lmjax.infer.generator import Generator
 from lmjax.infer.load import load
-from lmjax.serve.benchmark import bench_server, model_from_config, time_generation, time_hf
+from lmjax.serve.benchmark import (bench_overload, bench_server, model_from_config,
+                                   time_generation, time_hf)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "With random weights: the config "
                                           "whose model to build.", lock_config=True)
@@ -37,6 +43,18 @@ _SERVER = flags.DEFINE_bool("server", False, "Also benchmark the HTTP server on 
 _CLIENTS = flags.DEFINE_integer("clients", 16, "Server: concurrent clients.")
 _REQUESTS = flags.DEFINE_integer("requests", 160, "Server: requests in total.")
 _SERVER_NEW = flags.DEFINE_integer("server_new_tokens", 64, "Server: new tokens per request.")
+_MIXED = flags.DEFINE_bool("mixed", False, "Server: prompts of 16-256 tokens and 8-256 new "
+                           "tokens per request (uniform, cut to fit the context).")
+_ENGINES = flags.DEFINE_list("engines", ["slots", "static"], "Server: the engines to compare, "
+                             "in this order, in the same run.")
+_SLOTS = flags.DEFINE_integer("max_slots", 0, "Server: the slot engine's slots (0: --clients).")
+_PREFILL = flags.DEFINE_list("prefill_tokens", ["512"], "Server: the slot engine's prompt-token "
+                             "budget per step; several values time the slot engine once each "
+                             "(1: one request admitted per step).")
+_REHEARSE = flags.DEFINE_bool("rehearse", True, "Server: run each engine's workload once "
+                              "untimed first, so that its compiles are not timed.")
+_OVERLOAD = flags.DEFINE_bool("overload", False, "Also send 200 requests at once against a "
+                              "queue limit of 50 (status codes, /health throughout).")
 
 
 def main(args: list[str]) -> None:
@@ -67,8 +85,37 @@ def main(args: list[str]) -> None:
                   f"token {1e3 * h['ttft_s']:.1f} ms ({h['device']}); lmjax is "
                   f"{r['tokens_per_s'] / h['tokens_per_s']:.1f}x")
     if _SERVER.value:
-        s = bench_server(generator, _CLIENTS.value, _REQUESTS.value,
-                         min(_SERVER_NEW.value, block - 16), source)
-        print(f"server, {_CLIENTS.value} clients: {s['requests_per_s']:.1f} requests/s, "
-              f"{s['tokens_per_s']:,.0f} tokens/s, latency p50 {1e3 * s['p50_s']:.0f} ms "
-              f"p99 {1e3 * s['p99_s']:.0f} ms, {s['failures']} failed of {s['requests']}")
+        bad = set(_ENGINES.value) - {"slots", "static"}
+        if bad:
+            fail(f"--engines: unknown {sorted(bad)}; use slots and/or static.")
+        new_server = min(_SERVER_NEW.value, block - 16)
+        print(f"Server: {_CLIENTS.value} streaming clients, {_REQUESTS.value} requests, "
+              + ("mixed prompts 16-256 and 8-256 new tokens" if _MIXED.value else
+                 f"prompt 8, {new_server} new tokens")
+              + (" (each engine rehearsed once first)" if _REHEARSE.value else ""))
+        results = {}
+        runs = [(e, int(b)) for e in _ENGINES.value
+                for b in (_PREFILL.value if e == "slots" else [0])]
+        for engine, budget in runs:
+            run = lambda: bench_server(  # noqa: E731
+                generator, _CLIENTS.value, _REQUESTS.value, new_server, source, engine=engine,
+                mixed=_MIXED.value, max_slots=_SLOTS.value, prefill_tokens=max(budget, 1))
+            if _REHEARSE.value:
+                run()
+            s = run()
+            results.setdefault(engine, s)  # the comparison: the first budget's
+            label = f"{engine} (prefill budget {budget})" if engine == "slots" else engine
+            print(f"server {label}: {s['tokens_per_s']:8,.0f} tokens/s, "
+                  f"{s['requests_per_s']:.1f} requests/s, time to first token p50 "
+                  f"{1e3 * s['ttft_p50_s']:.0f} ms p99 {1e3 * s['ttft_p99_s']:.0f} ms, latency "
+                  f"p50 {1e3 * s['p50_s']:.0f} ms p99 {1e3 * s['p99_s']:.0f} ms, "
+                  f"{s['failures']} failed of {s['requests']}", flush=True)
+        if {"slots", "static"} <= set(results):
+            a, b = results["slots"], results["static"]
+            print(f"slots vs static: throughput {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+                  f"p99 time to first token {a['ttft_p99_s'] / b['ttft_p99_s']:.2f} of static's")
+    if _OVERLOAD.value:
+        o = bench_overload(generator, source)
+        print(f"overload, 200 requests at once, queue limit 50: statuses {o['statuses']}, "
+              f"/health {o['health_polls']} polls, {o['health_failed']} failed, slowest "
+              f"{1e3 * o['health_slowest_s']:.0f} ms ({o['seconds']:.1f} s)")

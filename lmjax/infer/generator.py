@@ -223,28 +223,34 @@ class Generator:
 
     def _absorb(self, rows, requests, active, block: np.ndarray, taken, limits) -> None:
         """Appends a block of new tokens (segment batch, t) to the rows still running, up to
-        each row's limit in this segment, and ends a row at its first stop string (cut from
-        the text) or at max_new_tokens."""
+        each row's limit in this segment."""
         for i, b in enumerate(active):
-            row, r = rows[b], requests[b]
             new = block[i][:limits[i] - taken[i]]
-            if row.finish_reason is not None or len(new) == 0:
+            if rows[b].finish_reason is not None or len(new) == 0:
                 continue
             taken[i] += len(new)
-            row.tokens.extend(int(t) for t in new)
-            text = self.tokenizer.decode(row.tokens)
-            stops = list(r.stop) + ([self.eot] if self.eot else [])
-            hits = [(text.find(s), s) for s in stops if s and s in text]
-            if hits:
-                pos, s = min(hits)
-                # Keep the tokens up to the one that completed the stop string.
-                while len(row.tokens) > 1 and s in self.tokenizer.decode(row.tokens[:-1])[pos:]:
-                    row.tokens.pop()
-                row.text, row.finish_reason = text[:pos], "stop"
-            else:
-                row.text = text
-                if len(row.tokens) >= r.max_new_tokens:
-                    row.finish_reason = "length"
+            self.extend(rows[b], requests[b], new)
+
+    def stops(self, request: Request) -> list[str]:
+        """The strings that end a request: its own, then end-of-text where there is one."""
+        return list(request.stop) + ([self.eot] if self.eot else [])
+
+    def extend(self, row: Completion, request: Request, new: Sequence[int]) -> None:
+        """Appends new tokens to a row and ends it at its first stop string (cut from the
+        text) or at max_new_tokens. The serving engine calls this after every step."""
+        row.tokens.extend(int(t) for t in new)
+        text = self.tokenizer.decode(row.tokens)
+        hits = [(text.find(s), s) for s in self.stops(request) if s and s in text]
+        if hits:
+            pos, s = min(hits)
+            # Keep the tokens up to the one that completed the stop string.
+            while len(row.tokens) > 1 and s in self.tokenizer.decode(row.tokens[:-1])[pos:]:
+                row.tokens.pop()
+            row.text, row.finish_reason = text[:pos], "stop"
+        else:
+            row.text = text
+            if len(row.tokens) >= request.max_new_tokens:
+                row.finish_reason = "length"
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
         """Continues all requests as one batch and returns their completions."""

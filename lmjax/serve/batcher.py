@@ -25,15 +25,30 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue
     submitted: float = dataclasses.field(default_factory=time.perf_counter)
+    cancelled: bool = False  # set by the HTTP side when the client goes away
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
     def emit(self, kind: str, value) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
 
+class Busy(Exception):
+    """A request refused for now: 429 (the queue is full) or 503 (shutting down)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class Batcher:
+    """The static batcher: kept for comparison (`--engine=static`); the server's default is
+    the slot engine (lmjax/serve/engine.py)."""
+
     def __init__(self, generator: Generator, metrics=None, max_batch: int = 32,
-                 max_wait_s: float = 0.005, stream_chunk: int = 1):
-        self.generator, self.metrics = generator, metrics
+                 max_wait_s: float = 0.005, stream_chunk: int = 1, max_queue: int = 1 << 30):
+        self.generator, self.metrics, self.max_queue = generator, metrics, max_queue
         self.max_batch, self.max_wait_s, self.stream_chunk = max_batch, max_wait_s, stream_chunk
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="lmjax-batcher", daemon=True)
@@ -41,11 +56,19 @@ class Batcher:
 
     def submit(self, request: Request, stream: bool = False) -> Job:
         """Queues a request; call from the event loop that will read the job's events."""
+        if not self._thread.is_alive():
+            raise Busy(503, "the batcher stopped")
+        if self._queue.qsize() >= self.max_queue:
+            raise Busy(429, f"{self._queue.qsize()} requests are already waiting (the queue "
+                            "limit); retry shortly")
         job = Job(request, stream, asyncio.get_running_loop(), asyncio.Queue())
         self._queue.put(job)
         if self.metrics:
             self.metrics.queue_depth.set(self._queue.qsize())
         return job
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def close(self) -> None:
         self._queue.put(None)

@@ -10,6 +10,7 @@ first token is the prefill of the batch, including the first sampled token on th
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -110,46 +111,142 @@ def time_hf(model_cfg, params, batch: int, prompt_len: int, new_tokens: int,
             "tokens_per_s": batch * new_tokens / total}
 
 
-def bench_server(generator, clients: int, requests: int, new_tokens: int, source: str) -> dict:
-    """Requests/s and latency percentiles of the real server (uvicorn in a thread)."""
+def _workload(requests: int, mixed: bool, new_tokens: int, context: int, seed: int = 0):
+    """(prompt length, new tokens) per request: fixed, or the mixed load (prompts of 16-256
+    tokens, 8-256 new tokens, both uniform and cut to fit the context)."""
+    rng = np.random.default_rng(seed)
+    if not mixed:
+        return [(8, new_tokens)] * requests
+    out = []
+    for _ in range(requests):
+        p = int(rng.integers(16, 257))
+        out.append((min(p, context // 2), int(min(rng.integers(8, 257), context - min(
+            p, context // 2)))))
+    return out
+
+
+def bench_server(generator, clients: int, requests: int, new_tokens: int, source: str,
+                 engine: str = "slots", mixed: bool = False, max_slots: int = 0,
+                 prefill_tokens: int = 512) -> dict:
+    """The real server (uvicorn in a thread) under `clients` concurrent streaming clients:
+    generated tokens/s, time to first token (first streamed piece) and latency percentiles,
+    failures. `engine` is 'slots' or 'static'."""
     # The server's dependencies are an optional extra (.[serve]): only for --server.
     import httpx  # noqa: lazy, optional extra
 
     from lmjax.serve.app import create_app, serve_in_thread  # noqa: lazy, optional extra
+    from lmjax.serve.engine import warm_up as warm_up_engine  # noqa: lazy, optional extra
 
-    warm_up(generator, clients, log=lambda s: None)
-    api = create_app(generator, source=source, max_batch=clients)
-    rng = np.random.default_rng(0)
-    prompts = ["ROMEO:", "JULIET:", "KING HENRY:", "To be, or not", "\n", "First Citizen:"]
-    latencies, failures = [], 0
+    api = create_app(generator, source=source, engine=engine, max_slots=max_slots or clients,
+                     max_batch=clients, max_queue=max(64, requests),
+                     prefill_tokens=prefill_tokens)
+    if engine == "slots":
+        warm_up_engine(api.state.engine, log=lambda s: None)
+    else:
+        warm_up(generator, clients, log=lambda s: None)
+    work = _workload(requests, mixed, new_tokens, generator.block_size)
+    rng = np.random.default_rng(1)
+    latencies, ttfts, tokens, failures = [], [], [0], [0]
+
+    async def one(http, i):
+        plen, new = work[i]
+        body = {"model": "lmjax", "prompt": "x" * plen, "max_tokens": new, "temperature": 0.8,
+                "seed": int(rng.integers(1 << 30)), "stream": True,
+                "stream_options": {"include_usage": True}}
+        t, first, done = time.perf_counter(), None, False
+        try:
+            async with http.stream("POST", "/v1/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    if first is None:
+                        first = time.perf_counter() - t
+                    if line == "data: [DONE]":
+                        done = True
+                    elif '"usage"' in line and '"choices": []' in line:
+                        tokens[0] += json.loads(line[6:])["usage"]["completion_tokens"]
+                ok = r.status_code == 200 and done
+        except httpx.HTTPError:
+            ok = False
+        failures[0] += not ok
+        latencies.append(time.perf_counter() - t)
+        if ok:
+            ttfts.append(first)
 
     async def client(queue, http):
-        nonlocal failures
         while not queue.empty():
-            i = queue.get_nowait()
-            body = {"prompt": prompts[i % len(prompts)], "max_new_tokens": new_tokens,
-                    "temperature": 0.8, "seed": int(rng.integers(1 << 30))}
-            t = time.perf_counter()
-            try:
-                r = await http.post("/v1/generate", json=body)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - t)
-            failures += not ok
+            await one(http, queue.get_nowait())
 
     async def run(url):
         queue = asyncio.Queue()
         for i in range(requests):
             queue.put_nowait(i)
-        async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=600,
+                                     limits=httpx.Limits(max_connections=clients + 8)) as http:
             await asyncio.gather(*(client(queue, http) for _ in range(clients)))
 
     with serve_in_thread(api) as url:
         t = time.perf_counter()
         asyncio.run(run(url))
         seconds = time.perf_counter() - t
-    lat = np.asarray(latencies)
-    return {"requests": requests, "failures": failures, "requests_per_s": requests / seconds,
-            "tokens_per_s": (requests - failures) * new_tokens / seconds,
-            "p50_s": float(np.percentile(lat, 50)), "p99_s": float(np.percentile(lat, 99))}
+    lat, ttft = np.asarray(latencies), np.asarray(ttfts or [np.nan])
+    return {"engine": engine, "requests": requests, "failures": failures[0],
+            "seconds": seconds, "requests_per_s": requests / seconds,
+            "tokens_per_s": tokens[0] / seconds, "tokens": tokens[0],
+            "p50_s": float(np.percentile(lat, 50)), "p99_s": float(np.percentile(lat, 99)),
+            "ttft_p50_s": float(np.percentile(ttft, 50)),
+            "ttft_p99_s": float(np.percentile(ttft, 99))}
+
+
+def bench_overload(generator, source: str, requests: int = 200, max_queue: int = 50,
+                   max_slots: int = 8, new_tokens: int = 32) -> dict:
+    """`requests` at once against a queue limit: the status codes counted, and /health polled
+    throughout (its slowest answer, and how many polls failed)."""
+    # The server's dependencies are an optional extra (.[serve]): only for --overload.
+    import httpx  # noqa: lazy, optional extra
+
+    from lmjax.serve.app import create_app, serve_in_thread  # noqa: lazy, optional extra
+    from lmjax.serve.engine import warm_up as warm_up_engine  # noqa: lazy, optional extra
+
+    api = create_app(generator, source=source, max_slots=max_slots, max_queue=max_queue)
+    warm_up_engine(api.state.engine, log=lambda s: None)
+    statuses: dict[str, int] = {}
+    health = {"polls": 0, "failed": 0, "slowest_s": 0.0}
+
+    async def one(http):
+        body = {"model": "lmjax", "prompt": "x" * 8,
+                "max_tokens": min(new_tokens, generator.block_size - 8)}
+        try:
+            r = await http.post("/v1/completions", json=body)
+            key = str(r.status_code)
+        except httpx.HTTPError as e:
+            key = type(e).__name__
+        statuses[key] = statuses.get(key, 0) + 1
+
+    async def poll(http, stop):
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                ok = (await http.get("/health", timeout=5)).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            health["polls"] += 1
+            health["failed"] += not ok
+            health["slowest_s"] = max(health["slowest_s"], time.perf_counter() - t)
+            await asyncio.sleep(0.05)
+
+    async def run(url):
+        stop = asyncio.Event()
+        limits = httpx.Limits(max_connections=requests + 8)
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+            poller = asyncio.create_task(poll(http, stop))
+            await asyncio.gather(*(one(http) for _ in range(requests)))
+            stop.set()
+            await poller
+
+    with serve_in_thread(api) as url:
+        t = time.perf_counter()
+        asyncio.run(run(url))
+        seconds = time.perf_counter() - t
+    return {"statuses": statuses, "seconds": seconds, **{f"health_{k}": v
+                                                         for k, v in health.items()}}

@@ -55,3 +55,15 @@ def test_the_command_takes_exactly_one_of_config_and_workdir(args, run_module):
     assert errors == ["lmjax: error: give exactly one of --workdir (a trained run) and "
                       "--config (random weights)."], r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_the_mixed_server_workload_spans_the_issues_ranges():
+    from lmjax.serve.benchmark import _workload
+
+    work = _workload(2000, True, 64, 512)
+    prompts, new = np.array([p for p, _ in work]), np.array([n for _, n in work])
+    assert prompts.min() == 16 and prompts.max() == 256
+    assert new.min() == 8 and new.max() == 256 and (prompts + new <= 512).all()
+    assert _workload(3, False, 64, 512) == [(8, 64)] * 3
+    small = _workload(200, True, 64, 128)  # a short context: cut to fit
+    assert all(p <= 64 and p + n <= 128 for p, n in small)
