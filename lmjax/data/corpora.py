@@ -71,14 +71,22 @@ def _shakespeare() -> Corpus:
     return Corpus(train, [works[n] for n in val_names], val_names)
 
 
-def _expand(spec: str) -> list[str]:
+def expand_paths(spec: str, field: str = "data.files", missing: str = "no file matches"
+                 ) -> list[str]:
+    """The paths a comma-separated list of paths and globs names, sorted within each item;
+    an item that matches nothing is an error naming `field`."""
     paths = []
     for item in (s.strip() for s in spec.split(",")):
         if item:
             found = sorted(glob.glob(os.path.expanduser(item)))
             if not found:
-                raise DatasetError(f"data.files: no file matches {item!r}.")
+                raise DatasetError(f"{field}: {missing} {item!r}.")
             paths += found
+    return paths
+
+
+def _expand(spec: str) -> list[str]:
+    paths = expand_paths(spec)
     if not paths:
         raise DatasetError("data.name='files' needs --config.data.files=path[,path...] (globs ok).")
     return paths

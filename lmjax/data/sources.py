@@ -14,7 +14,6 @@ the split is the same however the corpus is cut into chunks or workers.
 
 from __future__ import annotations
 
-import glob
 import gzip
 import io
 import json
@@ -23,20 +22,14 @@ from collections.abc import Iterator
 
 import xxhash
 
-from lmjax.data.corpora import DatasetError
+from lmjax.data.corpora import DatasetError, expand_paths
 
 VAL_SPLITS = ("validation", "test")  # a saved DatasetDict's held-out split, by these names
 
 
 def expand(spec: str) -> list[str]:
     """The paths (or dataset folders) that `data.files` names, in sorted order per item."""
-    paths = []
-    for item in (s.strip() for s in spec.split(",")):
-        if item:
-            found = sorted(glob.glob(os.path.expanduser(item)))
-            if not found:
-                raise DatasetError(f"data.files: nothing matches {item!r}.")
-            paths += found
+    paths = expand_paths(spec, missing="nothing matches")
     if not paths:
         raise DatasetError("data.name='stream' needs --config.data.files=<paths or globs> "
                            "(.jsonl, .jsonl.gz, .parquet, text files, or a saved HF dataset).")

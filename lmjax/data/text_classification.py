@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmjax.data import genres, mlm, shakespeare
-from lmjax.data.corpora import DatasetError
+from lmjax.data.corpora import DatasetError, expand_paths
 
 
 @dataclass
@@ -157,20 +156,9 @@ def read_table(path: str, text_key: str, label_key: str) -> tuple[list[str], lis
     return texts, labels
 
 
-def _paths(spec: str, field: str) -> list[str]:
-    paths = []
-    for item in (x.strip() for x in spec.split(",")):
-        if item:
-            found = sorted(glob.glob(os.path.expanduser(item)))
-            if not found:
-                raise DatasetError(f"{field}: no file matches {item!r}.")
-            paths += found
-    return paths
-
-
 def _read_tables(spec: str, field: str, cfg) -> tuple[list[str], list[str]]:
     texts, labels = [], []
-    for path in _paths(spec, field):
+    for path in expand_paths(spec, field):
         t, y = read_table(path, cfg.text_key, cfg.label_key)
         texts += t
         labels += y
