@@ -95,7 +95,7 @@ def test_a_copied_classifier_classifies_without_data(load_config, data_cache, tm
     monkeypatch.setattr(corpora, "load_corpus", lambda *a: pytest.fail("corpus read"))
     monkeypatch.setattr(text_classification, "load", lambda *a: pytest.fail("data read"))
     loaded = load(copy, tasks=("text_classify",))
-    out = TextClassifier.from_task(loaded.task, loaded.params).classify(["To be, or not."])
+    out = TextClassifier.from_loaded(loaded).classify(["To be, or not."])
     assert set(out[0]["probabilities"]) == {"comedy", "history", "tragedy", "poem"}
     assert sum(out[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 

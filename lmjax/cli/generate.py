@@ -142,9 +142,7 @@ def main(args: list[str]) -> None:
     workdir = require(_WORKDIR.value, "give --workdir: a run's workdir or an int8 export.")
     requests = _requests()
     loaded = load(workdir, best=_BEST.value, tasks=("lm", "sft"))
-    model, params = loaded.model, loaded.params
-    if hasattr(loaded.task, "merged"):  # an SFT run with LoRA adapters: fold them in
-        model, params = loaded.task.merged(params)
+    model, params = loaded.model, loaded.params  # LoRA adapters already folded in (load)
     template, stop = _template(loaded.cfg)
     shots = _shots(template, sft.DEFAULT_END if not loaded.cfg.get("sft") else
                    loaded.cfg.sft.end)

@@ -73,13 +73,10 @@ def main(args: list[str]) -> None:
                     max_wait_s=_MAX_WAIT.value / 1000, stream_chunk=_CHUNK.value,
                     max_body_bytes=_MAX_BODY.value)
     if loaded.cfg.task == "text_classify":
-        api = create_app(classifier=TextClassifier.from_task(loaded.task, loaded.params),
+        api = create_app(classifier=TextClassifier.from_loaded(loaded),
                          **settings)
     else:
-        model, params = loaded.model, loaded.params
-        if hasattr(loaded.task, "merged"):  # an SFT run with LoRA adapters: fold them in
-            model, params = loaded.task.merged(params)
-        generator = Generator(model, params, loaded.tokenizer,
+        generator = Generator(loaded.model, loaded.params, loaded.tokenizer,
                               max_batch=max(_MAX_BATCH.value, _SLOTS.value))
         qa = None
         if loaded.cfg.task == "sft":  # its answer format: POST /v1/qa

@@ -43,8 +43,7 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
     elif cfg.task == "mlm":
         bert.write_hf(out, params, task.model.cfg, task.tokenizer)
     elif cfg.task == "text_classify":
-        if cfg.lora.rank > 0:
-            params = lora.merge(params, cfg.lora.rank, cfg.lora.alpha)
+        params = lora.merged(params, cfg.lora)
         bert.write_hf(out, params, task.base_model.cfg, task.tokenizer, task.class_names)
     else:
         raise gpt2.ConversionError(f"{workdir} is a {cfg.task!r} run: Hugging Face conversion "

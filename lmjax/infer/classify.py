@@ -26,8 +26,10 @@ class TextClassifier:
             model.apply({"params": p}, x, deterministic=True).astype(jnp.float32), axis=-1))
 
     @classmethod
-    def from_task(cls, task, params, max_batch: int = 64) -> "TextClassifier":
-        return cls(task.model, params, task.tokenizer, task.class_names, task.seq_len,
+    def from_loaded(cls, loaded, max_batch: int = 64) -> "TextClassifier":
+        """From `infer.load.load(workdir, tasks=('text_classify',))` (LoRA already merged)."""
+        task = loaded.task
+        return cls(loaded.model, loaded.params, task.tokenizer, task.class_names, task.seq_len,
                    max_batch)
 
     def classify(self, texts: Sequence[str]) -> list[dict]:

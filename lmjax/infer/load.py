@@ -17,6 +17,7 @@ import ml_collections
 from lmjax import rundir
 from lmjax.checkpoint import CheckpointError
 from lmjax.infer import int8
+from lmjax.models import lora
 from lmjax.train.restore import load_setup
 
 
@@ -50,6 +51,11 @@ def load(path: str, best: bool = False, log=lambda s: None, tasks=("lm",)) -> Lo
     if s.cfg.task not in tasks:
         raise ValueError(f"{path} holds a {s.cfg.task!r} run; this needs "
                          f"{' or '.join(repr(t) for t in tasks)} (a GPT language model is 'lm').")
-    return Loaded(model=s.task.model, params=state.params, tokenizer=s.task.tokenizer,
+    model, params = s.task.model, state.params
+    if "lora" in s.cfg and s.cfg.lora.rank > 0:
+        # Adapters folded into the kernels: the plain model serves at full speed, and exports
+        # (int8) and conversions see ordinary weights.
+        model, params = s.task.base_model, lora.merged(params, s.cfg.lora)
+    return Loaded(model=model, params=params, tokenizer=s.task.tokenizer,
                   cfg=s.cfg, assets=s.task.run_assets(), task=s.task,
                   source=f"{path} (step {int(state.step)}{', best' if best else ''})")

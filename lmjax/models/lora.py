@@ -22,8 +22,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-# Projections of lmjax.models.bert that can take adapters (names of their Dense modules).
-TARGETS = ("query", "key", "value", "out", "fc", "proj")
+# Projections that can take adapters (names of their Dense modules): BERT's query/key/value,
+# GPT's fused qkv, and both models' attention output (out) and MLP (fc, proj).
+TARGETS = ("query", "key", "value", "qkv", "out", "fc", "proj")
 SUFFIX_A, SUFFIX_B = "_lora_a", "_lora_b"
 
 # qwix 0.1.8 checks for flax's removed nnx.VariableState alias on every traced matmul.
@@ -68,6 +69,14 @@ def count(params, mask=None) -> int:
     leaves = jax.tree.leaves(nn.meta.unbox(params))
     flags = jax.tree.leaves(mask) if mask is not None else [True] * len(leaves)
     return sum(int(np.prod(x.shape)) for x, keep in zip(leaves, flags) if keep)
+
+
+def merged(params, lora_cfg):
+    """The parameters a run trained with the `lora` config section serves with: adapters
+    folded into the kernels when it has them (rank > 0), else `params` unchanged."""
+    if lora_cfg is None or lora_cfg.rank <= 0:
+        return params
+    return merge(params, lora_cfg.rank, lora_cfg.alpha)
 
 
 def merge(params, rank: int, alpha: float):

@@ -277,19 +277,13 @@ class SFTTask(Task):
 
         return jax.tree_util.tree_map_with_path(take, params)
 
-    def merged(self, params):
-        """(plain GPT, parameters) for inference: LoRA adapters folded into the kernels."""
-        if not self.lora:
-            return self.base_model, params
-        return self.base_model, lora.merge(params, self.cfg.lora.rank, self.cfg.lora.alpha)
-
     # -- end of training: answers ----------------------------------------------------------
 
     def answer(self, params, questions: list[str]) -> list[str]:
         """Greedy answers to `questions` with the run's template and stop strings."""
         s = self.cfg.sft
-        model, params = self.merged(jax.device_get(params))
-        params = jax.tree.map(jnp.asarray, params)
+        model = self.base_model  # LoRA adapters, if any, folded into the kernels
+        params = jax.tree.map(jnp.asarray, lora.merged(jax.device_get(params), self.cfg.lora))
         prompts = [sft_data.format_prompt(s.template, q) for q in questions]
         return greedy_answers(lambda p, x: model.apply({"params": p}, x), params,
                               self.tokenizer, prompts, self.seq_len, s.max_answer_tokens,

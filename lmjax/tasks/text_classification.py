@@ -262,19 +262,13 @@ class TextClassificationTask(Task):
 
         return jax.tree_util.tree_map_with_path(take, params)
 
-    def merged(self, params):
-        """(plain model, parameters) for inference: LoRA adapters folded into the kernels."""
-        if not self.lora:
-            return self.base_model, params
-        return self.base_model, lora.merge(params, self.cfg.lora.rank, self.cfg.lora.alpha)
-
     def samples(self, params, model_state) -> list[str]:
         """With LoRA: merges the adapters and checks the plain model gives the same logits."""
         if not self.lora:
             return []
         params = jax.device_get(params)
         inputs = self.data.val_inputs[:min(32, len(self.data.val_inputs))]
-        base, merged = self.merged(params)
+        base, merged = self.base_model, lora.merged(params, self.cfg.lora)
         diff = np.abs(np.asarray(base.apply({"params": merged}, inputs) -
                                  self._logits(params, inputs, True))).max()
         return [f"LoRA adapters merged into the base weights (lmjax.models.lora.merge): the "

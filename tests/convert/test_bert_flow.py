@@ -210,7 +210,7 @@ def test_fine_tune_evaluate_serve_and_export(flow):
                    np.asarray(converted.params["classifier"]["kernel"])).max()
     assert moved > 1e-5  # it trained
     texts = flow["texts"]
-    classifier = TextClassifier.from_task(loaded.task, loaded.params)
+    classifier = TextClassifier.from_loaded(loaded)
     with serve_in_thread(create_app(classifier=classifier, source=flow["lang"])) as url:
         r = httpx.post(f"{url}/v1/classify", json={"texts": texts}, timeout=60)
     assert r.status_code == 200, r.text

@@ -39,7 +39,7 @@ def loaded(run):
 
 
 def test_classify_endpoint(loaded):
-    classifier = TextClassifier.from_task(loaded.task, loaded.params)
+    classifier = TextClassifier.from_loaded(loaded)
     texts = ["To be, or not to be, that is the question.", "Exit, pursued by a bear.", LONG]
     with serve_in_thread(create_app(classifier=classifier, source="tiny")) as url:
         r = httpx.post(f"{url}/v1/classify", json={"texts": texts}, timeout=60)

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from lmjax.models import lora
 from lmjax.tasks import make_task
 from lmjax.train.crossval import fit
 from lmjax.train.loop import train_and_evaluate
@@ -121,7 +122,7 @@ def test_lora_trains_adapters_only_and_merges(pretrained, load_config, data_cach
             node = node[k]
         np.testing.assert_array_equal(x, node)
     assert moved == 2 * 3  # two layers x three targets
-    model, merged = task.merged(tuned)
+    model, merged = task.base_model, lora.merged(tuned, task.cfg.lora)
     inputs = task.data.val_inputs[:8]
     np.testing.assert_allclose(model.apply({"params": merged}, inputs),
                                task._logits(tuned, inputs, True), rtol=1e-5, atol=1e-6)

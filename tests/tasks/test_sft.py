@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmjax.infer.load import load
 from lmjax.tasks import make_task
 from lmjax.train.loop import train_and_evaluate
 from lmjax.train.restore import load_run
@@ -94,7 +95,7 @@ def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
         sft_config, pretrained, tmp_path, run_module, capsys):
     """One short run covers init_from, LoRA (only the adapters change), the QA report at the
     end, and answering through python -m lmjax.generate with the run's template."""
-    sft_config.lora.rank = 2
+    sft_config.lora.update(rank=2, targets="qkv,out,fc")  # qkv: GPT's fused projection
     task = make_task(sft_config, log=lambda s: None)
     _, _, pre = load_run(pretrained, None)
     mine = _params(task, 3)
@@ -120,6 +121,16 @@ def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
     for p, v in flat:
         if not is_adapter(p):  # the base stayed frozen
             np.testing.assert_array_equal(np.asarray(v), np.asarray(base[jax.tree_util.keystr(p)]))
+
+    # Loading for inference folds the adapters in: a plain GPT with the adapted model's logits.
+    served = load(workdir, tasks=("sft",))
+    assert served.model == task.base_model  # the plain GPT module, no qwix wrapping
+    assert not any(is_adapter(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        served.params)[0])
+    tokens = np.random.default_rng(0).integers(0, task.base_model.cfg.vocab_size, (2, 16))
+    np.testing.assert_allclose(served.model.apply({"params": served.params}, tokens),
+                               served.task.model.apply({"params": post.params}, tokens),
+                               rtol=1e-4, atol=1e-4)
 
     r = run_module("lmjax.generate", f"--workdir={workdir}", "--prompt=Who is number 3?",
                    "--max_new_tokens=4", "--temperature=0")
