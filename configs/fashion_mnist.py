@@ -48,11 +48,42 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
         c.data.update(crop_padding=1, eval_flip=True)
         c.train.update(num_steps=5000, batch_size=128, eval_every=860)  # 11.6 epochs
         c.optim.update(name="adamw", learning_rate=3e-3, warmup_steps=200)
+    elif preset in ("robust", "ensemble"):
+        # The cnn preset with a training switch (docs/robustness.md): adversarial training
+        # with FGSM from a random start at eps 0.1 (Wong et al. 2020), or 5 members vmapped.
+        c = get_config("cnn")
+        if preset == "robust":
+            c.robust.update(attack="fgsm_rs", eps=0.1)
+            c.data.eval_flip = False  # the attacked model is the plain one
+        else:
+            c.ensemble.members = 5
+            c.train.label_smoothing = 0.0  # smoothed members are under-confident: ECE
+            #                                would measure the smoothing, not the ensemble
     elif preset == "mlp":
         c.model.update(name="mlp", hidden=(512, 256), dropout=0.2)
         c.train.update(num_steps=6000, batch_size=128, eval_every=860)
         c.optim.update(name="adamw", learning_rate=1e-3, warmup_steps=200)
         c.data.update(crop_padding=0, flip=False)
+    elif preset == "dp":
+        # DP-SGD (docs/privacy.md): group norm, since batch norm mixes examples; a small model,
+        # since per-example gradients cost memory and time per parameter; large expected
+        # batches (noise / batch shrinks); the noise calibrated to spend epsilon=3 at delta=1e-5.
+        c.model.update(name="cnn", channels=(8, 16, 32), convs_per_block=1, head_hidden=(32,),
+                       dropout=0.0, norm="group")
+        c.data.update(crop_padding=0, flip=False, eval_flip=False)
+        c.train.update(num_steps=300, batch_size=512, eval_every=100, log_every=20,
+                       label_smoothing=0.0, eval_examples=2000)
+        c.checkpoint.every = 100
+        c.optim.update(name="adamw", learning_rate=3e-3, warmup_steps=20, clip_norm=0.0,
+                       weight_decay=0.0)
+        c.privacy.update(dp=True, clip_norm=1.0, target_epsilon=3.0, delta=1e-5)
+    elif preset == "fedavg":
+        # Federated averaging (python -m lmjax.federated, docs/federated.md): the cnn preset's
+        # model on 100 clients, 10 sampled per round, 5 local epochs of SGD at batch 10
+        # (McMahan et al.'s C=0.1, E=5, B=10). The optim section is unused: clients run SGD.
+        c = get_config("cnn")
+        c.federated.update(clients=100, fraction=0.1, local_epochs=5, local_batch=10,
+                           client_lr=0.05, rounds=50, eval_every=5, target_accuracy=0.9)
     elif preset == "tiny":  # seconds, for tests
         c.model.update(name="cnn", channels=(8, 16), convs_per_block=1, head_hidden=(),
                        dropout=0.0, bn_momentum=0.9)
@@ -63,5 +94,5 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
         c.checkpoint.every = 10
         c.log.progress_bar = False
     else:
-        raise ValueError(f"unknown preset {preset!r}: use cnn, mlp or tiny")
+        raise ValueError(f"unknown preset {preset!r}: use cnn, mlp, tiny, robust, ensemble, dp or fedavg")
     return c

@@ -36,8 +36,15 @@ def from_stored(stored: dict) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict(stored)
     base = base_config()
     with cfg.unlocked():
-        for section in ("data", "train"):
-            for key, value in base[section].items():
+        # Sections and fields added since the run was written take today's defaults (which
+        # leave every newer switch off).
+        for section, fields in base.items():
+            if not isinstance(fields, ml_collections.ConfigDict):
+                continue
+            if section not in cfg:
+                cfg[section] = ml_collections.ConfigDict(fields.to_dict())
+                continue
+            for key, value in fields.items():
                 if key not in cfg[section]:
                     cfg[section][key] = value
         for old, new in RENAMED_TRAIN.items():
@@ -125,6 +132,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.process_id = 0
     c.distributed.cpu_devices_per_process = 0  # > 0: simulate hosts with CPU devices (tests)
 
+    # Switches on the one trainer (lmjax/tasks/wrapper.py), off by default: docs/privacy.md,
+    # docs/robustness.md, docs/compression.md.
+    c.privacy = privacy_section()
+    c.robust = robust_section()
+    c.ensemble = ensemble_section()
+    c.prune = prune_section()
+    c.distill = distill_section()
+    c.federated = federated_section()  # python -m lmjax.federated only
+
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True
     c.log.progress_bar = True
@@ -132,6 +148,77 @@ def base_config() -> ml_collections.ConfigDict:
     c.log.wandb_project = "lmjax"
     c.log.wandb_mode = "online"    # 'online' | 'offline' (sync later: wandb sync) | 'disabled'
     return c
+
+
+def privacy_section() -> ml_collections.ConfigDict:
+    """DP-SGD (lmjax/privacy/, lmjax/tasks/private.py)."""
+    p = ml_collections.ConfigDict()
+    p.dp = False                   # per-example clipping + Gaussian noise + Poisson sampling
+    p.clip_norm = 1.0              # each example's gradient is clipped to this L2 norm
+    p.noise_multiplier = 1.0       # noise std = noise_multiplier * clip_norm
+    p.delta = 1e-5
+    p.target_epsilon = 0.0         # > 0: calibrate the noise to spend this budget
+    return p
+
+
+def robust_section() -> ml_collections.ConfigDict:
+    """Adversarial training (lmjax/robust/, lmjax/tasks/adversarial.py)."""
+    r = ml_collections.ConfigDict()
+    r.attack = ""                  # '' (none) | 'fgsm_rs' | 'pgd'
+    r.eps = 0.1                    # L-infinity radius, inputs in [0, 1]
+    r.step_size = 0.0              # 0: the attack's usual default for eps
+    r.steps = 7                    # PGD iterations
+    return r
+
+
+def ensemble_section() -> ml_collections.ConfigDict:
+    """Deep ensembles (lmjax/tasks/ensemble.py)."""
+    e = ml_collections.ConfigDict()
+    e.members = 1                  # > 1: this many members, vmapped in one step
+    return e
+
+
+def prune_section() -> ml_collections.ConfigDict:
+    """Magnitude pruning (lmjax/optim/prune.py)."""
+    p = ml_collections.ConfigDict()
+    p.target_sparsity = 0.0        # share of weights set to zero by end_step; 0: no pruning
+    p.start_step = 0
+    p.end_step = -1                # -1: 3/4 of train.num_steps
+    p.every = 100                  # steps between mask updates
+    p.scope = "layer"              # 'layer' | 'global' magnitude selection
+    p.keep_ends = True             # never prune the first convolution and the classifier
+    return p
+
+
+def distill_section() -> ml_collections.ConfigDict:
+    """Knowledge distillation (lmjax/tasks/distill.py)."""
+    d = ml_collections.ConfigDict()
+    d.teacher = ""                 # a run directory; '' : no distillation
+    d.temperature = 4.0
+    d.alpha = 0.9                  # weight of the soft loss (1 - alpha: the hard loss)
+    return d
+
+
+def federated_section() -> ml_collections.ConfigDict:
+    """Federated averaging, simulated (python -m lmjax.federated; lmjax/train/federated.py)."""
+    f = ml_collections.ConfigDict()
+    f.clients = 100                # K
+    f.fraction = 0.1               # C: share of clients sampled each round
+    f.local_epochs = 5             # E
+    f.local_batch = 10             # B; 0: each client's data as one batch (FedSGD with E=1)
+    f.client_lr = 0.05             # clients run plain SGD
+    f.server_lr = 1.0              # the server moves by server_lr x the averaged update
+    f.rounds = 100
+    f.split = "iid"                # 'iid' | 'shards' (2 label shards per client) | 'dirichlet'
+    f.alpha = 0.5                  # with dirichlet: smaller is less IID
+    f.eval_every = 5               # rounds between validations (and checkpoints)
+    f.clients_at_once = "vmap"     # 'vmap' (one batched computation) | 'map' (in turn, in
+    #                                the same jitted round: faster for CNNs on CPU)
+    f.target_accuracy = 0.0        # > 0: report the first round that reaches it
+    f.dp_clip = 0.0                # > 0: DP-FedAvg, each client's update clipped to this norm
+    f.dp_noise = 0.0               # noise multiplier of DP-FedAvg (user-level privacy)
+    f.delta = 1e-5
+    return f
 
 
 def text_data(**fields) -> ml_collections.ConfigDict:
@@ -149,6 +236,9 @@ def text_data(**fields) -> ml_collections.ConfigDict:
     d.vocab_size = 0               # with bpe and wordpiece: the vocabulary size to train
     d.tokenizer_file = ""          # a fixed tokenizer instead of training one: a tokenizer.json or
     #                                a Hugging Face tokenizer directory (GPT-2's, BERT's vocab.txt)
+    d.scrub_pii = False            # mask e-mails, phones, cards, IBANs, IPs, URLs, IDs and names with
+    #                                typed placeholders (<EMAIL>...) before tokenizing (lmjax/data/
+    #                                pii.py; the 'privacy' extra; not with shards or stream)
     # name='shards': train on token shards (docs/data.md): llm.c .bin, nanoGPT train.bin, or
     # a folder from `python -m lmjax.prepare_data`
     d.shards = ""                  # a glob of training shards, or a prepared folder
@@ -245,6 +335,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
                  "the share of rows held out when there are no data.val_files, between 0 and 1.")
     if "sft" in c:
         _validate_sft(c)
+    for section, check in (("privacy", _validate_privacy), ("robust", _validate_robust),
+                           ("ensemble", _validate_ensemble), ("prune", _validate_prune),
+                           ("distill", _validate_distill), ("federated", _validate_federated)):
+        if section in c:
+            check(c)
     if "sample" in c:
         _require(c.sample.num_samples >= 0 and c.sample.max_new_tokens >= 0,
                  "sample.num_samples and sample.max_new_tokens must be >= 0.")
@@ -306,3 +401,88 @@ def _validate_sft(c: ml_collections.ConfigDict) -> None:
     _require(c.data.name != "jsonl" or bool(c.data.train_file),
              "data.name='jsonl' needs data.train_file (a JSONL file of {'prompt', 'response'} "
              "or {'messages'} records).")
+
+
+def _validate_privacy(c: ml_collections.ConfigDict) -> None:
+    p = c.privacy
+    if not p.dp:
+        return
+    _require(c.task in ("classify", "lm"),
+             f"privacy.dp=True supports task=classify or task=lm, not {c.task!r}.")
+    _require(p.clip_norm > 0, f"privacy.clip_norm={p.clip_norm}: must be > 0 (inf: no clipping).")
+    _require(p.noise_multiplier >= 0, f"privacy.noise_multiplier={p.noise_multiplier}: must "
+             "be >= 0.")
+    _require(0 < p.delta < 1, f"privacy.delta={p.delta}: must be in (0, 1), well below "
+             "1 / (training examples).")
+    _require(p.target_epsilon >= 0, f"privacy.target_epsilon={p.target_epsilon}: must be >= 0 "
+             "(0: use privacy.noise_multiplier as given).")
+    _require(c.model.get("norm", "batch") != "batch" or c.model.get("name") != "cnn",
+             "privacy.dp=True with batch norm: batch statistics mix examples, so no example's "
+             "gradient is its own and the privacy guarantee fails. Set --config.model.norm=group "
+             "(or none), or use the fashion_mnist.py:dp preset.")
+
+
+def _validate_robust(c: ml_collections.ConfigDict) -> None:
+    r = c.robust
+    _require(r.attack in ("", "fgsm_rs", "pgd"),
+             f"robust.attack={r.attack!r}: use '' (off), 'fgsm_rs' or 'pgd'.")
+    if not r.attack:
+        return
+    _require(c.task == "classify", f"robust.attack={r.attack!r} trains image classifiers "
+             f"(task='classify'), not task={c.task!r}.")
+    _require(0.0 < r.eps <= 1.0, f"robust.eps={r.eps}: an L-infinity radius for pixels in "
+             "[0, 1] must be in (0, 1] (0.1 is about 25 grey levels).")
+    _require(r.step_size >= 0.0, f"robust.step_size={r.step_size}: 0 (the attack's default) or "
+             "positive.")
+    _require(r.steps >= 1, f"robust.steps={r.steps}: at least 1 PGD iteration.")
+    _require(c.get("ensemble", {}).get("members", 1) <= 1,
+             "robust.attack with ensemble.members > 1 is not supported: train the members "
+             "adversarially as separate runs.")
+
+
+def _validate_ensemble(c: ml_collections.ConfigDict) -> None:
+    m = c.ensemble.members
+    _require(isinstance(m, int) and m >= 1, f"ensemble.members={m!r}: a positive integer "
+             "(1: no ensemble).")
+    _require(m == 1 or c.task == "classify", f"ensemble.members={m} ensembles classifiers "
+             f"(task='classify'), not task={c.task!r}.")
+
+
+def _validate_prune(c: ml_collections.ConfigDict) -> None:
+    p = c.prune
+    _require(0.0 <= p.target_sparsity < 1.0, f"prune.target_sparsity={p.target_sparsity}: the "
+             "share of weights pruned, in [0, 1) (0: no pruning).")
+    _require(p.scope in ("layer", "global"),
+             f"prune.scope={p.scope!r}: use 'layer' or 'global'.")
+    _require(p.every > 0, f"prune.every={p.every}: steps between mask updates, must be positive.")
+    _require(p.start_step >= 0, f"prune.start_step={p.start_step}: must be >= 0.")
+    _require(p.end_step == -1 or p.end_step >= p.start_step,
+             f"prune.end_step={p.end_step}: must be >= prune.start_step={p.start_step} "
+             "(or -1: 3/4 of train.num_steps).")
+
+
+def _validate_distill(c: ml_collections.ConfigDict) -> None:
+    d = c.distill
+    _require(d.temperature > 0, f"distill.temperature={d.temperature}: must be positive.")
+    _require(0.0 <= d.alpha <= 1.0, f"distill.alpha={d.alpha}: the weight of the soft loss, "
+             "in [0, 1].")
+
+
+def _validate_federated(c: ml_collections.ConfigDict) -> None:
+    f = c.federated
+    _require(f.clients > 0, f"federated.clients={f.clients}: must be positive.")
+    _require(0 < f.fraction <= 1, f"federated.fraction={f.fraction}: the share of clients "
+             "sampled per round, in (0, 1].")
+    _require(f.local_epochs > 0 and f.local_batch >= 0 and f.rounds > 0 and f.eval_every > 0,
+             "federated.local_epochs, rounds and eval_every must be positive, local_batch >= 0 "
+             "(0: the whole client as one batch).")
+    _require(f.client_lr > 0 and f.server_lr > 0, "federated.client_lr and server_lr must be "
+             "positive.")
+    _require(f.split in ("iid", "shards", "dirichlet"), f"federated.split={f.split!r}: use "
+             "'iid', 'shards' or 'dirichlet'.")
+    _require(f.dp_clip >= 0 and f.dp_noise >= 0 and 0 < f.delta < 1,
+             "federated.dp_clip and dp_noise must be >= 0 and federated.delta in (0, 1).")
+    _require(f.clients_at_once in ("vmap", "map"), f"federated.clients_at_once="
+             f"{f.clients_at_once!r}: use 'vmap' or 'map'.")
+    _require(f.dp_noise == 0 or f.dp_clip > 0, "federated.dp_noise needs federated.dp_clip > 0 "
+             "(the noise is scaled to the clipping norm).")

@@ -11,10 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lmjax"
 LAYERS = [
     ("lmjax.config", "lmjax.checkpoint", "lmjax.parallel", "lmjax.optim"),
     ("lmjax.data", "lmjax.models", "lmjax.rundir"),
-    ("lmjax.eval",),
+    ("lmjax.eval", "lmjax.privacy", "lmjax.robust", "lmjax.explain"),
     ("lmjax.tasks",),
     ("lmjax.train",),
-    ("lmjax.infer", "lmjax.convert"),
+    ("lmjax.infer", "lmjax.convert", "lmjax.compress"),
     ("lmjax.serve", "lmjax.sweep"),
     ("lmjax.cli",),
 ]
@@ -22,7 +22,9 @@ LAYERS = [
 COMMANDS = {"lmjax.__main__", "lmjax.main", "lmjax.evaluate", "lmjax.generate",
             "lmjax.quantize", "lmjax.bench", "lmjax.bench_generate", "lmjax.report",
             "lmjax.sklearn_baseline", "lmjax.serve.__main__", "lmjax.convert.__main__",
-            "lmjax.sweep.__main__", "lmjax.prepare_data"}
+            "lmjax.sweep.__main__", "lmjax.prepare_data", "lmjax.scrub", "lmjax.exposure",
+            "lmjax.membership", "lmjax.robustness", "lmjax.explain.__main__",
+            "lmjax.compress_report", "lmjax.federated"}
 
 
 def _modules() -> dict[str, Path]:

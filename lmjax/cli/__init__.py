@@ -25,6 +25,13 @@ COMMANDS = {
     "report": "lmjax.report",
     "sklearn_baseline": "lmjax.sklearn_baseline",
     "prepare_data": "lmjax.prepare_data",
+    "scrub": "lmjax.scrub",
+    "exposure": "lmjax.exposure",
+    "membership": "lmjax.membership",
+    "robustness": "lmjax.robustness",
+    "explain": "lmjax.explain",
+    "compress_report": "lmjax.compress_report",
+    "federated": "lmjax.federated",
 }
 POSITIONAL = {"convert": 1, "report": 64}  # convert to_hf|from_hf; report <workdir> ...
 

@@ -148,3 +148,10 @@ def require(value, message: str):
     if value in (None, "", []):
         fail(message)
     return value
+
+
+def default_workdir(config_arg: str) -> str:
+    """runs/<config name>[-<preset>] for --config=configs/<name>.py[:<preset>]."""
+    path, _, preset = config_arg.partition(":")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join("runs", f"{name}-{preset}" if preset else name)

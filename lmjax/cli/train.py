@@ -11,13 +11,12 @@ data.fold=-1) it trains one run per fold and reports their mean and spread.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-from lmjax.cli.common import fail
+from lmjax.cli.common import default_workdir, fail
 from lmjax.parallel.mesh import split_host_cpu
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,12 +25,6 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, metrics and TensorBoard files go "
     "(default: runs/<config name>[-<preset>]).")
-
-
-def default_workdir(config_arg: str) -> str:
-    path, _, preset = config_arg.partition(":")
-    name = os.path.splitext(os.path.basename(path))[0]
-    return os.path.join("runs", f"{name}-{preset}" if preset else name)
 
 
 def main(args: list[str]) -> None:

@@ -42,6 +42,25 @@ def _encode_docs(tokenizer, docs: list[str]) -> np.ndarray:
     return ids.astype(dtype)
 
 
+def _scrub_key(scrub: bool) -> str:
+    # Scrubbed texts are other texts: their own cache folder, renewed when the scrubber changes.
+    if not scrub:
+        return ""
+    from lmjax.data import pii  # lazy: presidio is the optional 'privacy' extra
+    return f"-pii{pii.VERSION}"
+
+
+def _scrub(corpus: corpora.Corpus, log) -> tuple[corpora.Corpus, dict]:
+    from lmjax.data import pii  # lazy: presidio is the optional 'privacy' extra
+
+    scrubber = pii.Scrubber()
+    train, counts = scrubber.scrub_all(corpus.train)
+    val, val_counts = scrubber.scrub_all(corpus.val)
+    counts.update(val_counts)
+    log(f"PII scrub: {pii.report(counts, sum(map(len, corpus.train + corpus.val)))}")
+    return corpora.Corpus(train, val, corpus.val_names), counts
+
+
 def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
     """Returns the prepared data for the `data` config section, building the cache if needed.
 
@@ -59,17 +78,24 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
                                    "or a Hugging Face tokenizer directory.")
     if not tokenizer_file and cfg.tokenizer not in KINDS:
         raise ValueError(f"data.tokenizer={cfg.tokenizer!r} is not one of {', '.join(KINDS)}.")
+    if cfg.get("scrub_pii", False) and cfg.name in ("shards", "stream"):
+        raise ValueError(f"data.scrub_pii=True works on texts the cache tokenizes (shakespeare, "
+                         f"files, tfds:...), not data.name={cfg.name!r}: scrub the source files "
+                         "first with python -m lmjax.scrub --in=... --out=...")
     if cfg.name == "shards":
         return Prepared(**shards.load(cfg, log))
     if cfg.name == "stream":  # data/pipeline.py: streamed, cleaned, deduplicated, sharded
         folder = pipeline.prepare_stream(cfg, cfg.cache_dir or default_cache_dir(), log)
         return Prepared(**shards.load(cfg, log, folder))
+    scrub = cfg.get("scrub_pii", False)
     root = cfg.cache_dir or default_cache_dir()
     directory = os.path.join(root, f"{cfg.name.replace(':', '_').replace('/', '_')}-"
-                                   f"{corpora.fingerprint(cfg)}")
+                                   f"{corpora.fingerprint(cfg)}{_scrub_key(scrub)}")
     if not os.path.exists(os.path.join(directory, "meta.json")):
         log(f"Preparing data source {cfg.name!r} into {directory} ...")
         corpus = corpora.load_corpus(cfg)
+        if scrub:  # before the tokenizer, so it learns the placeholders, never the PII
+            corpus, pii_counts = _scrub(corpus, log)
         if tokenizer_file:
             tokenizer = load_tokenizer_file(tokenizer_file)
         else:
@@ -92,6 +118,8 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
                     "train_chars": sum(map(len, corpus.train)),
                     "val_chars": sum(map(len, corpus.val)),
                     "train_tokens": int(train.size), "val_tokens": int(val.size)}
+            if scrub:
+                meta["pii_masked"] = dict(pii_counts)
             with open(os.path.join(tmp, "meta.json"), "w") as f:
                 json.dump(meta, f, indent=1)
             try:

@@ -76,6 +76,37 @@ def log_loss(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None =
     return float(np.average(-np.log(p), weights=weights))
 
 
+def calibration_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 15,
+                     weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Equal-width confidence bins (lo, hi] of the top-class probability: each bin's weight,
+    mean confidence and accuracy (0 where empty), as Guo et al. (2017) define them."""
+    probs = np.asarray(probs, np.float64)
+    w = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    confidence, correct = probs.max(1), (probs.argmax(1) == np.asarray(labels)).astype(float)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    count = np.bincount(index, w, bins)
+    return {"count": count,
+            "confidence": _safe_divide(np.bincount(index, w * confidence, bins), count),
+            "accuracy": _safe_divide(np.bincount(index, w * correct, bins), count)}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15,
+                               weights: np.ndarray | None = None) -> float:
+    """ECE: the bins' |accuracy - confidence| weighted by their share of examples."""
+    b = calibration_bins(probs, labels, bins, weights)
+    return float((b["count"] * np.abs(b["accuracy"] - b["confidence"])).sum()
+                 / max(b["count"].sum(), 1e-12))
+
+
+def brier_score(probs: np.ndarray, labels: np.ndarray,
+                weights: np.ndarray | None = None) -> float:
+    """Multi-class Brier score: the mean over examples of the squared distance, summed over
+    classes, between the probabilities and the one-hot label (scikit-learn's, for C > 2)."""
+    probs = np.asarray(probs, np.float64)
+    onehot = np.eye(probs.shape[1])[np.asarray(labels)]
+    return float(np.average(((probs - onehot) ** 2).sum(1), weights=weights))
+
+
 def perplexity(mean_nll: float) -> float:
     """exp of the mean negative log-likelihood per token (in nats)."""
     return float(np.exp(mean_nll))
@@ -114,7 +145,9 @@ def classification_report(probs: np.ndarray, labels: np.ndarray,
     prf = precision_recall_f1(cm)
     names = class_names or [str(c) for c in range(num_classes)]
     report = {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
-              "log_loss": log_loss(probs, labels), "roc_auc": roc_auc(probs, labels)}
+              "log_loss": log_loss(probs, labels), "roc_auc": roc_auc(probs, labels),
+              "ece": expected_calibration_error(probs, labels),
+              "brier": brier_score(probs, labels)}
     report.update({k: v for k, v in prf.items() if np.ndim(v) == 0})
     report["per_class"] = {
         name: {"precision": float(prf["precision"][c]), "recall": float(prf["recall"][c]),
@@ -122,4 +155,6 @@ def classification_report(probs: np.ndarray, labels: np.ndarray,
                "support": int(cm[c].sum())}
         for c, name in enumerate(names)}
     report["confusion_matrix"] = cm.astype(np.int64).tolist()
+    # The reliability diagram's 15 bins (lmjax/eval/calibration.py draws them).
+    report["reliability"] = {k: v.tolist() for k, v in calibration_bins(probs, labels).items()}
     return report

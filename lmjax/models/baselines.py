@@ -52,6 +52,7 @@ class CNN(nn.Module):
     dropout: float = 0.0
     bn_momentum: float = 0.9
     head_hidden: Sequence[int] = ()
+    norm: str = "batch"  # 'batch' | 'group' | 'none': DP-SGD needs per-example ('group'/'none')
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -60,11 +61,18 @@ class CNN(nn.Module):
         x = _as_float(x)
         for i, width in enumerate(self.channels):
             for _ in range(self.convs_per_block):
-                x = nn.Conv(width, (3, 3), use_bias=False)(x)
+                x = nn.Conv(width, (3, 3), use_bias=self.norm == "none")(x)
                 # Under jit with the batch sharded over devices, the batch mean and variance
                 # are reductions over the global batch: statistics are global, not per device.
-                x = nn.BatchNorm(use_running_average=deterministic, momentum=self.bn_momentum)(x)
+                if self.norm == "batch":
+                    x = nn.BatchNorm(use_running_average=deterministic,
+                                     momentum=self.bn_momentum)(x)
+                elif self.norm == "group":  # per example: no statistics shared across the batch
+                    x = nn.GroupNorm(num_groups=min(8, width))(x)
                 x = nn.relu(x)
+            if not self.is_initializing():  # Grad-CAM's handles (lmjax/explain/gradients.py):
+                self.sow("intermediates", f"block{i}", x)  # no-ops unless the collections
+                x = self.perturb(f"block{i}", x)  # are asked for (mutable / passed in)
             if i < len(self.channels) - 1:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         if self.head_hidden:  # a dense head: cheap capacity where XLA's CPU convolutions are slow
@@ -100,5 +108,7 @@ def from_section(section, num_outputs: int) -> nn.Module:
         widths = values.get(field, ())
         require(all(isinstance(w, int) and w > 0 for w in widths),
                 f"model.{field}={widths!r}: positive layer widths.")
+    require(values.get("norm", "batch") in ("batch", "group", "none"),
+            f"model.norm={values.get('norm')!r}: use 'batch', 'group' or 'none'.")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(num_outputs=num_outputs, **values)

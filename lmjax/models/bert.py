@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from lmjax.models.gpt import capturing, sown_attention
 from lmjax.models.layers import TransformerConfig, dense, require
 
 
@@ -66,8 +67,11 @@ class SelfAttention(nn.Module):
         q, k, v = (dense(shape, ("embed", "heads", "kv"), cfg, name)(x)
                    for name in ("query", "key", "value"))
         # (batch, 1, 1, keys): the same key mask for every head and query.
-        y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
-                                         implementation=cfg.attention_impl)
+        if capturing(self):  # attention maps asked for (lmjax/explain)
+            y = sown_attention(self, q, k, v, mask[:, None, None, :], causal=False)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :],
+                                             implementation=cfg.attention_impl)
         out = nn.DenseGeneral(
             cfg.d_model, axis=(-2, -1), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
             use_bias=cfg.use_bias,

@@ -90,6 +90,25 @@ def _cached_attention(q, k, v, cache: KVCache, layer):
     return y, cache.replace(k=ck, v=cv)
 
 
+def capturing(module: nn.Module) -> bool:
+    """Attention maps asked for: 'intermediates' mutable outside init."""
+    return module.is_mutable_collection("intermediates") and not module.is_initializing()
+
+
+def sown_attention(module: nn.Module, q, k, v, mask, causal: bool):
+    """jax.nn.dot_product_attention's XLA path written out, sowing its (batch, heads, queries,
+    keys) weights as intermediates/attention: what lmjax/explain/attention.py captures when it
+    makes 'intermediates' mutable (fused kernels never form the weights)."""
+    scores = jnp.einsum("bthd,bshd->bhts", q, k) * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    keep = jnp.ones(scores.shape[-2:], bool) if mask is None else mask
+    if causal:
+        keep = keep & jnp.tril(jnp.ones(scores.shape[-2:], bool))
+    scores = jnp.where(keep, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    module.sow("intermediates", "attention", probs)
+    return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
+
+
 class Attention(nn.Module):
     cfg: GPTConfig
 
@@ -100,7 +119,9 @@ class Attention(nn.Module):
         head_dim = cfg.d_model // cfg.num_heads
         qkv = dense((3, cfg.num_heads, head_dim), ("embed", "qkv", "heads", "kv"), cfg, "qkv")(x)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (batch, length, heads, head_dim)
-        if cache is None:
+        if cache is None and capturing(self):
+            y = sown_attention(self, q, k, v, mask, causal=True)  # maps asked for: explicit
+        elif cache is None:
             # One call that lets XLA, cuDNN or a TPU kernel pick the fused implementation. A
             # segment mask (packed sequences) goes to XLA: cuDNN's fused kernel is picked for
             # the causal, unmasked case only (resolve_attention).

@@ -34,6 +34,16 @@ TASKS = {
     "sft": "lmjax.tasks.sft:SFTTask",
 }
 
+# Training switches that wrap any task (lmjax/tasks/wrapper.py), innermost first:
+# config section -> "module:function", function(task, cfg, assets, log) -> the task, wrapped
+# when the section turns the switch on and returned unchanged otherwise.
+WRAPPERS = {
+    "ensemble": "lmjax.tasks.ensemble:wrap",      # M members vmapped in one step
+    "distill": "lmjax.tasks.distill:wrap",        # soft targets from a teacher run
+    "robust": "lmjax.tasks.adversarial:wrap",     # FGSM/PGD adversarial training
+    "privacy": "lmjax.tasks.private:wrap",        # DP-SGD, outermost: it clips whole losses
+}
+
 
 def make_task(cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None, log=print):
     """The task of `cfg`: for training (reads its data), or from a run's `assets` (no data
@@ -41,7 +51,12 @@ def make_task(cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = Non
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r} is not one of {', '.join(sorted(TASKS))}.")
     module, name = TASKS[cfg.task].split(":")
-    return getattr(importlib.import_module(module), name)(cfg, assets=assets, log=log)
+    task = getattr(importlib.import_module(module), name)(cfg, assets=assets, log=log)
+    for section, spec in WRAPPERS.items():
+        if section in cfg:
+            module, name = spec.split(":")
+            task = getattr(importlib.import_module(module), name)(task, cfg, assets, log)
+    return task
 
 
 def read_assets(workdir: str, log=print) -> rundir.Assets:

@@ -72,6 +72,16 @@ class Task:
     def samples(self, params, model_state) -> list[str]:
         return []
 
+    def value_and_grad(self) -> Callable:
+        """(params, model_state, batch, rng) -> ((loss, (aux, model_state)), grads): what the
+        train step differentiates. Wrappers change it (DP-SGD: clipped per-example gradients)."""
+        return jax.value_and_grad(self.loss, has_aux=True)
+
+    def wrap_optimizer(self, tx):
+        """The optimizer this task trains with, given the one the `optim` section built
+        (DP-SGD adds its noise here). Default: unchanged."""
+        return tx
+
     def load_pretrained(self, params, pretrained):
         """Starting parameters when config.init_from names another run (default: all of them)."""
         return pretrained

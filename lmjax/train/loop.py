@@ -21,7 +21,9 @@ from tqdm import tqdm
 from lmjax import rundir
 from lmjax.checkpoint import Checkpointer, CheckpointError
 from lmjax.data.prefetch import Prefetcher
+from lmjax.eval import calibration
 from lmjax.eval.evaluate import evaluate
+from lmjax.optim import prune
 from lmjax.parallel import mesh as meshlib
 from lmjax.train.logging import MetricLogger, confusion_image, format_seconds
 from lmjax.train.restore import load_run
@@ -30,13 +32,16 @@ from lmjax.train.setup import Setup, setup
 # Settings that change the shape or meaning of the saved state: a checkpoint written with other
 # values cannot be resumed by this config. The whole model section counts, except the fields
 # below, which only change how the same weights are computed.
-STATE_DEFINING = ("task", "model", "data.name", "data.tokenizer", "data.vocab_size", "optim.name")
+STATE_DEFINING = ("task", "model", "data.name", "data.tokenizer", "data.vocab_size", "optim.name",
+                  "ensemble.members", "prune.target_sparsity")
+# What a stored config that predates a STATE_DEFINING field meant by its absence.
+STATE_DEFAULTS = {"ensemble.members": 1, "prune.target_sparsity": 0.0}
 COMPUTE_ONLY = ("dropout", "dtype", "attention", "remat")
 # A loss that turns NaN within this many steps of a resume names the checkpoint as a suspect.
 RESUME_WINDOW = 100
 # The evaluation metrics shown on the console (all of them go to metrics.jsonl and TensorBoard).
 HEADLINE = ("loss", "accuracy", "perplexity", "f1_macro", "roc_auc", "masked_accuracy", "rmse",
-            "mae", "r2")
+            "mae", "r2", "epsilon")
 
 
 class Preempted(Exception):
@@ -73,7 +78,8 @@ class _StopFlag:
 
 
 def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str]:
-    current = cfg.to_dict()
+    # Compared as JSON, which is how the checkpoint stored them (tuples come back as lists).
+    current, stored = json.loads(json.dumps(cfg.to_dict())), json.loads(json.dumps(stored))
 
     def get(tree, path):
         for key in path.split("."):
@@ -83,6 +89,7 @@ def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str
     diffs = []
     for path in STATE_DEFINING:
         old, new = get(stored, path), get(current, path)
+        old = STATE_DEFAULTS.get(path) if old is None else old
         if isinstance(new, dict):
             for f in sorted(set(old or {}) | set(new)):
                 if f not in COMPUTE_ONLY and (old or {}).get(f) != new.get(f):
@@ -240,6 +247,8 @@ class _Run:
         t = time.time()
         metrics = evaluate(self.task, self.eval_step, state.params, state.model_state, self.mesh,
                            max_examples, self.cfg.train.batch_size, split)
+        if hasattr(self.task, "step_metrics"):  # e.g. DP-SGD's epsilon spent by this step
+            metrics.update(self.task.step_metrics(step))
         scalars = {k: v for k, v in metrics.items() if _scalar(v)}
         headline = [k for k in HEADLINE if k in scalars] or list(scalars)[:5]
         shown = " | ".join(f"{k} {scalars[k]:.4f}" for k in headline)
@@ -250,6 +259,12 @@ class _Run:
         if "confusion_matrix" in metrics:
             self.logger.image(step, f"{label or split}/confusion_matrix",
                               confusion_image(metrics["confusion_matrix"]))
+        if "reliability" in metrics and (label or split != "val") and jax.process_index() == 0:
+            # The reliability diagram of the final evaluations, as a PNG and in TensorBoard.
+            tag = label or split
+            self.logger.image(step, f"{tag}/reliability", calibration.reliability_figure(
+                metrics["reliability"], os.path.join(self.workdir, f"reliability_{tag}.png"),
+                tag))
         return metrics
 
     def save(self, step: int, state, force: bool = False) -> bool:
@@ -347,6 +362,9 @@ def _train(run: _Run, state) -> dict:
             echo("This run had already stopped early; evaluating it.")
         run.ckpt.wait()
         summary = _final_evaluation(run, state)
+        if cfg.get("prune") and cfg.prune.target_sparsity:
+            echo(prune.describe(prune.sparsity_report(jax.device_get(state.params),
+                                                      cfg.prune.keep_ends)))
         for i, text in enumerate(task.samples(state.params, state.model_state)):
             echo(f"--- sample {i} ---\n{text}")
             logger.text(int(state.step), f"sample_{i}", text)

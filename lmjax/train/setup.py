@@ -17,6 +17,7 @@ import optax
 from jax.sharding import Mesh
 
 from lmjax import optim, rundir
+from lmjax.optim import prune
 from lmjax.checkpoint import Checkpointer
 from lmjax.config import validate
 from lmjax.models.layers import resolve_attention
@@ -73,8 +74,10 @@ def setup(cfg: ml_collections.ConfigDict, *, assets: rundir.Assets | None = None
         if impl == "cudnn" or model_cfg.attention == "cudnn" or jax.default_backend() == "gpu":
             log(f"Attention: {'cuDNN fused attention' if impl == 'cudnn' else why}")
     num_steps = cfg.train.num_steps
-    tx = optim.build_optimizer(cfg.optim, num_steps, matrix_dims=task.matrix_dims,
-                               trainable=task.trainable)
+    tx = task.wrap_optimizer(optim.build_optimizer(cfg.optim, num_steps,
+                                                   matrix_dims=task.matrix_dims,
+                                                   trainable=task.trainable))
+    tx = prune.wrap(tx, cfg.get("prune"), num_steps)  # masks in the state; off: tx itself
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
     abstract, shardings = state_shardings(task, tx, mesh, init_rng)
     return Setup(cfg=cfg, task=task, mesh=mesh, tx=tx,

@@ -16,7 +16,7 @@ def train_step(state: TrainState, batch: dict, *, task, tx, schedule, grad_accum
                base_rng: jax.Array) -> tuple[TrainState, dict]:
     # Dropout noise depends only on (seed, step): resumed runs repeat it exactly.
     rng = jax.random.fold_in(base_rng, state.step)
-    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    grad_fn = task.value_and_grad()
     if grad_accum == 1:
         (loss, (aux, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
     else:

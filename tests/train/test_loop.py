@@ -219,3 +219,17 @@ def test_bf16_compute_follows_the_fp32_loss_curve(cfg, tmp_path):
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=0.02), step
     assert a != b  # bf16 really ran: the curves are close, not identical
+
+
+def test_a_cnn_config_resumes_its_own_checkpoint_and_names_a_changed_sparsity(load_config):
+    """The checkpoint stores the config as JSON (tuples come back as lists): the same config
+    is compatible; turning pruning on (masks in the optimizer state) is named."""
+    cfg = load_config("tiny", "fashion_mnist.py")
+    stored = json.loads(json.dumps(cfg.to_dict()))
+    assert loop._incompatibilities(stored, cfg) == []
+    cfg.prune.target_sparsity = 0.5
+    assert loop._incompatibilities(stored, cfg) == [
+        "prune.target_sparsity: checkpoint 0.0, config 0.5"]
+    del stored["prune"]  # a run from before pruning existed: it had none
+    assert loop._incompatibilities(stored, cfg) == [
+        "prune.target_sparsity: checkpoint 0.0, config 0.5"]

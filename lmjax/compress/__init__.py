@@ -1,0 +1,1 @@
+"""Smaller models (docs/compression.md): structured pruning, the compression report."""

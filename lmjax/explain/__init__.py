@@ -1,0 +1,1 @@
+"""Explanations of a run's predictions (docs/explain.md): attributions, attention maps, LIME."""

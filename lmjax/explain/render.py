@@ -1,0 +1,97 @@
+"""Pictures of explanations: a grid PNG (each image, its heatmap overlay, the predicted class),
+attention heatmaps, and text coloured by token attribution as HTML."""
+
+from __future__ import annotations
+
+import html
+import io
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib  # lazy: plotting is an optional extra, only the pictures need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: as above
+
+    return plt
+
+
+def heat(attribution: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) attribution -> (H, W) in [0, 1]: |a| summed over channels, over its max."""
+    a = np.abs(np.asarray(attribution, np.float32))
+    a = a.sum(-1) if a.ndim == 3 else a
+    top = a.max()
+    return a / top if top > 0 else a
+
+
+def image_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], method: str,
+               per_row: int = 8) -> bytes:
+    """PNG bytes: for each example its image above the heatmap laid over it, titled."""
+    plt = _pyplot()
+    n = len(images)
+    cols = min(per_row, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.6 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        r, c = divmod(i, cols)
+        img = np.asarray(images[i]).squeeze(-1) if images[i].shape[-1] == 1 else images[i]
+        axes[2 * r, c].imshow(img, cmap="gray")
+        axes[2 * r, c].set_title(titles[i], fontsize=7)
+        axes[2 * r + 1, c].imshow(img, cmap="gray")
+        axes[2 * r + 1, c].imshow(heat(maps[i]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    fig.suptitle(method, fontsize=9)
+    fig.tight_layout()
+    return _png(fig, plt)
+
+
+def attention_grid(maps: np.ndarray, tokens: list[str], title: str) -> bytes:
+    """PNG bytes of (layers, heads, T, T) attention maps: one heatmap per layer and head."""
+    plt = _pyplot()
+    layers, heads = maps.shape[:2]
+    fig, axes = plt.subplots(layers, heads, figsize=(2.2 * heads, 2.2 * layers), squeeze=False)
+    for layer in range(layers):
+        for h in range(heads):
+            ax = axes[layer, h]
+            ax.imshow(maps[layer, h], cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer} head {h}", fontsize=7)
+            ax.set_xticks([]), ax.set_yticks([])
+    if len(tokens) <= 24:
+        for ax in axes[-1]:
+            ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=5)
+        for ax in axes[:, 0]:
+            ax.set_yticks(range(len(tokens)), tokens, fontsize=5)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig, plt)
+
+
+def _png(fig, plt) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_array(png: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 of a PNG, for TensorBoard."""
+    plt = _pyplot()
+    return (plt.imread(io.BytesIO(png))[..., :3] * 255).astype(np.uint8)
+
+
+def text_html(tokens: list[str], scores: np.ndarray, title: str = "") -> str:
+    """One passage as HTML, each token's background red (for) or blue (against) the class,
+    its strength the |attribution| over the passage's largest."""
+    scores = np.asarray(scores, np.float32)
+    top = float(np.abs(scores).max()) or 1.0
+    spans = []
+    for token, s in zip(tokens, scores):
+        a = min(abs(float(s)) / top, 1.0)
+        rgb = "220,40,40" if s >= 0 else "40,80,220"
+        spans.append(f'<span title="{s:+.4f}" style="background: rgba({rgb},{a:.2f})">'
+                     f"{html.escape(token)}</span>")
+    head = f"<p><b>{html.escape(title)}</b></p>" if title else ""
+    return f'{head}<p style="line-height: 1.8">{" ".join(spans)}</p>\n'

@@ -1,0 +1,1 @@
+"""Privacy (docs/privacy.md): DP-SGD and its accountant, canary exposure, membership inference."""

@@ -1,0 +1,1 @@
+"""Adversarial robustness (docs/robustness.md): FGSM and PGD attacks, batched and jitted."""

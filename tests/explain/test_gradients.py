@@ -1,0 +1,102 @@
+"""Image attributions on a tiny CNN: integrated gradients and Grad-CAM against PAIR's
+`saliency` library, IG's completeness, occlusion against a loop, and the errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmjax.explain import checks, gradients as g
+from lmjax.explain.images import attribute
+from lmjax.explain.occlusion import occlusion
+from lmjax.models.baselines import CNN, MLP
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    module = CNN(num_outputs=3, channels=(4, 8), convs_per_block=1)
+    pixels = np.random.default_rng(0).integers(0, 255, (3, 12, 12, 1)).astype(np.uint8)
+    return g.Classifier(variables=module.init(jax.random.key(0), pixels), module=module), pixels
+
+
+def _call_model(model, target):
+    """PAIR's interface: gradients (and Grad-CAM's layer values) for a batch."""
+    import saliency.core as saliency
+
+    def call(x, call_model_args=None, expected_keys=None):
+        x = jnp.asarray(x, jnp.float32)
+        t = jnp.full((len(x),), target)
+        if saliency.base.CONVOLUTION_LAYER_VALUES in expected_keys:
+            acts, grads = g.gradcam_maps(model, x, t, "block1")
+            return {saliency.base.CONVOLUTION_LAYER_VALUES: np.asarray(acts),
+                    saliency.base.CONVOLUTION_OUTPUT_GRADIENTS: np.asarray(grads)}
+        return {saliency.base.INPUT_OUTPUT_GRADIENTS: np.asarray(g.saliency(model, x, t))}
+
+    return call
+
+
+def test_integrated_gradients_are_complete_and_agree_with_pair(cnn):
+    import saliency.core as saliency
+
+    model, pixels = cnn
+    x, t = g.to_input(pixels), jnp.array([0, 1, 2])
+    base = g.to_input(np.zeros((1, 12, 12, 1), np.uint8))
+    ig = g.integrated_gradients(model, x, t, base, steps=128)
+    assert np.median(checks.completeness(model, x, t, base, ig)) < 0.01
+    # PAIR's Riemann sum with 400 points converges to the same integral.
+    ref = saliency.IntegratedGradients().GetMask(
+        np.asarray(x[0]), _call_model(model, 0), x_baseline=np.asarray(base[0]), x_steps=400,
+        batch_size=400)
+    np.testing.assert_allclose(ig[0], ref, atol=0.02 * np.abs(ref).max())
+
+
+def test_gradcam_matches_pair_and_mlp_has_none(cnn):
+    import saliency.core as saliency
+
+    model, pixels = cnn
+    x = g.to_input(pixels)
+    cam = g.gradcam(model, x, jnp.array([1, 1, 1]), "block1")
+    assert cam.shape == (3, 12, 12, 1) and float(cam.min()) >= 0
+    ref = saliency.GradCam().GetMask(np.asarray(x[0]), _call_model(model, 1),
+                                     should_resize=False, three_dims=False)
+    acts, grads = g.gradcam_maps(model, x[:1], jnp.array([1]), "block1")
+    ours = jax.nn.relu((grads.mean((1, 2), keepdims=True) * acts).sum(-1))[0]
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="block0, block1"):
+        g.gradcam(model, x, jnp.array([1, 1, 1]), "block7")
+    mlp = MLP(num_outputs=3, hidden=(8,))
+    flat = g.Classifier(variables=mlp.init(jax.random.key(0), pixels), module=mlp)
+    with pytest.raises(ValueError, match="Grad-CAM needs a convolutional model"):
+        attribute(flat, pixels, np.array([0, 0, 0]), "gradcam")
+
+
+def test_occlusion_equals_a_loop_and_guided_backprop_differs(cnn):
+    model, pixels = cnn
+    x, t = g.to_input(pixels[:1]), jnp.array([2])
+    base = g.to_input(np.zeros((1, 12, 12, 1), np.uint8))
+    ours = np.asarray(occlusion(model, x, t, base, size=4, stride=4))[0, :, :, 0]
+    logits = jax.jit(lambda m, v: m.logits(v))
+    full = float(logits(model, x)[0, 2])
+    for r in (0, 4, 8):
+        for c in (0, 4, 8):
+            y = x.at[:, r:r + 4, c:c + 4].set(base[:, r:r + 4, c:c + 4])
+            assert ours[r, c] == pytest.approx(full - float(logits(model, y)[0, 2]), abs=1e-4)
+    guided = g.guided_backprop(model, x, t)
+    assert guided.shape == x.shape and not np.allclose(guided, g.saliency(model, x, t))
+
+
+def test_every_method_gives_one_map_per_image_and_deletion_runs(cnn):
+    model, pixels = cnn
+    targets = np.array([0, 1, 2])
+    for method in ("saliency", "smoothgrad", "occlusion", "lime"):
+        n = 1 if method == "lime" else 3
+        out = attribute(model, pixels[:n], targets[:n], method,
+                        samples=100 if method == "lime" else 4, segments="grid:4")
+        assert out.shape[:3] == (n, 12, 12) and np.isfinite(out).all()
+    x = g.to_input(pixels)
+    d, i = checks.deletion_insertion(model, x, jnp.asarray(targets), None,
+                                     g.to_input(np.zeros((1, 12, 12, 1), np.uint8)),
+                                     jax.random.key(0), steps=4)
+    assert d.shape == i.shape == (3,) and ((d >= 0) & (d <= 1)).all()
+    order = checks.layer_order(model, pixels)
+    assert order[0] == "Dense_0" and order[-1] == "Conv_0"
