@@ -49,14 +49,15 @@ def scaled_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
 def reliability_figure(bins: dict, path: str, title: str = "") -> np.ndarray:
     """The reliability diagram of `classification_report`'s 'reliability' bins: written as a
     PNG to `path` and returned as an (H, W, 3) uint8 image (for TensorBoard)."""
-    import matplotlib  # noqa: PLC0415 (lazy: matplotlib is needed only for pictures)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 (lazy: as above)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only for pictures
+    from matplotlib.figure import Figure  # lazy: as above
 
     count, acc, conf = (np.asarray(bins[k], np.float64) for k in ("count", "accuracy",
                                                                    "confidence"))
     ece = float((count * np.abs(acc - conf)).sum() / max(count.sum(), 1e-12))
-    fig, ax = plt.subplots(figsize=(3.2, 3.2), dpi=80)
+    # A Figure of its own, not pyplot's: a run inside a notebook keeps its inline plots.
+    fig = Figure(figsize=(3.2, 3.2), dpi=80)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
     filled = count > 0
     centres = (np.arange(len(count)) + 0.5) / len(count)
@@ -68,21 +69,19 @@ def reliability_figure(bins: dict, path: str, title: str = "") -> np.ndarray:
     ax.set_ylim(0, 1)
     fig.tight_layout()
     fig.savefig(path)
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return image
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str, title: str = "",
                         others: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Accuracy against confidence in 15 bins (the diagonal is perfect calibration), with the
     ECE in the legend; `others` adds more (name -> (probs, labels)) as lines. A small PNG."""
-    import matplotlib  # noqa: PLC0415 (lazy: matplotlib is needed only for pictures)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 (lazy: as above)
+    from matplotlib.figure import Figure  # lazy: matplotlib is needed only for pictures
 
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    fig = Figure(figsize=(4, 4), dpi=100)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
     centres = (np.arange(BINS) + 0.5) / BINS
     b = metrics.calibration_bins(probs, labels, BINS)
@@ -102,4 +101,3 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: str, title:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -9,13 +9,13 @@ import io
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib  # lazy: plotting is an optional extra, only the pictures need it
+def _figure(rows: int, cols: int, figsize):
+    """A Figure of its own and its axes (rows x cols): pyplot's global state is left alone, so
+    a notebook keeps its inline plots."""
+    from matplotlib.figure import Figure  # lazy: plotting is an optional extra
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy: as above
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def heat(attribution: np.ndarray) -> np.ndarray:
@@ -29,11 +29,10 @@ def heat(attribution: np.ndarray) -> np.ndarray:
 def image_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], method: str,
                per_row: int = 8) -> bytes:
     """PNG bytes: for each example its image above the heatmap laid over it, titled."""
-    plt = _pyplot()
     n = len(images)
     cols = min(per_row, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.6 * cols, 3.3 * rows), squeeze=False)
+    fig, axes = _figure(2 * rows, cols, (1.6 * cols, 3.3 * rows))
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -45,14 +44,13 @@ def image_grid(images: np.ndarray, maps: np.ndarray, titles: list[str], method: 
         axes[2 * r + 1, c].imshow(heat(maps[i]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
     fig.suptitle(method, fontsize=9)
     fig.tight_layout()
-    return _png(fig, plt)
+    return _png(fig)
 
 
 def attention_grid(maps: np.ndarray, tokens: list[str], title: str) -> bytes:
     """PNG bytes of (layers, heads, T, T) attention maps: one heatmap per layer and head."""
-    plt = _pyplot()
     layers, heads = maps.shape[:2]
-    fig, axes = plt.subplots(layers, heads, figsize=(2.2 * heads, 2.2 * layers), squeeze=False)
+    fig, axes = _figure(layers, heads, (2.2 * heads, 2.2 * layers))
     for layer in range(layers):
         for h in range(heads):
             ax = axes[layer, h]
@@ -66,20 +64,20 @@ def attention_grid(maps: np.ndarray, tokens: list[str], title: str) -> bytes:
             ax.set_yticks(range(len(tokens)), tokens, fontsize=5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _png(fig, plt)
+    return _png(fig)
 
 
-def _png(fig, plt) -> bytes:
+def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 
 def png_array(png: bytes) -> np.ndarray:
     """(H, W, 3) uint8 of a PNG, for TensorBoard."""
-    plt = _pyplot()
-    return (plt.imread(io.BytesIO(png))[..., :3] * 255).astype(np.uint8)
+    import matplotlib.image  # lazy: as above (reading a PNG touches no pyplot state)
+
+    return (matplotlib.image.imread(io.BytesIO(png))[..., :3] * 255).astype(np.uint8)
 
 
 def text_html(tokens: list[str], scores: np.ndarray, title: str = "") -> str:

@@ -68,11 +68,10 @@ def format_table(rows: list[dict], title: str) -> str:
 
 def plot(results: dict[str, list[dict]], path: str) -> None:
     """Robust accuracy against eps, one line per labelled result, as a small PNG."""
-    import matplotlib  # noqa: PLC0415 (lazy: matplotlib is only needed for the picture)
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 (lazy: as above)
+    from matplotlib.figure import Figure  # lazy: matplotlib is only needed for the picture
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+    fig = Figure(figsize=(4.5, 3.2), dpi=100)  # not pyplot's: notebooks keep their plots
+    ax = fig.subplots()
     for label, rows in results.items():
         eps = [0.0] + [r["eps"] for r in rows]
         acc = [100 * rows[0]["clean_accuracy"]] + [100 * r["robust_accuracy"] for r in rows]
@@ -84,4 +83,3 @@ def plot(results: dict[str, list[dict]], path: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -51,9 +51,14 @@ def test_breast_cancer_matches_logistic_regression_fitted_directly(load_config):
         want[f"precision_{avg}"] = skm.precision_score(labels, predicted, average=avg)
         want[f"recall_{avg}"] = skm.recall_score(labels, predicted, average=avg)
         want[f"f1_{avg}"] = skm.f1_score(labels, predicted, average=avg)
+    # Multi-class Brier sums both classes' squared errors: twice scikit-learn's binary score.
+    want["brier"] = 2 * skm.brier_score_loss(labels, probs[:, 1])
+    conf, hit = probs.max(1), (predicted == labels)  # ECE over 15 bins (lo, hi], by loop
+    want["ece"] = sum(abs(hit[m].mean() - conf[m].mean()) * m.sum() for lo in range(15)
+                      if (m := (conf > lo / 15) & (conf <= (lo + 1) / 15)).any()) / len(labels)
     assert set(got) == set(want)  # the float metrics only (no per-class lists)
-    for k in want:
-        assert got[k] == pytest.approx(want[k], rel=1e-6), k
+    for k in want:  # ECE averages confidences that ours holds in float32
+        assert got[k] == pytest.approx(want[k], rel=1e-4 if k == "ece" else 1e-6), k
     assert got["accuracy"] > 0.9
 
 
