@@ -1,6 +1,7 @@
 """One FedAvg round's cost, clients vmapped vs lax.map, for a config's model.
 
     python benchmarks/federated.py --config=configs/fashion_mnist.py:fedavg --steps=20
+    python benchmarks/federated.py --local_batch=50 --steps=11
 
 Prints images/s of local training for each way of running the sampled clients (interleaved,
 best of --repeats), on random images of the config's shape; no data is read.
@@ -26,8 +27,11 @@ def main() -> None:
     ap.add_argument("--config", default="configs/fashion_mnist.py:fedavg")
     ap.add_argument("--steps", type=int, default=20, help="local steps per client")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--local_batch", type=int, default=0, help="0: the config's")
     args = ap.parse_args()
     cfg = load_config(args.config)
+    if args.local_batch:
+        cfg.federated.local_batch = args.local_batch
     f = cfg.federated
     task = make_task(cfg, log=lambda s: None)
     params, state = split_variables(jax.tree.map(
