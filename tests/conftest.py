@@ -135,3 +135,23 @@ def fashion_dir(tmp_path_factory) -> str:
         write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def save_untrained():
+    """`save_untrained(cfg, workdir)`: a run directory with a freshly initialised checkpoint,
+    what training writes without the cost of training (for tests whose figures do not depend
+    on trained weights)."""
+    from lmjax import rundir
+    from lmjax.checkpoint import Checkpointer
+    from lmjax.train.setup import setup
+
+    def save(cfg, workdir: str) -> None:
+        cfg.mesh.data = 1
+        s = setup(cfg, log=lambda line: None)
+        rundir.write(workdir, s.task.run_assets())
+        with Checkpointer(rundir.checkpoint_dir(workdir)) as ckpt:
+            ckpt.save(0, s.new_state(), cfg.to_dict(), force=True)
+            ckpt.wait()
+
+    return save

@@ -5,9 +5,6 @@ import numpy as np
 import pytest
 
 from lmjax.compress import report, structured
-from lmjax import rundir
-from lmjax.checkpoint import Checkpointer
-from lmjax.train.setup import setup
 from lmjax.train.restore import evaluate_run
 
 
@@ -24,7 +21,7 @@ def test_int8_weights_are_per_channel_absmax():
     np.testing.assert_array_equal(restored["Dense_0"]["bias"], params["Dense_0"]["bias"])
 
 
-def test_table_of_a_run_and_its_narrow_export(fashion_config, tmp_path):
+def test_table_of_a_run_and_its_narrow_export(fashion_config, save_untrained, tmp_path):
     run, narrow = str(tmp_path / "run"), str(tmp_path / "narrow")
     save_untrained(fashion_config, run)
     info = structured.export(run, narrow, 0.5, log=lambda s: None)
@@ -49,14 +46,3 @@ def test_bad_variant_is_one_error_line(run_module, tmp_path):
                    timeout=120)
     assert r.returncode == 2 and "lmjax: error: --variants: 'oops' is not NAME=RUN_DIRECTORY" \
         in r.stderr
-
-
-def save_untrained(cfg, workdir: str) -> None:
-    """A run directory with a freshly initialised checkpoint: what training writes, without the
-    cost of training (the figures here do not depend on the weights being trained)."""
-    cfg.mesh.data = 1
-    s = setup(cfg, log=lambda line: None)
-    rundir.write(workdir, s.task.run_assets())
-    with Checkpointer(rundir.checkpoint_dir(workdir)) as ckpt:
-        ckpt.save(0, s.new_state(), cfg.to_dict(), force=True)
-        ckpt.wait()

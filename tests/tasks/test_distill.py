@@ -11,9 +11,6 @@ import pytest
 from lmjax.data.tokenizers import CharTokenizer
 from lmjax.tasks import make_task
 from lmjax.tasks.distill import check_compatible, soft_loss
-from lmjax import rundir
-from lmjax.checkpoint import Checkpointer
-from lmjax.train.setup import setup
 from lmjax.train.restore import load_setup
 
 
@@ -54,7 +51,7 @@ def test_refuses_teachers_with_other_classes_or_vocabulary():
 
 
 def test_mlp_student_loss_mixes_cnn_teacher_soft_targets(fashion_config, load_config,
-                                                         fashion_dir, tmp_path):
+                                                         fashion_dir, save_untrained, tmp_path):
     teacher_dir = str(tmp_path / "teacher")
     save_untrained(fashion_config, teacher_dir)
 
@@ -83,14 +80,3 @@ def test_mlp_student_loss_mixes_cnn_teacher_soft_targets(fashion_config, load_co
     bad.distill.teacher = str(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="not a run directory"):
         make_task(bad, log=lambda s: None)
-
-
-def save_untrained(cfg, workdir: str) -> None:
-    """A run directory with a freshly initialised checkpoint: what training writes, without the
-    cost of training (the figures here do not depend on the weights being trained)."""
-    cfg.mesh.data = 1
-    s = setup(cfg, log=lambda line: None)
-    rundir.write(workdir, s.task.run_assets())
-    with Checkpointer(rundir.checkpoint_dir(workdir)) as ckpt:
-        ckpt.save(0, s.new_state(), cfg.to_dict(), force=True)
-        ckpt.wait()
