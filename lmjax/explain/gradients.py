@@ -22,7 +22,7 @@ from lmjax.models import baselines
 
 def to_input(images: jax.Array) -> jax.Array:
     """uint8 pixels -> the model's float input (what the baselines do inside)."""
-    return baselines._as_float(jnp.asarray(images))  # one place owns the scaling constants
+    return baselines.as_float(jnp.asarray(images))  # one place owns the scaling constants
 
 
 @struct.dataclass

@@ -19,7 +19,9 @@ import jax.numpy as jnp
 from lmjax.models.layers import require
 
 
-def _as_float(x: jax.Array) -> jax.Array:
+def as_float(x: jax.Array) -> jax.Array:
+    """What the baselines compute on: raw uint8 pixels standardised, anything else as float32.
+    Attacks and explanations use it to map [0, 1] images onto the model's own input scale."""
     if x.dtype == jnp.uint8:  # raw pixels: scale and centre (Fashion-MNIST: mean 0.29, std 0.35)
         return (x.astype(jnp.float32) / 255.0 - 0.29) / 0.35
     return x.astype(jnp.float32)
@@ -33,7 +35,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         batch = x.shape[0]
-        x = _as_float(x).reshape(batch, -1)
+        x = as_float(x).reshape(batch, -1)
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
             x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
@@ -58,7 +60,7 @@ class CNN(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         chex.assert_rank(x, 4)  # (batch, height, width, channels)
         batch = x.shape[0]
-        x = _as_float(x)
+        x = as_float(x)
         for i, width in enumerate(self.channels):
             for _ in range(self.convs_per_block):
                 x = nn.Conv(width, (3, 3), use_bias=self.norm == "none")(x)

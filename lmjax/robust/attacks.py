@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lmjax.models.baselines import _as_float
+from lmjax.models.baselines import as_float
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -126,6 +126,6 @@ def pixel_model(apply_fn: Callable[[jax.Array], jax.Array],
     """
     if example_dtype != "uint8":
         return apply_fn
-    lo = _as_float(jnp.zeros((), jnp.uint8))
-    hi = _as_float(jnp.full((), 255, jnp.uint8))
+    lo = as_float(jnp.zeros((), jnp.uint8))
+    hi = as_float(jnp.full((), 255, jnp.uint8))
     return lambda x01: apply_fn(lo + (hi - lo) * x01)
