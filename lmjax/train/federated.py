@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lmjax import rundir
@@ -102,13 +103,14 @@ def make_round(task, client_lr: float, server_lr: float, dp_clip: float = 0.0,
                 lambda xs: client(params, model_state, *xs, inputs, labels), (idx, valid, keys))
         deltas = jax.tree.map(lambda n, g: n - g[None], new, params)
         if dp_clip > 0:
-            norms = jnp.sqrt(sum(jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=1)
-                                 for d in jax.tree.leaves(deltas)))
-            scale = jnp.minimum(1.0, dp_clip / jnp.maximum(norms, 1e-12))
-            deltas = jax.tree.map(lambda d: d * scale.reshape((-1,) + (1,) * (d.ndim - 1)),
-                                  deltas)
-            weights = jnp.full_like(weights, 1.0 / weights.shape[0])  # fixed denominator
-        avg = jax.tree.map(lambda d: jnp.tensordot(weights, d, axes=1), deltas)
+            # Each client's update clipped to dp_clip (optax's per-example clip, with clients
+            # as the examples), summed, over a fixed denominator.
+            leaves, tree = jax.tree.flatten(deltas)
+            summed, _ = optax.per_example_global_norm_clip(leaves, dp_clip)
+            weights = jnp.full_like(weights, 1.0 / weights.shape[0])
+            avg = jax.tree.unflatten(tree, [x / weights.shape[0] for x in summed])
+        else:
+            avg = jax.tree.map(lambda d: jnp.tensordot(weights, d, axes=1), deltas)
         if dp_clip > 0 and dp_noise > 0:
             leaves, tree = jax.tree.flatten(avg)
             keys = jax.random.split(noise_key, len(leaves))
