@@ -11,6 +11,9 @@ a trained Fashion-MNIST CNN, printed as figures.
         --config.train.batch_size=64 --config.train.early_stopping_metric=''
     # the checks:
     python benchmarks/explain_checks.py images --workdir=runs/cnn --shuffled=runs/cnn-shuffled
+    # integrated gradients from black, blurred and uniform-noise baselines; Grad-CAM per layer:
+    python benchmarks/explain_checks.py ig_baselines --workdir=runs/cnn \
+        --shuffled=runs/cnn-shuffled --examples=200 --cascade_examples=50
 """
 
 from __future__ import annotations
@@ -150,10 +153,76 @@ def images(args) -> None:
               f"max {np.max(secs):.2f}")
 
 
+def ig_baselines(args) -> None:
+    """Integrated gradients' checks for each --baselines kind (black, blur, uniform), and
+    Grad-CAM's deletion / insertion at each conv block."""
+    model, task = load(args.workdir)
+    n = args.examples
+    pixels = np.asarray(task.data.test.inputs[:n])
+    x = g.to_input(pixels)
+    labels = jnp.asarray(task.data.test.labels[:n], jnp.int32)
+    predicted = jnp.asarray(probabilities_fn(model)(pixels).argmax(-1), jnp.int32)
+    black = g.to_input(np.zeros((1, 28, 28, 1), np.uint8))
+    key = jax.random.key(args.seed + 2)  # the same baseline draws for every model
+
+    def ig(m, xs, ts, kind, steps=64):
+        out = []
+        for i in range(0, len(xs), 100):
+            out.append(np.asarray(g.integrated_gradients_from(
+                m, xs[i:i + 100], ts[i:i + 100], kind, jax.random.fold_in(key, i), steps,
+                args.baseline_samples)))
+        return np.concatenate(out)
+
+    stages = checks.cascade(model, jax.random.key(args.seed), pixels)
+    shuffled = load(args.shuffled)[0] if args.shuffled else None
+    rand_del, rand_ins = checks.deletion_insertion(model, x, predicted, None, black,
+                                                   jax.random.key(args.seed + 1))
+    print(f"model {args.workdir}, {n} test images; random order: deletion AUC "
+          f"{rand_del.mean():.4f}, insertion AUC {rand_ins.mean():.4f}")
+    for kind in args.baselines.split(","):
+        start = time.time()
+        draws = args.baseline_samples if kind == "uniform" else 1
+        print(f"\n== IG from a {kind} baseline ({draws} draw{'s' * (draws > 1)})")
+        for steps in (64, 128):
+            a = ig(model, x, predicted, kind, steps)
+            base = jnp.concatenate([g.ig_baselines(x[i:i + 100], kind,
+                                                   jax.random.fold_in(key, i),
+                                                   args.baseline_samples)
+                                    for i in range(0, n, 100)], axis=1)
+            err = checks.completeness(model, x, predicted, base, a)
+            print(f"completeness, {steps} steps: median {np.median(err) * 100:.3f}%, 90th "
+                  f"percentile {np.percentile(err, 90) * 100:.3f}% (target median <= 1%)")
+        trained = ig(model, x, labels, kind)
+        sub = slice(0, args.cascade_examples)
+        row = []
+        for layer, m_rand in stages:
+            full = layer == stages[-1][0]
+            cut = slice(None) if full else sub
+            r = checks.spearman(trained[cut], ig(m_rand, x[cut], labels[cut], kind))
+            row.append(f"{layer} {np.mean(r):.3f}")
+        print("cascading randomization, Spearman of |IG| (target <= 0.2 at the last): " +
+              " / ".join(row))
+        if shuffled is not None:
+            r = checks.spearman(trained, ig(shuffled, x, labels, kind))
+            print(f"shuffled-label model, Spearman of |IG|: {fmt(r)} (target <= 0.3)")
+        d, i = checks.deletion_insertion(model, x, predicted, ig(model, x, predicted, kind),
+                                         black)
+        print(f"deletion AUC {d.mean():.4f} ({d.mean() / rand_del.mean():.2f}x random), "
+              f"insertion AUC {i.mean():.4f} ({i.mean() / rand_ins.mean():.2f}x random) "
+              f"({time.time() - start:.0f}s)")
+    print("\n== Grad-CAM deletion / insertion at each conv block")
+    for layer in model.conv_layers:
+        a = np.concatenate([np.asarray(g.gradcam(model, x[i:i + 100], predicted[i:i + 100],
+                                                 layer)) for i in range(0, n, 100)])
+        d, i = checks.deletion_insertion(model, x, predicted, a, black)
+        print(f"{layer}: deletion AUC {d.mean():.4f} ({d.mean() / rand_del.mean():.2f}x "
+              f"random), insertion AUC {i.mean():.4f} ({i.mean() / rand_ins.mean():.2f}x random)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("shuffled_data", "images"))
+    p.add_argument("stage", choices=("shuffled_data", "images", "ig_baselines"))
     p.add_argument("--workdir", default="runs/F-cnn")
     p.add_argument("--shuffled", default="")
     p.add_argument("--data", default="runs/F-shuffled-data")
@@ -162,9 +231,13 @@ def main() -> None:
     p.add_argument("--cascade_examples", type=int, default=100)
     p.add_argument("--lime_images", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baselines", default="black,blur,uniform")
+    p.add_argument("--baseline_samples", type=int, default=4)
     args = p.parse_args()
     if args.stage == "shuffled_data":
         shuffled_data(args.data, args.train_examples)
+    elif args.stage == "ig_baselines":
+        ig_baselines(args)
     else:
         images(args)
 

@@ -7,8 +7,25 @@
 Image runs (CNN, MLP): saliency, smoothgrad, ig (integrated gradients from a black image),
 gradcam (CNN only, at --layer), occlusion, guided_backprop, lime. For each method it writes
 <out>/<method>.png (each image, its heatmap overlay, the predicted and true class),
-<out>/<method>.json (the attributions) and the picture to the run's TensorBoard. The methods
-and their sanity checks: docs/explain.md.
+<out>/<method>.json (the attributions) and the picture to the run's TensorBoard.
+--baseline=black|blur|uniform: integrated gradients' starting image.
+
+Text and attention (BERT text classifiers: ig, lime, attention; GPT and BERT masked-LM
+runs: attention):
+
+    python -m lmjax.explain --workdir=runs/classify --method=ig --examples=0:8
+    python -m lmjax.explain --workdir=runs/classify --method=lime --text="Exit, pursued by a bear."
+    python -m lmjax.explain --workdir=runs/gpt --method=attention --examples=0:4 --length=32
+
+ig: integrated gradients over the token embeddings from [PAD]'s; lime: lime's
+LimeTextExplainer over the words (a removed word becomes [UNK]); both write <out>/<method>.html
+(each passage coloured by its tokens' attributions, red for the class, blue against),
+<out>/<method>.png (the same as a picture) and <out>/<method>.json. attention: per example
+<out>/attention_<index>.png (a heatmap per layer and head) and <out>/attention_rollout.png
+(attention rollout, Abnar & Zuidema 2020), the maps and rollouts in <out>/attention.json.
+Examples: the validation passages of a classifier or masked-LM run, windows of --length tokens
+of a GPT run's validation text, or one --text. The methods and their sanity checks:
+docs/explain.md.
 """
 
 from __future__ import annotations
@@ -17,20 +34,33 @@ import json
 import os
 import time
 
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
 from lmjax import rundir
-from lmjax.cli.common import require
+from lmjax.cli.common import fail, require
 from lmjax.explain import images as imagelib
 from lmjax.explain import render
-from lmjax.explain.gradients import Classifier
+from lmjax.explain import sequences as seqlib
+from lmjax.explain.gradients import BASELINES, Classifier
+from lmjax.models import bert, lora
 from lmjax.train.restore import load_setup
 
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run to explain.")
-_METHOD = flags.DEFINE_string("method", "ig", f"One of {', '.join(imagelib.METHODS)}.")
+_METHOD = flags.DEFINE_string("method", "ig", f"Images: one of {', '.join(imagelib.METHODS)}; "
+                              "text classifiers: ig, lime, attention; GPT, BERT: attention.")
 _EXAMPLES = flags.DEFINE_string("examples", "0:16", "Which examples of --split, start:stop.")
-_SPLIT = flags.DEFINE_string("split", "test", "The split the examples come from (test, val).")
+_SPLIT = flags.DEFINE_string("split", "", "The split the examples come from (test, val; "
+                             "default: test where the run has one, else val).")
+_TEXT = flags.DEFINE_string("text", "", "Text runs: explain this passage (or prompt) instead "
+                            "of --examples.")
+_LENGTH = flags.DEFINE_integer("length", 32, "GPT attention: tokens per window of the "
+                               "validation text (at most the model's context).")
+_BASELINE = flags.DEFINE_enum("baseline", "black", list(BASELINES), "Image integrated "
+                              "gradients: start from a black image, the image blurred, or "
+                              "uniform noise (--samples draws averaged, default 4).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the pictures and JSON "
                            "(default: <workdir>/explain).")
 _LAYER = flags.DEFINE_string("layer", "", "Grad-CAM's conv block, block0..blockN-1 "
@@ -61,20 +91,26 @@ def parse_examples(spec: str, available: int) -> range:
 def main(args: list[str]) -> None:
     workdir = require(_WORKDIR.value, "give --workdir: the trained run to explain.")
     method = _METHOD.value
-    require(method in imagelib.METHODS,
-            f"--method={method!r}: use one of {', '.join(imagelib.METHODS)}.")
-    require(_TARGET.value in ("predicted", "true"),
-            f"--target={_TARGET.value!r}: use 'predicted' or 'true'.")
+    if method not in (*imagelib.METHODS, "attention"):
+        fail(f"--method={method!r}: use one of {', '.join(imagelib.METHODS)} (images), or ig, "
+             "lime, attention (text classifiers), attention (GPT, BERT).")
+    if _TARGET.value not in ("predicted", "true"):
+        fail(f"--target={_TARGET.value!r}: use 'predicted' or 'true'.")
     s, state = load_setup(workdir, best=not _LATEST.value and rundir.has_best(workdir))
     task = s.task
-    shape = (task.example or {}).get("shape", []) if hasattr(task, "example") else []
-    require(len(shape) == 3, f"{workdir} is a {s.cfg.task!r} run without images; --method="
-            f"{method} explains image classifiers (Fashion-MNIST CNN or MLP runs).")
+    kind = seqlib.run_kind(s.cfg, task)
+    seqlib.check_method(kind, method, workdir)
+    out = _OUT.value or os.path.join(workdir, "explain")
+    if kind != "image":
+        return explain_sequences(s.cfg, task, state, kind, method, workdir, out)
+    if _TEXT.value:
+        fail(f"--text: {workdir} is an image classifier; choose images with --examples.")
+    split = _SPLIT.value or ("test" if "test" in task.splits else "val")
     model = Classifier(variables={"params": state.params, **state.model_state},
                        module=task.model)
-    require(_SPLIT.value in task.splits,
-            f"--split={_SPLIT.value!r}: this run has {', '.join(task.splits)}.")
-    data = task.data.test if _SPLIT.value == "test" else task.data.val
+    if split not in task.splits:
+        fail(f"--split={split!r}: this run has {', '.join(task.splits)}.")
+    data = task.data.test if split == "test" else task.data.val
     ids = parse_examples(_EXAMPLES.value, len(data))
     images = np.asarray(data.inputs[ids.start:ids.stop])
     labels = np.asarray(data.labels[ids.start:ids.stop])
@@ -84,19 +120,19 @@ def main(args: list[str]) -> None:
     start = time.time()
     maps = imagelib.attribute(model, images, targets, method, steps=_STEPS.value,
                               samples=_SAMPLES.value, layer=_LAYER.value, seed=_SEED.value,
-                              segments=_SEGMENTS.value)
+                              segments=_SEGMENTS.value, baseline=_BASELINE.value)
     seconds = time.time() - start
     names = task.class_names
-    out = _OUT.value or os.path.join(workdir, "explain")
     os.makedirs(out, exist_ok=True)
     titles = [f"{i}: {names[p]}" + ("" if p == y else f"\n(true {names[y]})")
               for i, p, y in zip(ids, predicted, labels)]
-    png = render.image_grid(images, maps, titles, f"{method} ({_SPLIT.value} {ids.start}:"
+    png = render.image_grid(images, maps, titles, f"{method} ({split} {ids.start}:"
                             f"{ids.stop}, target: {_TARGET.value} class)")
     with open(os.path.join(out, f"{method}.png"), "wb") as f:
         f.write(png)
-    record = {"method": method, "split": _SPLIT.value, "seconds": round(seconds, 3),
+    record = {"method": method, "split": split, "seconds": round(seconds, 3),
               "options": {"steps": _STEPS.value, "samples": _SAMPLES.value,
+                          "baseline": _BASELINE.value,
                           "layer": _LAYER.value, "segments": _SEGMENTS.value,
                           "seed": _SEED.value, "target": _TARGET.value},
               "examples": [{"index": i, "label": names[y], "predicted": names[p],
@@ -107,6 +143,126 @@ def main(args: list[str]) -> None:
     _to_tensorboard(workdir, method, png)
     print(f"{method}: {len(ids)} examples in {seconds:.2f}s -> {out}/{method}.png, "
           f"{out}/{method}.json")
+
+
+def sequence_examples(task, kind: str, tokenizer, seq_len: int):
+    """(token rows, labels or None, indices) to explain: --text, or --examples of the run's
+    validation passages (classifier, masked-LM) or --length windows of its text (GPT)."""
+    if _TEXT.value:
+        if kind == "gpt":
+            ids = np.asarray(tokenizer.encode(_TEXT.value))[:seq_len]
+            if not len(ids):
+                fail("--text is empty after tokenization: give a prompt.")
+            return ids[None].astype(np.int32), None, ["text"]
+        return seqlib.frame_texts(tokenizer, [_TEXT.value], seq_len), None, ["text"]
+    if _SPLIT.value not in ("", "val"):
+        fail(f"--split={_SPLIT.value!r}: text runs explain their validation split (val).")
+    if kind == "text":
+        ids = parse_examples(_EXAMPLES.value, len(task.data.val_labels))
+        return (np.asarray(task.data.val_inputs[ids.start:ids.stop]),
+                np.asarray(task.data.val_labels[ids.start:ids.stop]), list(ids))
+    if kind == "mlm":
+        ids = parse_examples(_EXAMPLES.value, len(task.val_rows))
+        return np.asarray(task.val_rows[ids.start:ids.stop]), None, list(ids)
+    if not 1 < _LENGTH.value <= seq_len:
+        fail(f"--length={_LENGTH.value}: give 2 to {seq_len} (the model's context).")
+    val = task.data.val
+    ids = parse_examples(_EXAMPLES.value, len(val) // _LENGTH.value)
+    rows = np.stack([np.asarray(val[i * _LENGTH.value:(i + 1) * _LENGTH.value]) for i in ids])
+    return rows.astype(np.int32), None, list(ids)
+
+
+def explain_sequences(cfg, task, state, kind: str, method: str, workdir: str, out: str) -> None:
+    """Text classifiers' ig / lime, and GPT / BERT attention: HTML, PNG and JSON in `out`."""
+    module, params = task.model, state.params
+    if getattr(task, "lora", False):  # adapters folded in: the plain BERT, its own weights
+        module, params = task.base_model, lora.merged(params, cfg.lora)
+    tokenizer, seq_len = task.tokenizer, task.seq_len
+    pad_id = None if kind == "gpt" else tokenizer.pad_id
+    if _BASELINE.value != "black":
+        fail("--baseline is for image runs; text integrated gradients start from the [PAD] "
+             "embeddings.")
+    rows, labels, ids = sequence_examples(task, kind, tokenizer, seq_len)
+    names = list(getattr(task, "class_names", []) or [])
+    record = {"method": method, "run": kind, "options": {"text": _TEXT.value}}
+    predicted = targets = None
+    if kind == "text":
+        logits = np.asarray(module.apply({"params": params}, jnp.asarray(rows),
+                                         deterministic=True), np.float32)
+        predicted = logits.argmax(-1)
+        if _TARGET.value == "true" and labels is None:
+            fail("--target=true needs labelled examples: --text has no label; use "
+                 "--target=predicted or --examples.")
+        targets = predicted if _TARGET.value == "predicted" else labels
+    os.makedirs(out, exist_ok=True)
+    start = time.time()
+    if method == "attention":
+        if kind == "text" or kind == "mlm":
+            if not isinstance(module, (bert.Classifier, bert.MaskedLM)):
+                fail(f"--method=attention: {type(module).__name__} sows no attention maps.")
+        found = seqlib.attention(module, params, rows, tokenizer, pad_id)
+        seconds = time.time() - start
+        titles = [f"{i}" + (f": {names[p]}" if predicted is not None else "")
+                  for i, p in zip(ids, predicted if predicted is not None else ids)]
+        pngs = []
+        for i, a, t in zip(ids, found, titles):
+            png = render.attention_grid(a.maps, a.tokens, f"attention, example {t}")
+            with open(os.path.join(out, f"attention_{i}.png"), "wb") as f:
+                f.write(png)
+            pngs.append(png)
+        roll = render.rollout_grid([a.rollout for a in found], [a.tokens for a in found],
+                                   titles, "attention rollout (Abnar & Zuidema 2020), rows: "
+                                   "queries")
+        with open(os.path.join(out, "attention_rollout.png"), "wb") as f:
+            f.write(roll)
+        record["examples"] = [{"index": i, "tokens": a.tokens,
+                               "maps": np.round(a.maps, 5).tolist(),
+                               "rollout": np.round(a.rollout, 5).tolist()}
+                              for i, a in zip(ids, found)]
+        _to_tensorboard(workdir, "attention_rollout", roll)
+        _to_tensorboard(workdir, "attention", pngs[0])
+        written = f"{out}/attention_<index>.png, {out}/attention_rollout.png"
+    else:
+        passages, entries = [], []
+        lengths = seqlib.lengths(rows, pad_id)
+        if method == "ig":
+            scores = seqlib.token_ig(module, params, rows, targets, pad_id, _STEPS.value)
+            for row, n, sc in zip(rows, lengths, scores):
+                passages.append((seqlib.token_strings(tokenizer, row[:n]), sc[:n]))
+        else:
+            prob = seqlib.class_probabilities(module, params, tokenizer, seq_len)
+            unk = seqlib.token_strings(tokenizer, [tokenizer.unk_id])[0]
+            for row, n, t in zip(rows, lengths, targets):
+                real = [x for x in row[:n] if int(x) not in tokenizer.special_ids]
+                words, res = seqlib.lime_words(tokenizer.decode(real), int(t), prob,
+                                               _SAMPLES.value or 1000, _SEED.value, unk)
+                passages.append((words, res.weights))
+                entries.append({"r2": round(res.score, 4), "intercept": res.intercept})
+        seconds = time.time() - start
+        heads = []
+        for k, (i, p, t) in enumerate(zip(ids, predicted, targets)):
+            true = "" if labels is None or labels[k] == p else f" (true {names[labels[k]]})"
+            heads.append(f"{i}: predicted {names[p]}{true}; {method} for {names[t]}")
+        page = "".join(render.text_html(toks, sc, h) for (toks, sc), h in zip(passages, heads))
+        with open(os.path.join(out, f"{method}.html"), "w") as f:
+            f.write(f"<html><meta charset='utf-8'><body>\n{page}</body></html>\n")
+        png = render.text_png([(toks, sc, h) for (toks, sc), h in zip(passages, heads)])
+        with open(os.path.join(out, f"{method}.png"), "wb") as f:
+            f.write(png)
+        record["options"].update(steps=_STEPS.value, samples=_SAMPLES.value, seed=_SEED.value,
+                                 target=_TARGET.value)
+        record["examples"] = [{"index": i, "predicted": names[p], "target": names[t],
+                               **({"label": names[labels[k]]} if labels is not None else {}),
+                               "tokens": toks, "attribution": np.round(sc, 6).tolist(),
+                               **(entries[k] if entries else {})}
+                              for k, (i, p, t, (toks, sc)) in enumerate(
+                                  zip(ids, predicted, targets, passages))]
+        _to_tensorboard(workdir, method, png)
+        written = f"{out}/{method}.html, {out}/{method}.png"
+    record["seconds"] = round(seconds, 3)
+    with open(os.path.join(out, f"{method}.json"), "w") as f:
+        json.dump(record, f)
+    print(f"{method}: {len(ids)} examples in {seconds:.2f}s -> {written}, {out}/{method}.json")
 
 
 def _to_tensorboard(workdir: str, method: str, png: bytes) -> None:

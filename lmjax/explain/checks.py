@@ -19,9 +19,12 @@ from lmjax.explain.render import heat
 
 def completeness(model: g.Classifier, x: jax.Array, target: jax.Array, baseline: jax.Array,
                  attributions: jax.Array) -> np.ndarray:
-    """|sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)| per example."""
-    b = jnp.broadcast_to(baseline, x.shape)
-    gap = g._target_score(model.logits(x), target) - g._target_score(model.logits(b), target)
+    """|sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)| per example. A
+    baseline with a leading axis of draws (gradients.ig_baselines) compares with their mean F."""
+    draws = baseline if baseline.ndim == x.ndim + 1 else baseline[None]
+    f_base = jnp.mean(jnp.stack([g._target_score(model.logits(jnp.broadcast_to(b, x.shape)),
+                                                 target) for b in draws]), 0)
+    gap = g._target_score(model.logits(x), target) - f_base
     total = attributions.reshape(len(x), -1).sum(-1)
     return np.asarray(jnp.abs(total - gap) / jnp.maximum(jnp.abs(gap), 1e-12))
 

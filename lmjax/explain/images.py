@@ -22,11 +22,15 @@ def probabilities_fn(model: g.Classifier):
 
 def attribute(model: g.Classifier, images: np.ndarray, targets: np.ndarray, method: str, *,
               steps: int = 64, samples: int = 0, layer: str = "", seed: int = 0,
-              segments: str = "grid:4", chunk: int = 64) -> np.ndarray:
+              segments: str = "grid:4", baseline: str = "black",
+              chunk: int = 64) -> np.ndarray:
     """(batch, H, W, C or 1) attributions of `images` (uint8 NHWC) for `targets`.
-    `samples`: SmoothGrad's noisy copies (default 25) or LIME's samples (default 1000)."""
+    `samples`: SmoothGrad's noisy copies (default 25), LIME's samples (default 1000) or the
+    uniform IG baseline's draws (default 4). `baseline`: IG's, one of gradients.BASELINES."""
     if method not in METHODS:
         raise ValueError(f"--method={method!r}: use one of {', '.join(METHODS)}.")
+    if method == "ig" and baseline not in g.BASELINES:
+        raise ValueError(f"--baseline={baseline!r}: use one of {', '.join(g.BASELINES)}.")
     if method == "gradcam":
         g.require_conv(model, layer or (model.conv_layers or ["block0"])[-1])
     if method == "lime":
@@ -38,17 +42,18 @@ def attribute(model: g.Classifier, images: np.ndarray, targets: np.ndarray, meth
     for start in range(0, len(images), chunk):
         x = g.to_input(images[start:start + chunk])
         t = jnp.asarray(targets[start:start + chunk], jnp.int32)
-        baseline = g.to_input(np.zeros((1, *images.shape[1:]), np.uint8))  # black image
+        black = g.to_input(np.zeros((1, *images.shape[1:]), np.uint8))
         if method == "saliency":
             a = g.saliency(model, x, t)
         elif method == "smoothgrad":
             a = g.smoothgrad(model, x, t, jax.random.key(seed), samples=samples or 25)
         elif method == "ig":
-            a = g.integrated_gradients(model, x, t, baseline, steps=steps)
+            a = g.integrated_gradients_from(model, x, t, baseline, jax.random.key(seed + start),
+                                            steps=steps, samples=samples or 4)
         elif method == "gradcam":
             a = g.gradcam(model, x, t, layer)
         elif method == "occlusion":
-            a = occlusion(model, x, t, baseline)
+            a = occlusion(model, x, t, black)
         else:
             a = g.guided_backprop(model, x, t)
         out.append(np.asarray(a))

@@ -102,13 +102,14 @@ def explain_image_with_lime(image: np.ndarray, target: int, probabilities: Calla
 
 
 def explain_text(text: str, target: int, probabilities: Callable, samples: int = 1000,
-                 seed: int = 0) -> tuple[list[str], LimeResult]:
+                 seed: int = 0, mask_string: str | None = None) -> tuple[list[str], LimeResult]:
     """LIME over the whitespace tokens of a passage: (tokens, result with one weight per token
-    position). `probabilities(list_of_texts) -> (n, classes)`."""
+    position). `probabilities(list_of_texts) -> (n, classes)`. A removed token becomes
+    `mask_string` (lime's default 'UNKWORDZ' when None)."""
     from lime import lime_text  # lazy: optional extra (lmjax[explain])
 
     explainer = lime_text.LimeTextExplainer(bow=False, split_expression=r"\s+",
-                                            random_state=seed)
+                                            random_state=seed, mask_string=mask_string)
     e = explainer.explain_instance(text, lambda texts: np.asarray(probabilities(list(texts))),
                                    labels=(target,), num_features=10_000, num_samples=samples)
     words = list(e.domain_mapper.indexed_string.inverse_vocab)  # bow=False: one per position

@@ -89,7 +89,59 @@ def text_html(tokens: list[str], scores: np.ndarray, title: str = "") -> str:
     for token, s in zip(tokens, scores):
         a = min(abs(float(s)) / top, 1.0)
         rgb = "220,40,40" if s >= 0 else "40,80,220"
-        spans.append(f'<span title="{s:+.4f}" style="background: rgba({rgb},{a:.2f})">'
+        spans.append(f'<span title="{s:+.4g}" style="background: rgba({rgb},{a:.2f})">'
                      f"{html.escape(token)}</span>")
     head = f"<p><b>{html.escape(title)}</b></p>" if title else ""
     return f'{head}<p style="line-height: 1.8">{" ".join(spans)}</p>\n'
+
+
+def text_png(passages: list[tuple[list[str], np.ndarray, str]], width: int = 90) -> bytes:
+    """PNG bytes of coloured passages (the picture of text_html, for TensorBoard and docs):
+    each (tokens, scores, title), tokens wrapped at `width` characters in a monospace font."""
+    lines = []  # (row, column, token, score) or a title
+    row = 0
+    for tokens, scores, title in passages:
+        lines.append((row, 0, title, None))
+        row, col = row + 1, 0
+        top = float(np.abs(np.asarray(scores, np.float32)).max()) or 1.0
+        for token, s in zip(tokens, scores):
+            if col and col + len(token) > width:
+                row, col = row + 1, 0
+            lines.append((row, col, token, float(s) / top))
+            col += len(token) + 1
+        row += 2
+    fig = _figure(1, 1, (0.085 * width, 0.22 * row + 0.3))[0]
+    ax = fig.axes[0]
+    ax.axis("off")
+    ax.set_xlim(0, width), ax.set_ylim(row, -0.5)
+    for r, c, token, s in lines:
+        if s is None:
+            ax.text(c, r, token, fontsize=8, fontweight="bold", va="center")
+            continue
+        rgb = (0.86, 0.16, 0.16) if s >= 0 else (0.16, 0.31, 0.86)
+        ax.text(c, r, token, family="monospace", fontsize=8, va="center",
+                bbox=dict(boxstyle="square,pad=0.1", lw=0, fc=(*rgb, min(abs(s), 1.0))))
+    return _png(fig)
+
+
+def rollout_grid(rollouts: list[np.ndarray], tokens: list[list[str]], titles: list[str],
+                 title: str, per_row: int = 4) -> bytes:
+    """PNG bytes: each example's (T, T) attention rollout as a heatmap (rows: queries)."""
+    n = len(rollouts)
+    cols = min(per_row, n)
+    rows = -(-n // cols)
+    fig, axes = _figure(rows, cols, (3.2 * cols, 3.3 * rows))
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (r, toks, t) in enumerate(zip(rollouts, tokens, titles)):
+        ax = axes.flat[i]
+        ax.axis("on")
+        ax.imshow(r, cmap="viridis", vmin=0)
+        ax.set_title(t, fontsize=7)
+        ax.set_xticks([]), ax.set_yticks([])
+        if len(toks) <= 24:
+            ax.set_xticks(range(len(toks)), toks, rotation=90, fontsize=5)
+            ax.set_yticks(range(len(toks)), toks, fontsize=5)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)

@@ -100,3 +100,24 @@ def test_every_method_gives_one_map_per_image_and_deletion_runs(cnn):
     assert d.shape == i.shape == (3,) and ((d >= 0) & (d <= 1)).all()
     order = checks.layer_order(model, pixels)
     assert order[0] == "Dense_0" and order[-1] == "Conv_0"
+
+
+def test_blurred_and_uniform_baselines(cnn):
+    from scipy.ndimage import gaussian_filter
+
+    model, pixels = cnn
+    x, t = g.to_input(pixels), jnp.array([0, 1, 2])
+    # The blur equals SciPy's Gaussian filter of the pixels with a black border.
+    blur = g.ig_baselines(x, "blur", sigma=1.5)
+    ref = gaussian_filter(pixels[..., 0].astype(np.float64), (0, 1.5, 1.5), mode="constant",
+                          truncate=3.0)
+    np.testing.assert_allclose(blur[0, ..., 0], (ref / 255.0 - 0.29) / 0.35, atol=1e-4)
+    uniform = g.ig_baselines(x, "uniform", jax.random.key(1), samples=2)
+    assert uniform.shape == (2, *x.shape)
+    black, white = g.to_input(np.zeros((1,), np.uint8)), g.to_input(np.full((1,), 255, np.uint8))
+    assert float(uniform.min()) >= float(black[0]) and float(uniform.max()) <= float(white[0])
+    # Averaged over the draws, IG adds up to F(x) - mean F(baseline).
+    a = g.integrated_gradients_from(model, x, t, "uniform", jax.random.key(1), 128, samples=2)
+    assert np.median(checks.completeness(model, x, t, uniform, a)) < 0.01
+    with pytest.raises(ValueError, match="--baseline='gray': use one of black, blur, uniform"):
+        attribute(model, pixels, np.array([0, 1, 2]), "ig", baseline="gray")
