@@ -14,6 +14,8 @@ import numpy as np
 
 from lmjax.data.mlm import frame
 from lmjax.data.text_classification import encode_texts
+from lmjax.explain import attention as attn
+from lmjax.explain.sequences import token_strings
 from lmjax.infer.generator import pow2
 
 
@@ -24,6 +26,11 @@ class TextClassifier:
         self.seq_len, self.max_batch, self.params = seq_len, max_batch, params
         self._probs = jax.jit(lambda p, x: jax.nn.softmax(
             model.apply({"params": p}, x, deterministic=True).astype(jnp.float32), axis=-1))
+        # [CLS]'s row of the attention rollout and of the last layer's head-mean map, captured
+        # with sow from the model's own attention (lmjax/explain/attention.py); compiled on
+        # the first request that asks for it.
+        self._cls_attention = jax.jit(lambda p, x: _cls_rows(attn.attention_maps(
+            model, {"params": p}, x, deterministic=True)))
 
     @classmethod
     def from_loaded(cls, loaded, max_batch: int = 64) -> "TextClassifier":
@@ -32,8 +39,10 @@ class TextClassifier:
         return cls(loaded.model, loaded.params, task.tokenizer, task.class_names, task.seq_len,
                    max_batch)
 
-    def classify(self, texts: Sequence[str]) -> list[dict]:
-        """[{label, probabilities: {class: p}, truncated}] for each text, in order."""
+    def classify(self, texts: Sequence[str], return_attention: bool = False) -> list[dict]:
+        """[{label, probabilities: {class: p}, truncated}] for each text, in order; with
+        `return_attention`, also {attention: {tokens, rollout, last_layer}}: how much [CLS], the
+        position the classifier reads, draws on each token (each row sums to 1)."""
         if not 0 < len(texts) <= self.max_batch:
             raise ValueError(f"{len(texts)} texts: give between 1 and {self.max_batch}.")
         tok, room = self.tokenizer, self.seq_len - 2
@@ -43,6 +52,19 @@ class TextClassifier:
         padded = np.full((batch, self.seq_len), tok.pad_id, np.int32)
         padded[:len(rows)] = rows
         probs = np.asarray(self._probs(self.params, jnp.asarray(padded)))[:len(rows)]
-        return [{"label": self.class_names[int(p.argmax())],
-                 "probabilities": {n: float(v) for n, v in zip(self.class_names, p)},
-                 "truncated": len(x) > room} for p, x in zip(probs, ids)]
+        out = [{"label": self.class_names[int(p.argmax())],
+                "probabilities": {n: float(v) for n, v in zip(self.class_names, p)},
+                "truncated": len(x) > room} for p, x in zip(probs, ids)]
+        if return_attention:
+            roll, last = map(np.asarray, self._cls_attention(self.params, jnp.asarray(padded)))
+            for i, (result, x) in enumerate(zip(out, ids)):
+                n = min(len(x), room) + 2  # [CLS] ids [SEP]: the keys past them are padding
+                result["attention"] = {"tokens": token_strings(tok, padded[i, :n]),
+                                       "rollout": roll[i, :n].tolist(),
+                                       "last_layer": last[i, :n].tolist()}
+        return out
+
+
+def _cls_rows(maps: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(rollout, last layer's head mean), each (batch, keys): the rows of position 0, [CLS]."""
+    return attn.rollout(maps)[:, 0], maps[-1].mean(1)[:, 0]

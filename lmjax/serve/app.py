@@ -66,12 +66,22 @@ class ClassifyBody(BaseModel):
     texts: Annotated[list[Annotated[str, Field(min_length=1)]],
                      Field(min_length=1, max_length=64, description="1 to 64 texts; longer "
                            "ones are truncated to the model's context.")]
+    return_attention: bool = Field(False, description="Also return, per text, how much [CLS] "
+                                   "attends to each token: the attention rollout and the last "
+                                   "layer's map (mean over heads).")
+
+
+class Attention(BaseModel):
+    tokens: list[str]
+    rollout: list[float]
+    last_layer: list[float]
 
 
 class Classification(BaseModel):
     label: str
     probabilities: dict[str, float]
     truncated: bool
+    attention: Attention | None = None
 
 
 class ClassifyResponse(BaseModel):
@@ -325,13 +335,13 @@ def _classify_routes(app: FastAPI, classifier, source: str) -> None:
         return {"status": "ok", "model": source, "context": classifier.seq_len,
                 "classes": classifier.class_names, "task": "classify"}
 
-    @app.post("/v1/classify", response_model=ClassifyResponse,
+    @app.post("/v1/classify", response_model=ClassifyResponse, response_model_exclude_none=True,
               responses={400: {"description": "malformed JSON"},
                          413: {"description": "body too large"},
                          422: {"description": "invalid fields"}},
               summary="Classify texts with the BERT classifier")
     def classify(body: ClassifyBody):  # plain def: runs in the thread pool, off the event loop
-        return ClassifyResponse(results=classifier.classify(body.texts))
+        return ClassifyResponse(results=classifier.classify(body.texts, body.return_attention))
 
 
 class _Limits:

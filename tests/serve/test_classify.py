@@ -63,6 +63,35 @@ def test_classify_endpoint(loaded):
         assert got["label"] == names[int(want.argmax())]
     assert [b.status_code for b in bad] == [422] * 4
     assert "texts" in bad[0].json()["error"]
+    assert all("attention" not in r for r in results)
+
+
+def test_classify_return_attention(loaded):
+    from lmjax.explain import attention as attn
+
+    classifier = TextClassifier.from_loaded(loaded)
+    texts = ["Exit, pursued by a bear.", LONG]
+    with serve_in_thread(create_app(classifier=classifier, source="tiny")) as url:
+        r = httpx.post(f"{url}/v1/classify", json={"texts": texts, "return_attention": True},
+                       timeout=60)
+    assert r.status_code == 200, r.text
+    tok, seq = loaded.tokenizer, loaded.task.seq_len
+    for text, got in zip(texts, r.json()["results"]):
+        ids = tok.encode(text)[:seq - 2]
+        n = len(ids) + 2
+        row = np.full((1, seq), tok.pad_id, np.int32)
+        row[0, :n] = [tok.cls_id, *ids, tok.sep_id]
+        a = got["attention"]
+        assert len(a["tokens"]) == len(a["rollout"]) == len(a["last_layer"]) == n
+        assert a["tokens"][0] == tok.decode([tok.cls_id]) or a["tokens"][0] == "[CLS]"
+        # The text alone (not batched with the others) gives the same maps: padding is masked.
+        maps = attn.attention_maps(loaded.task.model, {"params": loaded.params}, row,
+                                   deterministic=True)
+        np.testing.assert_allclose(a["last_layer"], np.asarray(maps[-1, 0].mean(0)[0, :n]),
+                                   atol=1e-5)
+        np.testing.assert_allclose(a["rollout"], np.asarray(attn.rollout(maps)[0, 0, :n]),
+                                   atol=1e-5)
+        assert abs(sum(a["rollout"]) - 1) < 1e-5 and abs(sum(a["last_layer"]) - 1) < 1e-5
 
 
 def test_classifier_run_to_hugging_face(run, loaded, tmp_path):
