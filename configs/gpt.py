@@ -70,6 +70,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.checkpoint.every = 10
         c.sample.update(num_samples=1, max_new_tokens=20)
         c.log.progress_bar = False
+    elif preset == "fedavg":
+        # Federated averaging over Shakespeare's plays (python -m lmjax.federated,
+        # docs/federated.md): one client per training work (LEAF's setting), a fifth sampled
+        # per round, at most 10 local SGD steps of 16 windows each.
+        c.federated.update(split="groups", fraction=0.2, local_epochs=1, local_batch=16,
+                           local_steps=10, client_lr=0.15, rounds=10, eval_every=1,
+                           clients_at_once="vmap")
     elif preset in GPT2_SIZES:
         layers, heads, width, batch, remat = GPT2_SIZES[preset]
         c.data.update(tokenizer="bpe", vocab_size=50304)  # 50257 rounded up to a multiple of 64
@@ -80,5 +87,6 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
                        warmup_steps=700, b2=0.95, end_lr_ratio=0.1)  # GPT-2's recipe (nanoGPT's)
         c.checkpoint.every = 2000
     else:
-        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny, {', '.join(GPT2_SIZES)}")
+        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny, fedavg, "
+                         f"{', '.join(GPT2_SIZES)}")
     return c

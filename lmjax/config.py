@@ -206,10 +206,12 @@ def federated_section() -> ml_collections.ConfigDict:
     f.fraction = 0.1               # C: share of clients sampled each round
     f.local_epochs = 5             # E
     f.local_batch = 10             # B; 0: each client's data as one batch (FedSGD with E=1)
+    f.local_steps = 0              # > 0: at most this many local steps per client and round
     f.client_lr = 0.05             # clients run plain SGD
     f.server_lr = 1.0              # the server moves by server_lr x the averaged update
     f.rounds = 100
     f.split = "iid"                # 'iid' | 'shards' (2 label shards per client) | 'dirichlet'
+    #                                | 'groups' (language models: one client per document)
     f.alpha = 0.5                  # with dirichlet: smaller is less IID
     f.eval_every = 5               # rounds between validations (and checkpoints)
     f.clients_at_once = "vmap"     # 'vmap' (one batched computation) | 'map' (in turn, in
@@ -473,13 +475,15 @@ def _validate_federated(c: ml_collections.ConfigDict) -> None:
     _require(f.clients > 0, f"federated.clients={f.clients}: must be positive.")
     _require(0 < f.fraction <= 1, f"federated.fraction={f.fraction}: the share of clients "
              "sampled per round, in (0, 1].")
-    _require(f.local_epochs > 0 and f.local_batch >= 0 and f.rounds > 0 and f.eval_every > 0,
+    _require(f.local_epochs > 0 and f.local_batch >= 0 and f.rounds > 0 and f.eval_every > 0
+             and f.get("local_steps", 0) >= 0,
              "federated.local_epochs, rounds and eval_every must be positive, local_batch >= 0 "
-             "(0: the whole client as one batch).")
+             "(0: the whole client as one batch) and local_steps >= 0 (0: no cap).")
     _require(f.client_lr > 0 and f.server_lr > 0, "federated.client_lr and server_lr must be "
              "positive.")
-    _require(f.split in ("iid", "shards", "dirichlet"), f"federated.split={f.split!r}: use "
-             "'iid', 'shards' or 'dirichlet'.")
+    _require(f.split in ("iid", "shards", "dirichlet", "groups"), f"federated.split="
+             f"{f.split!r}: use 'iid', 'shards' or 'dirichlet' (classifiers), 'groups' (language "
+             "models: one client per document).")
     _require(f.dp_clip >= 0 and f.dp_noise >= 0 and 0 < f.delta < 1,
              "federated.dp_clip and dp_noise must be >= 0 and federated.delta in (0, 1).")
     _require(f.clients_at_once in ("vmap", "map"), f"federated.clients_at_once="

@@ -5,9 +5,11 @@
         --config.federated.split=shards --workdir=runs/fedavg-noniid
     python -m lmjax.federated --config=configs/fashion_mnist.py:fedavg \\
         --config.federated.local_epochs=1 --config.federated.local_batch=0   # FedSGD
+    python -m lmjax.federated --config=configs/gpt.py:fedavg    # one client per Shakespeare play
 
 The `federated` config section sets the clients (K), the share sampled per round (C), local
-epochs (E) and batch (B), the split (iid, shards, dirichlet) and DP-FedAvg's clipping and noise.
+epochs (E) and batch (B), the split (iid, shards, dirichlet; groups: a language model's
+documents) and DP-FedAvg's clipping and noise.
 Running the same command again resumes from the last saved round. The run directory is an
 ordinary run: python -m lmjax.evaluate --workdir=runs/fedavg reads it. How: docs/federated.md.
 """

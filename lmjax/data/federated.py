@@ -6,6 +6,9 @@
 - 'dirichlet': per class, shares drawn from Dirichlet(alpha) over clients (small alpha: each
   client dominated by a few classes; Hsu et al., 2019);
 - 'groups': one client per group id (e.g. one per play of Shakespeare, LEAF's setting).
+
+For a language model the examples are windows of a token stream, and `document_windows` makes
+one client per training document (per work of Shakespeare: LEAF's one client per play).
 """
 
 from __future__ import annotations
@@ -53,4 +56,22 @@ def split_clients(labels: np.ndarray, num_clients: int, scheme: str, seed: int,
         if len(part) == 0:
             big = max(range(num_clients), key=lambda j: len(clients[j]))
             clients[k], clients[big] = clients[big][-1:], clients[big][:-1]
+    return clients
+
+
+def document_windows(lengths: list[int], total: int, seq_len: int) -> list[np.ndarray]:
+    """Per document, the starts of its non-overlapping windows of seq_len + 1 tokens (inputs and
+    next-token targets) in the concatenated stream of `total` tokens, which holds the documents
+    in order with these `lengths` (separator included): a client's examples."""
+    if sum(lengths) != total:
+        raise ValueError(f"the documents' token counts add up to {sum(lengths):,}, not the "
+                         f"{total:,} of the prepared training stream: clients per document need "
+                         "the corpus as prepared (no data.scrub_pii, the same tokenizer).")
+    ends = np.cumsum(lengths)
+    clients = [np.arange(end - n, end - seq_len, seq_len, dtype=np.int64)
+               for n, end in zip(lengths, ends)]
+    short = [i for i, c in enumerate(clients) if len(c) == 0]
+    if short:
+        raise ValueError(f"document {short[0]} has fewer than model.block_size + 1 = "
+                         f"{seq_len + 1} tokens: shorten model.block_size.")
     return clients

@@ -27,6 +27,24 @@ LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "ml-c
 WANDB_MODES = ("online", "offline", "disabled")
 
 
+# The metrics a console line shows first, when present.
+HEADLINE = ("loss", "accuracy", "perplexity", "f1_macro", "roc_auc", "masked_accuracy", "rmse",
+            "mae", "r2", "epsilon")
+
+
+def is_scalar(v) -> bool:
+    """A metric logged as a curve (not a per-class table or a confusion matrix)."""
+    return np.ndim(v) == 0 and not isinstance(v, (dict, str))
+
+
+def scalar_metrics(metrics: dict) -> tuple[dict, str]:
+    """(the scalar metrics as floats, a console line of the headline ones among them): what
+    the training loop and the federated rounds log after each evaluation."""
+    scalars = {k: float(v) for k, v in metrics.items() if is_scalar(v)}
+    shown = [k for k in HEADLINE if k in scalars] or list(scalars)[:5]
+    return scalars, " | ".join(f"{k} {scalars[k]:.4f}" for k in shown)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"

@@ -25,7 +25,8 @@ from lmjax.eval import calibration
 from lmjax.eval.evaluate import evaluate
 from lmjax.optim import prune
 from lmjax.parallel import mesh as meshlib
-from lmjax.train.logging import MetricLogger, confusion_image, format_seconds
+from lmjax.train.logging import (MetricLogger, confusion_image, format_seconds, is_scalar,
+                                 scalar_metrics)
 from lmjax.train.restore import load_run
 from lmjax.train.setup import Setup, setup
 
@@ -39,9 +40,6 @@ STATE_DEFAULTS = {"ensemble.members": 1, "prune.target_sparsity": 0.0}
 COMPUTE_ONLY = ("dropout", "dtype", "attention", "remat")
 # A loss that turns NaN within this many steps of a resume names the checkpoint as a suspect.
 RESUME_WINDOW = 100
-# The evaluation metrics shown on the console (all of them go to metrics.jsonl and TensorBoard).
-HEADLINE = ("loss", "accuracy", "perplexity", "f1_macro", "roc_auc", "masked_accuracy", "rmse",
-            "mae", "r2", "epsilon")
 
 
 class Preempted(Exception):
@@ -98,11 +96,6 @@ def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str
         elif old != new:
             diffs.append(f"{path}: checkpoint {old!r}, config {new!r}")
     return diffs
-
-
-def _scalar(v) -> bool:
-    """A metric logged as a curve (not a per-class table or a confusion matrix)."""
-    return np.ndim(v) == 0 and not isinstance(v, (dict, str))
 
 
 class Monitor:
@@ -249,12 +242,10 @@ class _Run:
                            max_examples, self.cfg.train.batch_size, split)
         if hasattr(self.task, "step_metrics"):  # e.g. DP-SGD's epsilon spent by this step
             metrics.update(self.task.step_metrics(step))
-        scalars = {k: v for k, v in metrics.items() if _scalar(v)}
-        headline = [k for k in HEADLINE if k in scalars] or list(scalars)[:5]
-        shown = " | ".join(f"{k} {scalars[k]:.4f}" for k in headline)
+        scalars, shown = scalar_metrics(metrics)
         self.logger.write(step, label or split, scalars, f"{shown} | {time.time() - t:.1f}s")
         for k, v in metrics.items():
-            if not _scalar(v):  # per-class tables and confusion matrices
+            if not is_scalar(v):  # per-class tables and confusion matrices
                 self.logger.text(step, f"{label or split}/{k}", json.dumps(v))
         if "confusion_matrix" in metrics:
             self.logger.image(step, f"{label or split}/confusion_matrix",
@@ -397,7 +388,7 @@ def _final_evaluation(run: _Run, state) -> dict:
     checkpoint when a metric is monitored, else the last state) on every evaluation split."""
     cfg, step = run.cfg, int(state.step)
     val = run.evaluate(state, step, cfg.train.final_eval_examples)
-    summary = {"step": step, **{f"val_{k}": v for k, v in val.items() if _scalar(v)}}
+    summary = {"step": step, **{f"val_{k}": v for k, v in val.items() if is_scalar(v)}}
     if run.monitor.update(step, val):
         run.best_ckpt.save(step, state, cfg.to_dict(), run.monitor.state(), force=True)
     run.best_ckpt.wait()
@@ -406,12 +397,12 @@ def _final_evaluation(run: _Run, state) -> dict:
         best_step = run.best_ckpt.latest_step()
         delivered = run.setup.restore(run.best_ckpt, best_step)
         val = run.evaluate(delivered, step, cfg.train.final_eval_examples, label="best_val")
-        summary.update({f"val_{k}": v for k, v in val.items() if _scalar(v)})
+        summary.update({f"val_{k}": v for k, v in val.items() if is_scalar(v)})
         summary["best_step"], label = best_step, "best_"
     elif run.monitor.active:
         summary["best_step"] = step
     for split in run.task.splits:
         if split != "val":
             test = run.evaluate(delivered, step, 0, split, label=label + split)
-            summary.update({f"{split}_{k}": v for k, v in test.items() if _scalar(v)})
+            summary.update({f"{split}_{k}": v for k, v in test.items() if is_scalar(v)})
     return summary
