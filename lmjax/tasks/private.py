@@ -43,8 +43,10 @@ class PrivateTask(TaskWrapper):
             self.sigma = accounting.calibrate(p.target_epsilon, self.rate, t.num_steps,
                                               self.delta)
             log(f"DP-SGD: noise multiplier calibrated to {self.sigma:.4f} so that "
-                f"{t.num_steps} steps spend epsilon={p.target_epsilon} at delta={self.delta} "
-                f"(privacy.noise_multiplier={p.noise_multiplier} is ignored).")
+                f"{t.num_steps} steps spend at most epsilon={p.target_epsilon} at delta="
+                f"{self.delta} (privacy.noise_multiplier={p.noise_multiplier} is ignored"
+                + (f"; {accounting.MIN_SIGMA} is the least noise calibration gives)"
+                   if self.sigma <= accounting.MIN_SIGMA else ")") + ".")
         final = accounting.epsilon(self.rate, self.sigma, t.num_steps, self.delta)
         log(f"DP-SGD: {self.num_examples} examples, sampling rate q={self.rate:.3g} (expected "
             f"batch {t.batch_size}, padded to {self.size}), clip {self.clip_norm}, noise "
