@@ -31,12 +31,16 @@ def _event(q: float, sigma: float, steps: int):
 @functools.lru_cache(maxsize=256)
 def epsilon(q: float, sigma: float, steps: int, delta: float, accountant: str = "pld",
             discretization: float = FINE) -> float:
-    """Epsilon spent after `steps` Poisson-sampled Gaussian steps (0 for no step)."""
+    """Epsilon spent after `steps` Poisson-sampled Gaussian steps (0 for no step). Below
+    MIN_SIGMA the PLD accountant takes minutes to hours (its privacy-loss grid grows as
+    1/sigma^2), so there RDP answers: an upper bound, and a loose one, on a vast epsilon."""
     if steps <= 0:
         return 0.0
     if sigma <= 0:
         return float("inf")
     from dp_accounting import pld, rdp  # lazy: optional extra
+    if accountant == "pld" and sigma < MIN_SIGMA:
+        accountant = "rdp"
     if accountant == "pld":
         acc = pld.PLDAccountant(value_discretization_interval=discretization)
     elif accountant == "rdp":
