@@ -5,6 +5,9 @@ Hugging Face `generate` on the same weights.
     python -m lmjax.bench_generate --workdir=runs/gpt
     # GPT-2 124M with random weights (no data needed), against transformers on the same weights
     python -m lmjax.bench_generate --config=configs/gpt.py:gpt2_124m --hf_compare
+    # batch 1 against the memory-bandwidth bound this run measures, and the int8 weights
+    python -m lmjax.bench_generate --config=configs/gpt.py:gpt2_124m --batch_sizes=1 --bound \
+        --int8 --hf_compare
     # the server: requests/s and p50/p99 latency under 16 concurrent clients
     python -m lmjax.bench_generate --workdir=runs/gpt --server --clients=16
     # the slot engine against the static batcher, same run: 32 streaming clients, prompts of
@@ -25,10 +28,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from lmjax.cli.common import fail
+from lmjax.infer import int8
 from lmjax.infer.generator import Generator
 from lmjax.infer.load import load
-from lmjax.serve.benchmark import (bench_overload, bench_server, model_from_config,
-                                   time_generation, time_hf)
+from lmjax.serve.benchmark import (bench_overload, bench_server, bytes_per_token,
+                                   model_from_config, read_bandwidth, time_generation,
+                                   time_hf)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "With random weights: the config "
                                           "whose model to build.", lock_config=True)
@@ -39,6 +44,12 @@ _NEW = flags.DEFINE_integer("new_tokens", 256, "Greedy tokens per row (capped by
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per batch size (the median counts).")
 _HF = flags.DEFINE_bool("hf_compare", False, "Also time transformers' GPT2LMHeadModel.generate "
                         "(PyTorch, KV cache, bfloat16 on a GPU) on the same weights.")
+_BOUND = flags.DEFINE_bool("bound", False, "Measure the memory read bandwidth and print batch "
+                           "1's bound: bandwidth / (weight + KV-cache bytes per token).")
+_BOUND_GIB = flags.DEFINE_float("bound_gib", 1.0, "--bound: GiB read to measure the bandwidth "
+                                "(well above the caches).")
+_INT8 = flags.DEFINE_bool("int8", False, "Also time the model with int8 weights (qwix, what "
+                          "python -m lmjax.quantize exports) in the same run.")
 _SERVER = flags.DEFINE_bool("server", False, "Also benchmark the HTTP server on localhost.")
 _CLIENTS = flags.DEFINE_integer("clients", 16, "Server: concurrent clients.")
 _REQUESTS = flags.DEFINE_integer("requests", 160, "Server: requests in total.")
@@ -73,17 +84,46 @@ def main(args: list[str]) -> None:
     new = min(_NEW.value, block - _PROMPT.value)
     print(f"Model: {source}; device: {jax.devices()[0].device_kind} "
           f"({jax.default_backend()}); prompt {_PROMPT.value}, {new} greedy new tokens")
+    bw = None
+    if _BOUND.value:
+        bw = read_bandwidth(_BOUND_GIB.value)
+        per_token = bytes_per_token(params, model.cfg, _PROMPT.value + new)
+        print(f"Memory read bandwidth: {bw['xla_bytes_per_s'] / 1e9:.1f} GB/s (jitted sum), "
+              f"{bw['numpy_bytes_per_s'] / 1e9:.1f} GB/s (NumPy); batch 1 reads "
+              f"{per_token / 1e6:.0f} MB per token: bound "
+              f"{bw['bytes_per_s'] / per_token:,.1f} tokens/s")
+    variants = [("lmjax", generator, params)]
+    if _INT8.value:
+        if any("qvalue" in jax.tree_util.keystr(p)
+               for p, _ in jax.tree_util.tree_leaves_with_path(params)):
+            fail("--int8: the model is already int8; give the float run.")
+        qmodel, qparams = int8.quantize(model, params)
+        variants.append(("int8 ", Generator(qmodel, qparams, tokenizer, max_batch=max(batches),
+                                            stop_at_eot=False), qparams))
     for b in batches:
-        r = time_generation(generator, b, _PROMPT.value, new, _REPEATS.value)
-        print(f"lmjax  batch {b:3d}: {r['tokens_per_s']:10,.0f} tokens/s "
-              f"(decode alone {r['decode_tokens_per_s']:,.0f}), time to first token "
-              f"{1e3 * r['ttft_s']:.1f} ms, {r['total_s']:.3f} s per run "
-              f"(compile {r['compile_s']:.1f} s)")
+        fp = None
+        for name, gen, weights in variants:
+            r = time_generation(gen, b, _PROMPT.value, new, _REPEATS.value)
+            note = ""
+            if bw and b == 1:  # each variant against its own bytes per token
+                own = bytes_per_token(weights, model.cfg, _PROMPT.value + new)
+                bound = bw["bytes_per_s"] / own
+                note = f"; decode at {r['decode_tokens_per_s'] / bound:.0%} of its bound"
+                if weights is not params:
+                    note += f" ({bound:,.1f} tokens/s: {own / 1e6:.0f} MB per token)"
+            if fp is not None:
+                note += f"; {r['tokens_per_s'] / fp:.2f}x float"
+            fp = fp or r["tokens_per_s"]
+            print(f"{name}  batch {b:3d}: {r['tokens_per_s']:10,.0f} tokens/s "
+                  f"(decode alone {r['decode_tokens_per_s']:,.0f}), time to first token "
+                  f"{1e3 * r['ttft_s']:.1f} ms, {r['total_s']:.3f} s per run "
+                  f"(compile {r['compile_s']:.1f} s){note}", flush=True)
         if _HF.value:
             h = time_hf(model.cfg, params, b, _PROMPT.value, new, _REPEATS.value)
             print(f"HF     batch {b:3d}: {h['tokens_per_s']:10,.0f} tokens/s, time to first "
                   f"token {1e3 * h['ttft_s']:.1f} ms ({h['device']}); lmjax is "
-                  f"{r['tokens_per_s'] / h['tokens_per_s']:.1f}x")
+                  f"{fp / h['tokens_per_s']:.1f}x"
+                  + (f", int8 {r['tokens_per_s'] / h['tokens_per_s']:.1f}x" if _INT8.value else ""))
     if _SERVER.value:
         bad = set(_ENGINES.value) - {"slots", "static"}
         if bad:

@@ -1,8 +1,9 @@
 """Post-training int8 weight quantization with qwix, and the int8 export directory.
 
 qwix rewrites the model's matrix products: every Dense kernel (attention qkv and output, MLP
-fc and proj) is stored as int8 with one float32 scale per output channel (absmax), and is
-multiplied as such. The tied token embedding stays in its training dtype: it is also read by a
+fc and proj) is stored as int8 with one float32 scale per output channel (absmax). Decoding's
+products of one row read the int8 bytes directly (`vector_dot_general`); larger ones go
+through qwix's own product. A scanned model is quantized as its unrolled twin (`unrolled`). The tied token embedding stays in its training dtype: it is also read by a
 gather, which qwix's post-training rules do not intercept. Norms, biases and position
 embeddings are vectors and stay as they are.
 
@@ -25,20 +26,65 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lmjax import rundir
-from lmjax.models.gpt import GPT, GPTConfig
+from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
 
 # qwix module paths of the GPT's Dense layers (also under nn.scan: blocks/block/attn/qkv).
 DENSE_LAYERS = r".*/(qkv|out|fc|proj)$"
 OLD_META = "quantized.json"  # the export format before run directories
 
 
+# At most this many rows (batch x positions) take the vector path below: decoding.
+VECTOR_ROWS = 2
+
+
+def vector_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                       preferred_element_type=None, **kwargs):
+    """qwix's dot_general, except for a few float rows times an int8 matrix (decoding).
+
+    qwix computes a float x int8 product by converting the int8 matrix to float and calling a
+    dot, expecting the compiler to fuse the two: GPU and TPU backends do, XLA:CPU does not,
+    and writes a float copy of every matrix at every decoding step (5x slower than the float
+    model's dot; benchmarks/int8_matvec.py). Written as a product and a sum instead, XLA:CPU
+    fuses conversion, product and sum into one pass that reads the int8 bytes. Larger products
+    (prefill, batches) stay with qwix: they are bound by arithmetic, not by reading weights.
+    """
+    import qwix  # noqa: lazy, optional extra
+
+    (lhs_c, rhs_c), (lhs_b, rhs_b) = dimension_numbers
+    if (isinstance(rhs, qwix.QArray) and not isinstance(lhs, qwix.QArray)
+            and rhs.zero_point is None and rhs.qvalue.ndim == 2 and not lhs_b and not rhs_b
+            and tuple(rhs_c) == (0,) and tuple(lhs_c) == (lhs.ndim - 1,)
+            and rhs.scale.shape == (1, rhs.qvalue.shape[1])
+            and int(np.prod(lhs.shape[:-1])) <= VECTOR_ROWS):
+        out = (lhs[..., :, None].astype(jnp.float32)
+               * rhs.qvalue.astype(jnp.float32)).sum(-2) * rhs.scale[0]
+        return out.astype(preferred_element_type or lhs.dtype)
+    return qwix.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                            preferred_element_type=preferred_element_type, **kwargs)
+
+
+def unrolled(model: nn.Module) -> nn.Module:
+    """The model with its layers unrolled: qwix's per-channel scales of an nn.scan kernel
+    ([layers, in, out]) would span the layers, so a scanned model is quantized, exported and
+    decoded as its unrolled twin (same parameters, block_0 ... block_N; decoding gains nothing
+    from the scan)."""
+    if not isinstance(getattr(model, "cfg", None), GPTConfig):
+        raise ValueError("int8 quantization covers GPT models (their Dense layers).")
+    if not model.cfg.scan_layers:
+        return model
+    return GPT(dataclasses.replace(model.cfg, scan_layers=False, remat="none"))
+
+
 def quantized_model(model: nn.Module) -> nn.Module:
     import qwix  # noqa: lazy, optional extra
 
-    if not isinstance(getattr(model, "cfg", None), GPTConfig):
-        raise ValueError("int8 quantization covers GPT models (their Dense layers).")
+    model = unrolled(model)
     rules = [qwix.QuantizationRule(module_path=DENSE_LAYERS, weight_qtype=jnp.int8)]
-    return qwix.quantize_model(model, qwix.PtqProvider(rules))
+    try:  # the product function is a constructor argument of qwix 0.1's PtqProvider
+        provider = qwix.PtqProvider(rules, _dot_general_fn=vector_dot_general)
+    except TypeError:
+        provider = qwix.PtqProvider(rules)
+    return qwix.quantize_model(model, provider)
 
 
 def _quantized_shapes(qmodel: nn.Module):
@@ -52,6 +98,7 @@ def quantize(model: nn.Module, params):
     import qwix  # noqa: lazy, optional extra
 
     qmodel = quantized_model(model)
+    params = unstack_layers(params, model.cfg.num_layers)
     return qmodel, qwix.quantize_params(params, _quantized_shapes(qmodel))
 
 
@@ -76,7 +123,7 @@ def load_export(path: str, assets: rundir.Assets):
     """(qwix-wrapped GPT, int8 parameters on one device) of an export directory."""
     import qwix  # noqa: lazy, optional extra
 
-    model = GPT(GPTConfig(**assets.model))
+    model = unrolled(GPT(GPTConfig(**assets.model)))
     float_params = nn.meta.unbox(jax.eval_shape(
         model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"])
     qmodel = quantized_model(model)

@@ -77,6 +77,39 @@ def time_generation(generator, batch: int, prompt_len: int, new_tokens: int,
             "decode_tokens_per_s": batch * (new_tokens - 1) / max(total - ttft, 1e-9)}
 
 
+def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict:
+    """Bytes/s this machine streams from memory, measured two ways: a jitted sum over a `gib`
+    GiB float32 array (XLA's own kernels and threads, the way decoding reads weights) and
+    NumPy's sum over the same bytes. The larger is the bandwidth bound's numerator."""
+    n = int(gib * 2**30) // 4
+    host = np.ones((n,), np.float32)
+    device = jax.device_put(host)
+    total = jax.jit(jnp.sum)
+
+    def best(fn):
+        fn()  # compiles, faults the pages in
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return host.nbytes / statistics.median(times)
+
+    xla = best(lambda: total(device).block_until_ready())
+    numpy = best(lambda: host.sum())
+    return {"xla_bytes_per_s": xla, "numpy_bytes_per_s": numpy,
+            "bytes_per_s": max(xla, numpy)}
+
+
+def bytes_per_token(params, cfg, slots: int) -> int:
+    """What decoding one token at batch 1 reads: every parameter (the tied embedding is the
+    output layer's matrix) and every layer's keys and values over the cache's `slots` (the
+    decoding step attends over all of them, masked)."""
+    weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    dtype = jnp.dtype(getattr(cfg, "dtype", "float32"))
+    return int(weights + 2 * cfg.num_layers * slots * cfg.d_model * dtype.itemsize)
+
+
 def time_hf(model_cfg, params, batch: int, prompt_len: int, new_tokens: int,
             repeats: int = 3) -> dict:
     """transformers' generate (greedy, KV cache) on the same weights, bfloat16 on a GPU."""

@@ -67,3 +67,33 @@ def test_the_mixed_server_workload_spans_the_issues_ranges():
     assert _workload(3, False, 64, 512) == [(8, 64)] * 3
     small = _workload(200, True, 64, 128)  # a short context: cut to fit
     assert all(p <= 64 and p + n <= 128 for p, n in small)
+
+
+def test_bytes_per_token_counts_every_weight_and_the_whole_cache(generator):
+    from lmjax.serve.benchmark import bytes_per_token
+
+    cfg, params = generator.model.cfg, generator.params
+    weights = 4 * sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))  # float32
+    # Keys and values: layers x slots x d_model each, float32.
+    assert bytes_per_token(params, cfg, 24) == weights + 2 * 2 * 24 * 32 * 4
+
+
+def test_read_bandwidth_is_a_plausible_rate():
+    from lmjax.serve.benchmark import read_bandwidth
+
+    bw = read_bandwidth(gib=1 / 16, repeats=2)
+    assert bw["bytes_per_s"] == max(bw["xla_bytes_per_s"], bw["numpy_bytes_per_s"])
+    assert 1e8 < bw["bytes_per_s"] < 1e13  # between 0.1 GB/s and 10 TB/s
+
+
+def test_the_command_times_int8_beside_float_against_the_bound(run_module):
+    r = run_module("lmjax.bench_generate", "--config=configs/gpt.py:tiny", "--batch_sizes=1",
+                   "--prompt_len=8", "--new_tokens=8", "--repeats=1", "--bound",
+                   "--bound_gib=0.05", "--int8")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("Memory read bandwidth:") and "tokens/s" in line
+               for line in lines), r.stdout
+    float_line = next(line for line in lines if line.startswith("lmjax  batch   1"))
+    int8_line = next(line for line in lines if line.startswith("int8   batch   1"))
+    assert "of its bound" in float_line and "x float" in int8_line
