@@ -313,8 +313,9 @@ def _train(run: _Run, state) -> dict:
                         m[f"{'tokens' if unit == 'tok' else 'examples'}_per_s"] = \
                             rate * examples_per_step
                         eta = format_seconds((num_steps - done) / rate)
-                        line += (f" | {rate * examples_per_step / 1e3:.1f}k {unit}/s"
-                                 f" | ETA {eta}")
+                        per_s = rate * examples_per_step
+                        shown = f"{per_s / 1e3:.1f}k" if per_s >= 1e3 else f"{per_s:.0f}"
+                        line += f" | {shown} {unit}/s | ETA {eta}"
                     logger.write(done, "train", m, line)
                     bar.set_postfix(loss=f"{m['loss']:.3f}")
                     t_last, step_last = now, done
