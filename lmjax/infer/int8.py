@@ -1,9 +1,10 @@
 """Post-training int8 weight quantization with qwix, and the int8 export directory.
 
 qwix rewrites the model's matrix products: every Dense kernel (attention qkv and output, MLP
-fc and proj) is stored as int8 with one float32 scale per output channel (absmax). Decoding's
-products of one row read the int8 bytes directly (`vector_dot_general`); larger ones go
-through qwix's own product. A scanned model is quantized as its unrolled twin (`unrolled`). The tied token embedding stays in its training dtype: it is also read by a
+fc and proj) is stored as int8 with one float32 scale per output channel (absmax), and
+qwix multiplies by converting it to float first: on XLA:CPU that conversion is not fused into
+the product, so int8 saves memory and disk, not decoding time (docs/serving.md measures why).
+A scanned model is quantized as its unrolled twin (`unrolled`). The tied token embedding stays in its training dtype: it is also read by a
 gather, which qwix's post-training rules do not intercept. Norms, biases and position
 embeddings are vectors and stay as they are.
 
@@ -33,36 +34,6 @@ DENSE_LAYERS = r".*/(qkv|out|fc|proj)$"
 OLD_META = "quantized.json"  # the export format before run directories
 
 
-# At most this many rows (batch x positions) take the vector path below: decoding.
-VECTOR_ROWS = 2
-
-
-def vector_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                       preferred_element_type=None, **kwargs):
-    """qwix's dot_general, except for a few float rows times an int8 matrix (decoding).
-
-    qwix computes a float x int8 product by converting the int8 matrix to float and calling a
-    dot, expecting the compiler to fuse the two: GPU and TPU backends do, XLA:CPU does not,
-    and writes a float copy of every matrix at every decoding step (5x slower than the float
-    model's dot; benchmarks/int8_matvec.py). Written as a product and a sum instead, XLA:CPU
-    fuses conversion, product and sum into one pass that reads the int8 bytes. Larger products
-    (prefill, batches) stay with qwix: they are bound by arithmetic, not by reading weights.
-    """
-    import qwix  # noqa: lazy, optional extra
-
-    (lhs_c, rhs_c), (lhs_b, rhs_b) = dimension_numbers
-    if (isinstance(rhs, qwix.QArray) and not isinstance(lhs, qwix.QArray)
-            and rhs.zero_point is None and rhs.qvalue.ndim == 2 and not lhs_b and not rhs_b
-            and tuple(rhs_c) == (0,) and tuple(lhs_c) == (lhs.ndim - 1,)
-            and rhs.scale.shape == (1, rhs.qvalue.shape[1])
-            and int(np.prod(lhs.shape[:-1])) <= VECTOR_ROWS):
-        out = (lhs[..., :, None].astype(jnp.float32)
-               * rhs.qvalue.astype(jnp.float32)).sum(-2) * rhs.scale[0]
-        return out.astype(preferred_element_type or lhs.dtype)
-    return qwix.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                            preferred_element_type=preferred_element_type, **kwargs)
-
-
 def unrolled(model: nn.Module) -> nn.Module:
     """The model with its layers unrolled: qwix's per-channel scales of an nn.scan kernel
     ([layers, in, out]) would span the layers, so a scanned model is quantized, exported and
@@ -80,11 +51,7 @@ def quantized_model(model: nn.Module) -> nn.Module:
 
     model = unrolled(model)
     rules = [qwix.QuantizationRule(module_path=DENSE_LAYERS, weight_qtype=jnp.int8)]
-    try:  # the product function is a constructor argument of qwix 0.1's PtqProvider
-        provider = qwix.PtqProvider(rules, _dot_general_fn=vector_dot_general)
-    except TypeError:
-        provider = qwix.PtqProvider(rules)
-    return qwix.quantize_model(model, provider)
+    return qwix.quantize_model(model, qwix.PtqProvider(rules))
 
 
 def _quantized_shapes(qmodel: nn.Module):
