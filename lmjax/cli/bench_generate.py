@@ -87,29 +87,29 @@ def main(args: list[str]) -> None:
     bw = None
     if _BOUND.value:
         bw = read_bandwidth(_BOUND_GIB.value)
-        per_token = bytes_per_token(params, model.cfg, _PROMPT.value + new)
+        per_token = bytes_per_token(generator.params, model.cfg, _PROMPT.value + new)
         print(f"Memory read bandwidth: {bw['xla_bytes_per_s'] / 1e9:.1f} GB/s (jitted sum), "
               f"{bw['numpy_bytes_per_s'] / 1e9:.1f} GB/s (NumPy); batch 1 reads "
               f"{per_token / 1e6:.0f} MB per token: bound "
               f"{bw['bytes_per_s'] / per_token:,.1f} tokens/s")
-    variants = [("lmjax", generator, params)]
+    variants = [("lmjax", generator)]
     if _INT8.value:
         if any("qvalue" in jax.tree_util.keystr(p)
                for p, _ in jax.tree_util.tree_leaves_with_path(params)):
             fail("--int8: the model is already int8; give the float run.")
         qmodel, qparams = int8.quantize(model, params)
         variants.append(("int8 ", Generator(qmodel, qparams, tokenizer, max_batch=max(batches),
-                                            stop_at_eot=False), qparams))
+                                            stop_at_eot=False)))
     for b in batches:
         fp = None
-        for name, gen, weights in variants:
+        for name, gen in variants:
             r = time_generation(gen, b, _PROMPT.value, new, _REPEATS.value)
             note = ""
-            if bw and b == 1:  # each variant against its own bytes per token
-                own = bytes_per_token(weights, model.cfg, _PROMPT.value + new)
+            if bw and b == 1:  # each variant against the bytes its decoder holds
+                own = bytes_per_token(gen.params, model.cfg, _PROMPT.value + new)
                 bound = bw["bytes_per_s"] / own
                 note = f"; decode at {r['decode_tokens_per_s'] / bound:.0%} of its bound"
-                if weights is not params:
+                if gen is not generator:
                     note += f" ({bound:,.1f} tokens/s: {own / 1e6:.0f} MB per token)"
             if fp is not None:
                 note += f"; {r['tokens_per_s'] / fp:.2f}x float"

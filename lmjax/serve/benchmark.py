@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.convert import gpt2
+from lmjax.infer import int8
 from lmjax.infer.generator import Request
 from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
 from lmjax.serve.batcher import warm_up
@@ -105,7 +106,7 @@ def bytes_per_token(params, cfg, slots: int) -> int:
     """What decoding one token at batch 1 reads: every parameter (the tied embedding is the
     output layer's matrix) and every layer's keys and values over the cache's `slots` (the
     decoding step attends over all of them, masked)."""
-    weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    weights = int8.weight_bytes(params)["total"]
     dtype = jnp.dtype(getattr(cfg, "dtype", "float32"))
     return int(weights + 2 * cfg.num_layers * slots * cfg.d_model * dtype.itemsize)
 
