@@ -15,7 +15,7 @@ by all three, so that they tokenize the same way:
 On the throughput corpus (the first size) the three alternate for --rounds rounds, so that a
 machine shared with other work slows them alike. The pipeline also runs once at every size,
 with the peak memory of its whole process tree (main + workers: the sum of their
-proportional set sizes, so shared pages count once; sampled every 0.1 s)
+proportional set sizes, so shared pages count once; sampled every 0.25 s)
 and the dedup figures measured against the planted duplicates' ground truth.
 """
 
@@ -92,9 +92,9 @@ def hf_datasets(path: str, tok_file: str, workers: int, cache: str) -> float:
     return time.perf_counter() - start
 
 
-def pipeline(path: str, tok_file: str, workers: int, cache: str,
-             shard_tokens: int) -> tuple[float, float, str]:
-    """(seconds, peak MB of the process tree, prepared folder)."""
+def pipeline(path: str, tok_file: str, workers: int, cache: str, shard_tokens: int,
+             every: float = 0.25) -> tuple[float, float, str]:
+    """(seconds, peak MB of the process tree sampled every `every` s, prepared folder)."""
     shutil.rmtree(cache, ignore_errors=True)
     cmd = [sys.executable, "-m", "lmjax.prepare_data", "--config=configs/gpt.py",
            "--config.data.name=stream", f"--config.data.files={path}",
@@ -112,7 +112,10 @@ def pipeline(path: str, tok_file: str, workers: int, cache: str,
             peak = max(peak, sum(p.memory_full_info().pss for p in procs))
         except psutil.Error:
             pass
-        time.sleep(0.1)
+        try:  # (reading smaps costs CPU: the throughput rounds sample rarely)
+            proc.wait(timeout=every)  # returns as soon as the command ends
+        except subprocess.TimeoutExpired:
+            pass
     seconds = time.perf_counter() - start
     out = proc.stdout.read()
     if proc.returncode:
@@ -236,7 +239,7 @@ def throughput(first: str, tok_file: str, a) -> None:
         rates["raw"].append(mb / raw(texts, tok_file))
         rates["pipeline"].append(
             mb / pipeline(first, tok_file, a.workers, os.path.join(a.dir, "out"),
-                          a.shard_tokens)[0])
+                          a.shard_tokens, every=5)[0])
         rates["datasets"].append(
             mb / hf_datasets(first, tok_file, a.workers, os.path.join(a.dir, "hf")))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} MB/s" for k, v in rates.items()),

@@ -2,15 +2,19 @@
 
     sources (main process, streaming) -> chunks of ~data.chunk_bytes of text
     -> worker processes (data.num_workers): normalise, quality rules, exact hash, MinHash band
-       keys, tokenize; each chunk's result saved atomically under .work/
-    -> main process, in document order: deduplicate, fill the train/val buffers, write shards
-       of data.shard_tokens tokens (llm.c's .bin format) atomically, list them in manifest.json
+       keys (cheap: ~15% of tokenizing)
+    -> main process, in document order: deduplicate
+    -> worker processes: tokenize the kept documents only (duplicates cost no tokenizing);
+       each chunk's result saved atomically under .work/
+    -> main process, in document order: fill the train/val buffers, write shards of
+       data.shard_tokens tokens (llm.c's .bin format) atomically, list them in manifest.json
 
 Killed at any point (even kill -9), the same command continues: chunks already in .work/ are
-not tokenized again, shards already in the manifest are not written again, and the result is
-byte-identical to an uninterrupted run's. Memory is meant to be bounded by the chunks in
-flight (two per worker) and the two shard buffers, with only the dedup index growing with the
-corpus (~0.8 KB per document); docs/data.md has what was measured.
+not tokenized again (their saved keys replay the dedup decisions), shards already in the
+manifest are not written again, and the result is byte-identical to an uninterrupted run's.
+Memory is bounded by the chunks in flight (about three per worker) and the two shard buffers,
+with only the dedup index growing with the corpus (88 bytes a document); docs/data.md has
+what was measured.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def settings(cfg) -> dict:
            "vocab_size": cfg.vocab_size, "tokenizer_sample_bytes": cfg.tokenizer_sample_bytes,
            "tokenizer_file": _digest(cfg.tokenizer_file) if cfg.tokenizer_file else "",
            "shard_tokens": cfg.shard_tokens, "chunk_bytes": cfg.chunk_bytes,
-           "clean": c.to_dict(), "version": 1}
+           "clean": c.to_dict(), "version": 2}
     return out
 
 
@@ -104,11 +108,12 @@ def prepare_stream(cfg, root: str, log=print) -> str:
     bands, rows = clean.lsh_params(cfg.clean.near_threshold, cfg.clean.num_perm) if near \
         else (0, 0)
     writer = _Writer(folder, cfg.shard_tokens, dtype, done, settings(cfg))
-    dedup = clean.Deduper(near)
-    report = collections.Counter({k: 0 for k in ("characters", "documents", *clean.RULES,
-                                                 "exact_duplicate", "near_duplicate", "kept")})
+    dedup = clean.Deduper(near, bands) if cfg.clean.dedup != "none" else None
+    report = collections.Counter({k: 0 for k in (
+        "characters", "documents", *clean.RULES, "exact_duplicate", "near_duplicate",
+        "near_duplicate_across_splits", "kept")})
     workers = cfg.num_workers or os.cpu_count() or 1
-    init = (tok_path, cfg.clean.to_dict(), cfg.clean.num_perm, bands, rows, dtype)
+    init = (tok_path, cfg.clean.to_dict(), cfg.clean.num_perm, bands, rows, dtype, workers > 1)
     start = time.perf_counter()
     # spawn, not fork: the parent may run JAX's threads, and the tokenizer's thread pool does
     # not survive a fork. An executor (not a Pool) fails when a worker dies instead of hanging.
@@ -121,23 +126,33 @@ def prepare_stream(cfg, root: str, log=print) -> str:
     else:
         _init(*init)
     removed = open(os.path.join(folder, WORK, "removed.tsv"), "w")  # rewritten on a resume
+    submit = pool.submit if pool is not None else lambda f, *a: _Ready(f(*a))
+    inspecting, tokenizing = collections.deque(), collections.deque()
+
+    def advance(limit: int) -> None:
+        """Decides the oldest inspected chunks (in document order) and sends their kept
+        documents to be tokenized; writes tokenized chunks, in order, beyond `limit`."""
+        while len(inspecting) > limit:
+            path, chunk, inspected = inspecting.popleft()
+            info = inspected.result()
+            kept = _decide([d for d, _, _ in chunk], info, dedup, report, removed)
+            if "tokens" in info:  # saved before an interruption
+                tokenizing.append(_Ready(info))
+            else:
+                tokenizing.append(submit(_tokenize, path, info, kept,
+                                         [chunk[i][1] for i in np.flatnonzero(kept)]))
+        while len(tokenizing) > limit:
+            _write(tokenizing.popleft().result(), writer)
+
     try:
-        pending = collections.deque()
         docs = sources.documents(cfg.files, cfg.text_key, cfg.val_fraction)
         for index, chunk in enumerate(_chunks(docs, cfg.chunk_bytes)):
             path = os.path.join(folder, WORK, f"chunk-{index:06d}.npz")
             report["characters"] += sum(len(t) for _, t, _ in chunk)
-            ids = [doc_id for doc_id, _, _ in chunk]
-            if os.path.exists(path) or pool is None:
-                pending.append((ids, _Ready(_work(path, chunk))))
-            else:
-                pending.append((ids, pool.submit(_work, path, chunk)))
-            while len(pending) > 2 * workers:  # back-pressure: bounded text in flight
-                ids, result = pending.popleft()
-                _consume(ids, result.result(), dedup, writer, report, removed)
-        while pending:
-            ids, result = pending.popleft()
-            _consume(ids, result.result(), dedup, writer, report, removed)
+            saved = _load(path, len(chunk))
+            inspecting.append((path, chunk, _Ready(saved) if saved else submit(_inspect, chunk)))
+            advance(workers)  # back-pressure: bounded text in flight
+        advance(0)
     finally:
         removed.close()
         if pool is not None:
@@ -221,8 +236,13 @@ class _Ready:
         return self.value
 
 
-def _init(tok_path: str, rules: dict, num_perm: int, bands: int, rows: int, dtype) -> None:
-    """A worker's state: loaded once, not sent with every chunk."""
+def _init(tok_path: str, rules: dict, num_perm: int, bands: int, rows: int, dtype,
+          one_thread: bool = False) -> None:
+    """A worker's state: loaded once, not sent with every chunk. With several workers each
+    tokenizes on one thread: the processes already fill the cores, and the tokenizer's own
+    thread pool on top of them (a pool per worker) ran ~10% slower here."""
+    if one_thread:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     with open(tok_path) as f:
         kind = json.load(f).get("kind")
     if kind == "char":
@@ -243,26 +263,22 @@ def _init(tok_path: str, rules: dict, num_perm: int, bands: int, rows: int, dtyp
                   hasher=clean.MinHasher(num_perm, bands, rows) if bands else None)
 
 
-def _work(path: str, chunk: list) -> dict:
-    """One chunk: per document its split, rule broken, exact hash, band keys and tokens (with
-    the separator). Saved to `path` atomically, and read from there when it exists."""
-    if os.path.exists(path):
-        with np.load(path) as f:
-            return dict(f)
+def _inspect(chunk: list) -> dict:
+    """Per document of a chunk: its split, the rule it breaks, its exact hash and its band keys
+    (what the main process decides duplicates by, before anything is tokenized)."""
     s = _STATE
     c, hasher = s["rules"], s["hasher"]
     n = len(chunk)
     out = {"split": np.zeros(n, np.uint8), "reason": np.zeros(n, np.uint8),
            "exact": np.zeros((n, 2), np.uint64),
-           "keys": np.zeros((n, hasher.bands if hasher else 0), np.uint64),
-           "lengths": np.zeros(n, np.int64)}
-    texts, kept = [], []
+           "keys": np.zeros((n, hasher.bands + len(hasher.a) // clean.ACROSS_ROWS
+                             if hasher else 0), np.uint64)}
     for i, (_, text, split) in enumerate(chunk):
         out["split"][i] = split == "val"
         if c.normalize:
             text = clean.normalize(text)
-        words = text.split()
-        rule = clean.quality(text, words, c)
+        words = clean.Words(text)
+        rule = clean.quality(text, c, words)
         if rule:
             out["reason"][i] = 1 + clean.RULES.index(rule)
             continue
@@ -270,40 +286,68 @@ def _work(path: str, chunk: list) -> dict:
         out["exact"][i] = key >> 64, key & 0xFFFFFFFFFFFFFFFF
         if hasher:
             out["keys"][i] = hasher.keys(words)
-        texts.append(text)
-        kept.append(i)
+    return out
+
+
+def _tokenize(path: str, info: dict, kept: np.ndarray, texts: list[str]) -> dict:
+    """The kept documents' tokens, each followed by the separator, with `info` and `kept`:
+    saved to `path` atomically (a resumed run reads it instead of tokenizing again)."""
+    s = _STATE
+    if s["rules"].normalize:
+        texts = [clean.normalize(t) for t in texts]
+    lengths = np.zeros(len(kept), np.int64)
     pieces = []
-    for i, ids in zip(kept, s["encode"](texts)):
+    for i, ids in zip(np.flatnonzero(kept), s["encode"](texts)):
         pieces += [np.asarray(ids, s["dtype"]), s["sep"]]
-        out["lengths"][i] = len(ids) + len(s["sep"])
-    out["tokens"] = np.concatenate(pieces) if pieces else np.zeros(0, s["dtype"])
+        lengths[i] = len(ids) + len(s["sep"])
+    out = dict(info, kept=kept, lengths=lengths,
+               tokens=np.concatenate(pieces) if pieces else np.zeros(0, s["dtype"]))
     tmp = f"{path}.tmp{os.getpid()}.npz"
     np.savez(tmp, **out)
     os.replace(tmp, path)
     return out
 
 
-def _consume(ids: list, result: dict, dedup: clean.Deduper, writer: "_Writer", report,
-             removed) -> None:
-    """Dedup decisions in document order; kept tokens go to the writer, removed documents'
-    ids (and why) to removed.tsv."""
+def _load(path: str, n: int) -> dict | None:
+    """A chunk's saved result, when there is one for these `n` documents."""
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as f:
+        out = dict(f)
+    return out if len(out["split"]) == n else None
+
+
+def _decide(ids: list, info: dict, dedup: clean.Deduper, report, removed) -> np.ndarray:
+    """Which documents of an inspected chunk are kept, decided in document order; removed
+    documents' ids (and why) go to removed.tsv."""
+    kept = np.zeros(len(ids), bool)
+    for i, (split, reason) in enumerate(zip(info["split"].tolist(), info["reason"].tolist())):
+        report["documents"] += 1
+        why = clean.RULES[reason - 1] if reason else ""
+        if not why and dedup is not None:
+            hi, lo = info["exact"][i].tolist()
+            why = dedup.check(hi << 64 | lo, info["keys"][i], bool(split))
+        if why:
+            report[why] += 1
+            removed.write(f"{ids[i]}\t{why}\n")
+        else:
+            report["kept"] += 1
+            kept[i] = True
+    if "kept" in info and not np.array_equal(kept, info["kept"]):
+        raise RuntimeError(f"{removed.name}: a resumed preparation decided differently from "
+                           "the interrupted one; delete the folder and prepare again.")
+    return kept
+
+
+def _write(result: dict, writer: "_Writer") -> None:
+    """A tokenized chunk's kept documents into the split buffers, in document order."""
     ends = np.cumsum(result["lengths"])
     tokens = result["tokens"]
-    for i, (split, reason) in enumerate(zip(result["split"].tolist(),
-                                            result["reason"].tolist())):
-        report["documents"] += 1
-        if reason:
-            report[clean.RULES[reason - 1]] += 1
-            removed.write(f"{ids[i]}\t{clean.RULES[reason - 1]}\n")
-            continue
-        hi, lo = result["exact"][i].tolist()
-        dup = dedup.check(hi << 64 | lo, result["keys"][i])
-        if dup:
-            report[dup] += 1
-            removed.write(f"{ids[i]}\t{dup}\n")
-            continue
-        report["kept"] += 1
-        writer.add("val" if split else "train", tokens[ends[i] - result["lengths"][i]:ends[i]])
+    for i in np.flatnonzero(result["kept"]):
+        # a copy: a view would keep the chunk's whole token array alive in the validation
+        # buffer (1% of documents) until its first shard, which grew memory with the corpus
+        writer.add("val" if result["split"][i] else "train",
+                   tokens[ends[i] - result["lengths"][i]:ends[i]].copy())
 
 
 class _Writer:

@@ -72,6 +72,13 @@ class Task:
     def samples(self, params, model_state) -> list[str]:
         return []
 
+    def end_of_training(self, params, model_state) -> tuple[dict, list[str]]:
+        """(scalar metrics, texts) the trainer reports once training ends: the scalars go to
+        metrics.jsonl (split 'final') and the run's summary, the texts to the console. A task
+        whose end-of-run texts also measure something (SFT's answers: exact match, F1)
+        overrides this, so the one decoding pass yields both."""
+        return {}, self.samples(params, model_state)
+
     def value_and_grad(self) -> Callable:
         """(params, model_state, batch, rng) -> ((loss, (aux, model_state)), grads): what the
         train step differentiates. Wrappers change it (DP-SGD: clipped per-example gradients)."""

@@ -298,14 +298,19 @@ class SFTTask(Task):
         refs = [qa.references(r) for r in recs]
         return qa.scores(answers, refs), list(zip(questions, answers, refs))
 
-    def samples(self, params, model_state) -> list[str]:
+    def end_of_training(self, params, model_state) -> tuple[dict, list[str]]:
         if self.cfg.sft.eval_questions == 0:
-            return []
+            return {}, []
         scores, triples = self.qa_scores(params)
         lines = [f"{q!r} -> {a!r} (reference {r[0]!r})" for q, a, r in triples[:8]]
-        return [f"QA on {scores['count']} validation questions (greedy, the run's template): "
+        text = (f"QA on {scores['count']} validation questions (greedy, the run's template): "
                 f"exact match {scores['exact_match']:.1f}, F1 {scores['f1']:.1f}\n" +
-                "\n".join(lines)]
+                "\n".join(lines))
+        return {"qa_exact_match": scores["exact_match"], "qa_f1": scores["f1"],
+                "qa_questions": scores["count"]}, [text]
+
+    def samples(self, params, model_state) -> list[str]:
+        return self.end_of_training(params, model_state)[1]
 
 
 def _last_user(record: dict) -> str:

@@ -54,6 +54,9 @@ class TaskWrapper(Task):
     def samples(self, params, model_state) -> list[str]:
         return self.inner.samples(params, model_state)
 
+    def end_of_training(self, params, model_state) -> tuple[dict, list[str]]:
+        return self.inner.end_of_training(params, model_state)
+
     def load_pretrained(self, params, pretrained):
         return self.inner.load_pretrained(params, pretrained)
 

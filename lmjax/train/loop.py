@@ -357,7 +357,11 @@ def _train(run: _Run, state) -> dict:
         if cfg.get("prune") and cfg.prune.target_sparsity:
             echo(prune.describe(prune.sparsity_report(jax.device_get(state.params),
                                                       cfg.prune.keep_ends)))
-        for i, text in enumerate(task.samples(state.params, state.model_state)):
+        final, texts = task.end_of_training(state.params, state.model_state)
+        if final:
+            logger.write(int(state.step), "final", final)
+            summary.update(final)
+        for i, text in enumerate(texts):
             echo(f"--- sample {i} ---\n{text}")
             logger.text(int(state.step), f"sample_{i}", text)
     finally:

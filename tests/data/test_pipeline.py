@@ -3,6 +3,7 @@ train/validation boundary, and resuming after kill -9."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def test_prepare_data_command(tmp_path, run_module):
                    f"--config.data.cache_dir={tmp_path}", "--config.data.num_workers=1",
                    "--config.data.val_fraction=0.3")
     assert r.returncode == 0, r.stderr
-    assert "exact_duplicate   5" in r.stdout and "shards: " in r.stdout
+    assert re.search(r"^exact_duplicate +5$", r.stdout, re.M) and "shards: " in r.stdout
     folder = r.stdout.split("shards: ")[1].split()[0]
     assert shards.read_manifest(folder)["complete"]
 
@@ -163,3 +164,16 @@ def test_an_empty_split_is_refused_and_never_marked_complete(tmp_path):
         pipeline.prepare_stream(cfg, str(tmp_path / "cache"), log=lambda s: None)
     assert not (shards.read_manifest(pipeline.folder_for(cfg, str(tmp_path / "cache"))) or
                 {}).get("complete")
+
+
+def test_dedup_none_keeps_every_copy(tmp_path):
+    _corpus(tmp_path / "c.jsonl", n=60, near=10, exact=10)
+    cfg = _cfg(tmp_path / "c.jsonl", tmp_path / "all")
+    cfg.clean.dedup = "none"
+    report = json.load(open(os.path.join(prepare(cfg, log=lambda s: None).directory,
+                                         "report.json")))
+    assert report["kept"] == report["documents"] == 80 and report["exact_duplicate"] == 0
+    deduped = json.load(open(os.path.join(prepare(_cfg(tmp_path / "c.jsonl", tmp_path / "d"),
+                                                  log=lambda s: None).directory, "report.json")))
+    assert deduped["exact_duplicate"] == 10
+    assert deduped["near_duplicate"] + deduped["near_duplicate_across_splits"] >= 8

@@ -111,6 +111,11 @@ def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
     summary = train_and_evaluate(sft_config, workdir)
     assert np.isfinite(summary["val_perplexity"]) and summary["val_perplexity"] > 1
     assert "QA on 4 validation questions" in capsys.readouterr().out
+    with open(f"{workdir}/metrics.jsonl") as f:  # EM and F1 as scalars, not only printed
+        final = [r for r in map(json.loads, f) if r["split"] == "final"]
+    assert len(final) == 1 and final[0]["qa_questions"] == 4
+    assert 0 <= final[0]["qa_exact_match"] <= final[0]["qa_f1"] <= 100
+    assert summary["qa_f1"] == final[0]["qa_f1"]
     run = json.load(open(f"{workdir}/run.json"))
     assert run["task"] == "sft" and run["config"]["sft"]["stop"] == ["\n\n"]
 
