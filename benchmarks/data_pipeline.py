@@ -68,6 +68,11 @@ def train_tokenizer(path: str, vocab: int, sample_mb: float, out: str) -> float:
 def raw(texts: list[str], tok_file: str) -> float:
     from tokenizers import Tokenizer
 
+    # datasets' map(num_proc=...) sets TOKENIZERS_PARALLELISM=false in this process for good
+    # (its restore does not reach the C environment the tokenizer reads): without this, every
+    # round after the first timed encode_batch on one thread
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+
     tok = Tokenizer.from_file(tok_file)
     start = time.perf_counter()
     for i in range(0, len(texts), 1000):
@@ -125,13 +130,17 @@ def pipeline(path: str, tok_file: str, workers: int, cache: str, shard_tokens: i
     return seconds, peak / 1e6, folder
 
 
-def dedup_quality(corpus: str, folder: str) -> dict:
+def dedup_quality(corpus: str, folder: str, val_fraction: float = 0.01) -> dict:
+    from lmjax.data import sources
+
     removed = {}
     with open(os.path.join(folder, "removed.tsv")) as f:
         for line in f:
             doc_id, why = line.rstrip("\n").rsplit("\t", 1)
             removed[doc_id.rsplit(":", 1)[1]] = why
     kinds = {"unique": [0, 0, 0], "exact": [0, 0, 0], "near": [0, 0, 0]}  # n, deduped, ruled
+    side = {}  # document id -> split (only ids that planted copies refer to are needed later)
+    straddling, leaked = 0, 0  # planted pairs with one document on each side; both kept
     with open(corpus) as f:
         for line in f:
             r = json.loads(line)
@@ -140,11 +149,16 @@ def dedup_quality(corpus: str, folder: str) -> dict:
             row[0] += 1
             row[1] += why.endswith("duplicate")
             row[2] += bool(why) and not why.endswith("duplicate")
+            side[r["id"]] = sources.split_of(f"{corpus}:{r['id']}", val_fraction)
+            if r["of"] and side[r["of"]] != side[r["id"]]:
+                straddling += 1
+                leaked += not why and not removed.get(r["of"], "")
     return {"exact_recall": kinds["exact"][1] / max(1, kinds["exact"][0]),
             "near_recall": kinds["near"][1] / max(1, kinds["near"][0]),
             "unique_removed_as_duplicate": kinds["unique"][1] / max(1, kinds["unique"][0]),
             "unique_removed_by_quality_rules": kinds["unique"][2] / max(1, kinds["unique"][0]),
-            "planted": {k: v[0] for k, v in kinds.items()}}
+            "planted": {k: v[0] for k, v in kinds.items()},
+            "pairs_across_split": straddling, "pairs_across_split_both_kept": leaked}
 
 
 def loader(directory: str, n_tokens: int = 200_000_000, shard: int = 10_000_000,
@@ -227,7 +241,9 @@ def main() -> None:
         q = dedup_quality(corpora[size], folder)
         print(f"{size:7g} | {size / secs:13.2f} | {peak:25.0f} | {q['exact_recall']:12.3f} | "
               f"{q['near_recall']:11.3f} | {q['unique_removed_as_duplicate']:21.4f} | "
-              f"{q['unique_removed_by_quality_rules']:.4f}   planted {q['planted']}", flush=True)
+              f"{q['unique_removed_by_quality_rules']:.4f}   planted {q['planted']}; copies "
+              f"across the split {q['pairs_across_split']}, both kept "
+              f"{q['pairs_across_split_both_kept']}", flush=True)
 
 
 def throughput(first: str, tok_file: str, a) -> None:

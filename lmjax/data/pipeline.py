@@ -13,7 +13,7 @@ Killed at any point (even kill -9), the same command continues: chunks already i
 not tokenized again (their saved keys replay the dedup decisions), shards already in the
 manifest are not written again, and the result is byte-identical to an uninterrupted run's.
 Memory is bounded by the chunks in flight (about three per worker) and the two shard buffers,
-with only the dedup index growing with the corpus (88 bytes a document); docs/data.md has
+with only the dedup index growing with the corpus (0.25 KB a document); docs/data.md has
 what was measured.
 """
 
