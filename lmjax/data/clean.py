@@ -163,9 +163,13 @@ class MinHasher:
             x += self.b[:, None]
             return x.min(axis=1)
 
+    @property
+    def num_keys(self) -> int:
+        return self.bands + len(self.a) // ACROSS_ROWS
+
     def keys(self, words: Words) -> np.ndarray:
         """The `bands` LSH keys, then the `len(self.a) // ACROSS_ROWS` keys of the looser
-        banding that `Deduper` applies between the splits."""
+        banding that `Deduper` applies between the splits (`num_keys` in all)."""
         sig = self.signature(words)
         across = len(sig) // ACROSS_ROWS
         rows = [*sig[:self.bands * self.rows].reshape(self.bands, self.rows),
