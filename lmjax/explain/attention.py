@@ -31,18 +31,25 @@ def unscanned(module: nn.Module, params: dict) -> tuple[nn.Module, dict]:
     return module, params
 
 
-def attention_maps(module: nn.Module, variables: dict, tokens: jax.Array,
-                   **kwargs) -> jax.Array:
-    """(layers, batch, heads, queries, keys): each layer's attention weights for `tokens`."""
+def apply_with_attention(module: nn.Module, variables: dict, tokens: jax.Array,
+                         **kwargs) -> tuple[jax.Array, jax.Array]:
+    """(the module's output, its attention maps): one forward pass gives both. The maps are
+    (layers, batch, heads, queries, keys), each layer's attention weights for `tokens`."""
     chex.assert_rank(tokens, 2)
-    _, state = module.apply(variables, tokens, mutable=["intermediates"], **kwargs)
+    out, state = module.apply(variables, tokens, mutable=["intermediates"], **kwargs)
     flat = traverse_util.flatten_dict(state.get("intermediates", {}))
     maps = [v[0] for k, v in sorted(flat.items(), key=lambda kv: _layer_key(kv[0]))
             if k[-1] == "attention"]
     if not maps:
         raise ValueError(f"{type(module).__name__} sows no attention maps: attention maps are "
                          "for the GPT and BERT models.")
-    return jnp.stack(maps)
+    return out, jnp.stack(maps)
+
+
+def attention_maps(module: nn.Module, variables: dict, tokens: jax.Array,
+                   **kwargs) -> jax.Array:
+    """(layers, batch, heads, queries, keys): each layer's attention weights for `tokens`."""
+    return apply_with_attention(module, variables, tokens, **kwargs)[1]
 
 
 def rollout(maps: jax.Array, residual: float = 0.5) -> jax.Array:

@@ -24,12 +24,12 @@ class TextClassifier:
                  max_batch: int = 64):
         self.tokenizer, self.class_names = tokenizer, list(class_names)
         self.seq_len, self.max_batch, self.params = seq_len, max_batch, params
-        self._probs = jax.jit(lambda p, x: jax.nn.softmax(
-            model.apply({"params": p}, x, deterministic=True).astype(jnp.float32), axis=-1))
-        # [CLS]'s row of the attention rollout and of the last layer's head-mean map, captured
-        # with sow from the model's own attention (lmjax/explain/attention.py); compiled on
-        # the first request that asks for it.
-        self._cls_attention = jax.jit(lambda p, x: _cls_rows(attn.attention_maps(
+        self._probs = jax.jit(lambda p, x: _softmax(
+            model.apply({"params": p}, x, deterministic=True)))
+        # The same forward pass, also giving [CLS]'s row of the attention rollout and of the
+        # last layer's head-mean map, captured with sow from the model's own attention
+        # (lmjax/explain/attention.py); compiled on the first request that asks for it.
+        self._probs_attention = jax.jit(lambda p, x: _with_cls_rows(attn.apply_with_attention(
             model, {"params": p}, x, deterministic=True)))
 
     @classmethod
@@ -51,12 +51,16 @@ class TextClassifier:
         batch = pow2(len(rows))
         padded = np.full((batch, self.seq_len), tok.pad_id, np.int32)
         padded[:len(rows)] = rows
-        probs = np.asarray(self._probs(self.params, jnp.asarray(padded)))[:len(rows)]
+        tokens = jnp.asarray(padded)
+        if return_attention:
+            probs, roll, last = map(np.asarray, self._probs_attention(self.params, tokens))
+        else:
+            probs = np.asarray(self._probs(self.params, tokens))
+        probs = probs[:len(rows)]
         out = [{"label": self.class_names[int(p.argmax())],
                 "probabilities": {n: float(v) for n, v in zip(self.class_names, p)},
                 "truncated": len(x) > room} for p, x in zip(probs, ids)]
         if return_attention:
-            roll, last = map(np.asarray, self._cls_attention(self.params, jnp.asarray(padded)))
             for i, (result, x) in enumerate(zip(out, ids)):
                 n = min(len(x), room) + 2  # [CLS] ids [SEP]: the keys past them are padding
                 result["attention"] = {"tokens": token_strings(tok, padded[i, :n]),
@@ -65,6 +69,12 @@ class TextClassifier:
         return out
 
 
-def _cls_rows(maps: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(rollout, last layer's head mean), each (batch, keys): the rows of position 0, [CLS]."""
-    return attn.rollout(maps)[:, 0], maps[-1].mean(1)[:, 0]
+def _softmax(logits: jax.Array) -> jax.Array:
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def _with_cls_rows(out: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
+    """(probabilities, rollout, last layer's head mean), the last two (batch, keys): the rows of
+    position 0, [CLS]."""
+    logits, maps = out
+    return _softmax(logits), attn.rollout(maps)[:, 0], maps[-1].mean(1)[:, 0]

@@ -75,6 +75,12 @@ def test_classify_return_attention(loaded):
         r = httpx.post(f"{url}/v1/classify", json={"texts": texts, "return_attention": True},
                        timeout=60)
     assert r.status_code == 200, r.text
+    # The maps come from the same forward pass as the probabilities, which do not change.
+    plain = classifier.classify(texts)
+    for with_maps, without in zip(r.json()["results"], plain):
+        assert with_maps["label"] == without["label"]
+        for name, p in without["probabilities"].items():
+            assert abs(with_maps["probabilities"][name] - p) < 1e-6
     tok, seq = loaded.tokenizer, loaded.task.seq_len
     for text, got in zip(texts, r.json()["results"]):
         ids = tok.encode(text)[:seq - 2]
