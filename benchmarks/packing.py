@@ -2,6 +2,8 @@
 
     python benchmarks/packing.py                                   # tokenizer of runs/qa-base
     python benchmarks/packing.py --tokenizer_file=runs/qa-base/tokenizer.json --rounds=3
+    python -m lmjax.data.qa_shakespeare --reading --out=runs/qa_reading
+    python benchmarks/packing.py --train_file=runs/qa_reading/train.jsonl --pack_lens=256
 
 Both layouts train the same model (configs/sft.py: 4 layers, d=128, context 256) on the same
 examples with the same jitted step (forward, backward, AdamW), and see about the same number of
@@ -37,6 +39,8 @@ from lmjax.tasks import make_task  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokenizer_file", default="runs/qa-base/tokenizer.json")
+    p.add_argument("--train_file", default="",
+                   help="a JSONL prompt/response set (default: the closed-book QA set)")
     p.add_argument("--rows", type=int, default=16, help="packed rows per step")
     p.add_argument("--steps", type=int, default=10, help="timed steps per layout per round")
     p.add_argument("--rounds", type=int, default=3)
@@ -46,6 +50,8 @@ def main() -> None:
 
     cfg = load_config("configs/sft.py")
     cfg.data.tokenizer_file = args.tokenizer_file
+    if args.train_file:
+        cfg.data.update(name="jsonl", train_file=args.train_file)
     task = make_task(cfg, log=lambda s: None)
     exs = task.data["train"]
     seq = task.seq_len

@@ -14,6 +14,13 @@ is what closed-book means. The split is by question (each line or character is o
 so no validation question's line or character is among the training questions.
 
     python -m lmjax.data.qa_shakespeare --out=runs/qa_data   # train, val and shots .jsonl
+
+`--reading` writes the open-book twin instead (SQuAD's shape, offline): each prompt is a passage
+of 1-8 consecutive speeches followed by a line question whose answer is a speaker tag in the
+passage. Its passages vary in length from a few tokens to a few hundred, which is what
+packing is for (docs/finetune.md).
+
+    python -m lmjax.data.qa_shakespeare --reading --out=runs/qa_reading
 """
 
 from __future__ import annotations
@@ -62,8 +69,8 @@ def name(speaker: str) -> str:
 def speeches(text: str):
     """(speaker, first line) of each speech: a paragraph whose first line is 'Name.'."""
     for block in text.split("\n\n"):
-        lines = block.split("\n")
-        if len(lines) >= 2 and _SPEAKER.match(lines[0]) and not lines[1].startswith("["):
+        if _speech(block):
+            lines = block.split("\n")
             yield lines[0], lines[1].strip()
 
 
@@ -109,6 +116,47 @@ def build(seed: int = 0, val_per_kind: int = 100, max_line_questions: int = 6000
     return {"train": [train[i] for i in order], "val": val}
 
 
+def reading(seed: int = 0, n_val: int = 200, max_train: int = 6000, max_chars: int = 450,
+            works: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    """{'train': [...], 'val': [...]}: open-book line questions. Each play's speeches are cut
+    into consecutive passages of 1-8 speeches (at most `max_chars` characters); each passage
+    asks for the speaker of one of its speeches' first line, chosen at random among those of
+    5+ characters that occur once in the passage. Passages do not overlap, so no validation
+    line is in a training passage."""
+    if works is None:
+        works = {k: v for k, v in shakespeare.works().items() if k not in shakespeare.VAL_WORKS}
+    rng = np.random.default_rng(seed)
+    records = []
+    for work, text in works.items():
+        if work in POEMS:
+            continue
+        blocks = [b for b in text.split("\n\n") if _speech(b)]
+        i = 0
+        while i < len(blocks):
+            k = int(rng.integers(1, 9))
+            passage = blocks[i:i + k]
+            while len(passage) > 1 and len("\n\n".join(passage)) > max_chars:
+                passage.pop()
+            i += len(passage)
+            if len("\n\n".join(passage)) > max_chars:
+                continue  # one speech longer than a passage may be
+            lines = [b.split("\n") for b in passage]
+            firsts = collections.Counter(ln.strip() for b in lines for ln in b)
+            ok = [b for b in lines if len(b[1].strip()) >= 5 and firsts[b[1].strip()] == 1]
+            if ok:
+                b = ok[int(rng.integers(len(ok)))]
+                records.append({"prompt": "\n\n".join(passage) + "\n" + LINE_Q.format(
+                    b[1].strip()), "response": name(b[0]), "kind": "reading", "work": work})
+    order = rng.permutation(len(records))
+    return {"train": [records[i] for i in order[n_val:n_val + max_train]],
+            "val": [records[i] for i in order[:n_val]]}
+
+
+def _speech(block: str) -> bool:
+    lines = block.split("\n")
+    return len(lines) >= 2 and bool(_SPEAKER.match(lines[0])) and not lines[1].startswith("[")
+
+
 def shots(train: list[dict]) -> list[dict]:
     """Three training questions for few-shot prompting: both kinds (speaker, play, speaker)."""
     speaker = [r for r in train if r["kind"] == "speaker"]
@@ -116,11 +164,13 @@ def shots(train: list[dict]) -> list[dict]:
     return [speaker[0], play[0], speaker[1]]
 
 
-def write(out: str, seed: int = 0) -> dict[str, int]:
+def write(out: str, seed: int = 0, open_book: bool = False) -> dict[str, int]:
     """Writes <out>/train.jsonl, <out>/val.jsonl and <out>/shots.jsonl (three training
-    questions for the few-shot baseline); returns their sizes."""
-    qa = build(seed)
-    qa["shots"] = shots(qa["train"])
+    questions for the few-shot baseline); returns their sizes. `open_book`: the reading set,
+    without shots."""
+    qa = reading(seed) if open_book else build(seed)
+    if not open_book:
+        qa["shots"] = shots(qa["train"])
     os.makedirs(out, exist_ok=True)
     for split, records in qa.items():
         with open(os.path.join(out, f"{split}.jsonl"), "w") as f:
@@ -133,8 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="directory for train.jsonl and val.jsonl")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reading", action="store_true",
+                        help="the open-book set: a passage, then a question on it")
     args = parser.parse_args(argv)
-    sizes = write(args.out, args.seed)
+    sizes = write(args.out, args.seed, args.reading)
     print(f"Wrote {sizes['train']} training and {sizes['val']} validation questions to "
           f"{args.out}/{{train,val}}.jsonl")
 

@@ -131,3 +131,24 @@ def test_qa_set_questions_and_a_split_by_question():
     assert qa["val"] and not {q["prompt"] for q in qa["val"]} & {q["prompt"] for q in qa["train"]}
     assert qa_shakespeare.title("henry_iv_part_1") == "Henry IV Part 1"
     assert qa_shakespeare.title("measure_for_measure") == "Measure for Measure"
+
+
+def test_reading_set_asks_about_a_speech_in_its_own_passage():
+    speakers = ["PROSPERO", "ARIEL", "FIRST LORD", "CALIBAN"]
+    works = {"tempest": "\n\n".join(f"{speakers[i % 4]}.\nThis is speech number {i}, line one.\n"
+                                      f"And its second line, {i}." for i in range(60)),
+             "sonnets": "FROM.\nfairest creatures we desire increase,"}  # a poem: skipped
+    qa = qa_shakespeare.reading(seed=0, n_val=3, works=works)
+    records = qa["train"] + qa["val"]
+    assert len(qa["val"]) == 3 and len(records) >= 60 // 8
+    for r in records:
+        passage, question = r["prompt"].rsplit("\n", 1)
+        line = question[len("Who speaks the line '"):-len("'?")]
+        assert question == qa_shakespeare.LINE_Q.format(line) and r["kind"] == "reading"
+        # The answer is the tag just above the line, which occurs once in the passage.
+        assert passage.count(f"{r['response'].upper()}.\n{line}\n") == 1
+        assert passage.split("\n").count(line) == 1 and passage.count("\n\n") < 8
+    # Passages never overlap, so no validation line is in a training passage.
+    blocks = [b for r in records for b in r["prompt"].rsplit("\n", 1)[0].split("\n\n")]
+    assert len(blocks) == len(set(blocks))
+    assert len({len(r["prompt"]) for r in records}) > 3  # lengths vary
