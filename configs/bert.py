@@ -3,6 +3,8 @@
     python -m lmjax.main --config=configs/bert.py                 # the CPU default, minutes
     python -m lmjax.main --config=configs/bert.py:tiny            # seconds: smoke test
     python -m lmjax.main --config=configs/bert.py:bert_base       # BERT-base shape, accelerators
+    python -m lmjax.main --config=configs/bert.py:hf_continue --config.init_from=runs/bert-base-uncased \
+        --config.data.name=files --config.data.files='domain/*.txt'   # domain-adaptive pretraining
 
 Shakespeare by default (held out: the works of lmjax/data/shakespeare.VAL_WORKS), a cased
 WordPiece vocabulary trained on the training works, 15% of tokens selected per passage (80%
@@ -67,6 +69,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.train.update(num_steps=100000, batch_size=256, eval_every=5000)
         c.optim.update(name="adamw", learning_rate=1e-4, warmup_steps=10000, b2=0.999)
         c.checkpoint.every = 5000
+    elif preset == "hf_continue":  # more masked-LM training of a converted BERT (init_from)
+        # 0: the init_from run's shape; its weights, tokenizer and vocabulary order are kept.
+        c.model.update(num_layers=0, num_heads=0, d_model=0, mlp_ratio=0, block_size=128)
+        c.train.update(num_steps=1000, batch_size=32, eval_every=250)
+        c.optim.update(name="adamw", learning_rate=5e-5, warmup_steps=100, b2=0.999)
     else:
-        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny or bert_base")
+        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny, bert_base or hf_continue")
     return c

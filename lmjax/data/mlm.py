@@ -55,23 +55,25 @@ def num_predictions(seq_len: int, rate: float = MASK_RATE) -> int:
     return max(1, int(np.floor(rate * (seq_len - 2) + 0.5)))
 
 
-def mask_example(tokens: np.ndarray, rng: np.random.Generator, mask_id: int, num_special: int,
-                 vocab_size: int, max_predictions: int,
+def mask_example(tokens: np.ndarray, rng: np.random.Generator, mask_id: int,
+                 ordinary: np.ndarray, max_predictions: int,
                  rate: float = MASK_RATE) -> dict[str, np.ndarray]:
-    """BERT's masking of one sequence; ids below `num_special` are special ([PAD], [CLS], ...).
+    """BERT's masking of one sequence. `ordinary` is the sorted array of the vocabulary's
+    ordinary ids: every id but the special tokens ([PAD], [CLS], ...), wherever they are.
 
     round(rate * n) of its n ordinary tokens are selected (at least one, at most
     `max_predictions`); each becomes [MASK] with probability 0.8, a random ordinary token with
     0.1, or stays itself. Returns the corrupted `inputs`, the selected `positions`, their
     original ids `targets` and `weights` (1 for a real prediction, 0 for an unused slot).
     """
-    candidates = np.flatnonzero(tokens >= num_special)
+    at = np.minimum(np.searchsorted(ordinary, tokens), len(ordinary) - 1)
+    candidates = np.flatnonzero(ordinary[at] == tokens)
     n = min(max_predictions, len(candidates),
             max(1, int(np.floor(rate * len(candidates) + 0.5))))
     chosen = np.sort(rng.choice(candidates, size=n, replace=False))
     inputs = tokens.copy()
     u = rng.random(n)
-    replace = rng.integers(num_special, vocab_size, size=n)
+    replace = ordinary[rng.integers(0, len(ordinary), size=n)]
     inputs[chosen] = np.where(u < MASK_SHARE, mask_id,
                               np.where(u < MASK_SHARE + RANDOM_SHARE, replace, tokens[chosen]))
     out = {"positions": np.zeros(max_predictions, np.int32),
@@ -89,20 +91,20 @@ def mask_batch(rows: np.ndarray, example_ids: np.ndarray, seed: int, step: int, 
     Keys: inputs (B, L), mlm_positions / mlm_targets / mlm_weights (B, P).
     """
     max_predictions = max_predictions or num_predictions(rows.shape[1], rate)
-    num_special = _num_special(tokenizer)
+    ordinary = ordinary_ids(tokenizer)
     out = [mask_example(np.asarray(r, np.int32), np.random.default_rng([seed, step, int(e)]),
-                        tokenizer.mask_id, num_special, tokenizer.vocab_size, max_predictions,
-                        rate)
+                        tokenizer.mask_id, ordinary, max_predictions, rate)
            for r, e in zip(rows, example_ids)]
     stack = lambda k: np.stack([o[k] for o in out])  # noqa: E731
     return {"inputs": stack("inputs"), "mlm_positions": stack("positions"),
             "mlm_targets": stack("targets"), "mlm_weights": stack("weights")}
 
 
-def _num_special(tokenizer) -> int:
-    """The special tokens must be the first ids (WordPieceTokenizer puts them there)."""
-    ids = sorted(getattr(tokenizer, "special_ids", ()))
-    if not ids or ids != list(range(len(ids))):
-        raise ValueError("masked-LM data needs a tokenizer with [PAD]/[UNK]/[CLS]/[SEP]/[MASK] "
-                         "as its first ids: use --config.data.tokenizer=wordpiece.")
-    return len(ids)
+def ordinary_ids(tokenizer) -> np.ndarray:
+    """The ids masking may select and draw: all but the special tokens. lmjax's WordPiece puts
+    them first; a Hugging Face BERT vocabulary has [PAD] 0 and [UNK]..[MASK] 100-103."""
+    special = np.asarray(sorted(getattr(tokenizer, "special_ids", ())), np.int64)
+    if not len(special) or getattr(tokenizer, "mask_id", None) is None:
+        raise ValueError("masked-LM data needs a tokenizer with [PAD]/[UNK]/[CLS]/[SEP]/[MASK]: "
+                         "use --config.data.tokenizer=wordpiece or a BERT tokenizer_file.")
+    return np.setdiff1d(np.arange(tokenizer.vocab_size), special).astype(np.int32)

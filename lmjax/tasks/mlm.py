@@ -24,14 +24,9 @@ from lmjax.eval import metrics
 from lmjax.models import bert
 from lmjax.parallel.mesh import local_rows
 from lmjax.tasks.base import Task, epoch_indices, padded_batches, with_tokenizer_file
+from lmjax.tasks.encoder import check_shape_given, check_tokenizer, fixed_tokenizer, pretrained_model
 
 EVAL_STEP = 0  # validation rows are masked as at this step (keyed by their own indices)
-
-
-def check_tokenizer(tokenizer) -> None:
-    if getattr(tokenizer, "kind", None) != "wordpiece":
-        raise ValueError("BERT needs [CLS]/[SEP]/[PAD]/[MASK]: set --config.data.tokenizer="
-                         f"wordpiece (got {getattr(tokenizer, 'kind', tokenizer)!r}).")
 
 
 class MaskedLMTask(Task):
@@ -39,17 +34,18 @@ class MaskedLMTask(Task):
                  log=print):
         super().__init__(cfg, assets, log)
         if assets is None:
-            model_cfg = bert.BertConfig.from_section(cfg.model)  # checked before the data
-            self.data = prepare(cfg.data, log=log)
+            # init_from continues pretraining a masked-LM run, e.g. a converted Hugging Face
+            # BERT on a domain's text: its shape, weights and tokenizer.
+            check_shape_given(cfg)
+            pre, section = (pretrained_model(cfg, ("mlm",), log) if cfg.init_from
+                            else (None, cfg.model))
+            model_cfg = bert.BertConfig.from_section(section)  # checked before the data
+            data_cfg = cfg.data
+            if pre is not None:
+                fixed_tokenizer(cfg, pre)  # refuses a data.tokenizer_file of another vocabulary
+                data_cfg = with_tokenizer_file(cfg.data, pre.tokenizer_file)
+            self.data = prepare(data_cfg, log=log)
             self.tokenizer = self.data.tokenizer
-            special = sorted(getattr(self.tokenizer, "special_ids", ()))
-            if special and special != list(range(len(special))):
-                raise ValueError(
-                    f"data.tokenizer_file={cfg.data.tokenizer_file!r}: its special tokens are "
-                    f"ids {special}, and masked-LM pretraining here needs them first (0-"
-                    f"{len(special) - 1}, as lmjax's own WordPiece). A pretrained BERT "
-                    "vocabulary fine-tunes for classification (configs/classify.py with "
-                    "init_from) but is not pretrained further here.")
             model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size)
         else:
             self.tokenizer, model_cfg = assets.tokenizer, bert.BertConfig(**assets.model)
@@ -59,6 +55,19 @@ class MaskedLMTask(Task):
         self.num_predictions = mlm.num_predictions(self.seq_len, self.rate)
         self.model = bert.MaskedLM(model_cfg)
         self.matrix_dims = bert.matrix_dims
+
+    def load_pretrained(self, params, pretrained):
+        """The pretrained masked LM (a shorter context keeps its first positions)."""
+        if "bert" not in pretrained:
+            raise ValueError("init_from: the pretrained parameters have no BERT encoder ('bert').")
+        bert_params = dict(pretrained["bert"])
+        bert_params["position_embeddings"] = bert_params["position_embeddings"][:self.seq_len]
+        out = {**pretrained, "bert": bert_params}
+        want = jax.tree.map(jnp.shape, params)
+        if jax.tree.map(jnp.shape, out) != want:
+            raise ValueError(f"init_from={self.cfg.init_from!r}: its parameters are not this "
+                             "masked LM's (another head or shape); continue from a masked-LM run.")
+        return out
 
     @functools.cached_property
     def data(self) -> Prepared:

@@ -25,31 +25,18 @@ from lmjax import rundir
 from lmjax.data import text_classification
 from lmjax.data.batches import spread
 from lmjax.data.prepare import prepare
-from lmjax.data.tokenizers import WordPieceTokenizer, load_tokenizer_file
+from lmjax.data.tokenizers import WordPieceTokenizer
 from lmjax.models import bert, lora
 from lmjax.parallel.mesh import local_rows
-from lmjax.tasks import read_assets
 from lmjax.tasks.base import Task, epoch_indices, padded_batches
 from lmjax.tasks.classification import (class_weights, classification_loss, classification_metrics,
                                          classification_outputs)
-from lmjax.tasks.mlm import check_tokenizer
-
-# Encoder fields that must agree with the pretrained run's.
-ENCODER_FIELDS = ("vocab_size", "block_size", "num_layers", "num_heads", "d_model", "mlp_ratio",
-                  "use_bias", "type_vocab_size", "param_dtype")
-# ... of which these, left at 0 in the config, are taken from it (configs/classify.py:hf_sentiment).
-SHAPE_FIELDS = ("block_size", "num_layers", "num_heads", "d_model", "mlp_ratio")
+from lmjax.tasks.encoder import (check_shape_given, check_tokenizer, fixed_tokenizer,
+                                 pretrained_model)
 
 
-def pretrained_model(cfg: ml_collections.ConfigDict, log=print) -> tuple[rundir.Assets, dict]:
-    """(the pretrained run's assets, this config's model section resolved against its encoder),
-    after checking that the encoder has this config's shape and that it never read this
-    split's validation passages."""
-    pre = read_assets(cfg.init_from, log=log)
-    if pre.task not in ("mlm", "text_classify"):
-        raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; fine-tuning "
-                         "starts from a masked-LM run (configs/bert.py) or a converted Hugging "
-                         "Face BERT (python -m lmjax.convert from_hf).")
+def check_folds(cfg: ml_collections.ConfigDict, pre: rundir.Assets) -> None:
+    """Refuses cross-validating the genres from an encoder that read every fold's works."""
     read_shakespeare = (pre.config.get("data", {}).get("name", "shakespeare") == "shakespeare"
                         and not pre.config.get("hf_source"))
     if cfg.data.name == "genres" and cfg.data.num_folds > 1 and read_shakespeare:
@@ -61,43 +48,6 @@ def pretrained_model(cfg: ml_collections.ConfigDict, log=print) -> tuple[rundir.
             "works, so each fold's validation works were already read by the encoder. "
             "Cross-validate from scratch (no init_from), or fine-tune on the default split "
             "(data.num_folds=0), which pretraining held out.")
-    model, section = pre.model, cfg.model.to_dict()
-    for f in SHAPE_FIELDS:
-        if section[f] == 0:
-            section[f] = model[f]
-    diffs = [f"model.{f}: pretrained {model[f]!r}, here {section[f]!r}"
-             for f in ENCODER_FIELDS if f not in ("vocab_size", "block_size")
-             and model[f] != section[f]]
-    if section["block_size"] > model["block_size"]:
-        diffs.append(f"model.block_size: pretrained {model['block_size']} positions, here "
-                     f"{section['block_size']} (at most as many)")
-    if diffs:
-        raise ValueError(f"The encoder here differs from the pretrained one in {cfg.init_from}: "
-                         f"{'; '.join(diffs)}. Use the same model settings (0 for a shape field "
-                         "takes the pretrained run's).")
-    # Properties of the pretrained weights, not choices of the fine-tuning.
-    section.update(vocab_size=model["vocab_size"], layer_norm_eps=model["layer_norm_eps"],
-                   pad_id=model["pad_id"])
-    return pre, section
-
-
-def fixed_tokenizer(cfg: ml_collections.ConfigDict, pre: rundir.Assets | None):
-    """The pretrained run's tokenizer, or `data.tokenizer_file`'s (a Hugging Face directory or
-    tokenizer.json); with both, they must be the same vocabulary. None: train one."""
-    path = cfg.data.get("tokenizer_file", "")
-    given = load_tokenizer_file(path) if path else None
-    if pre is None:
-        return given
-    if given is not None and _vocab(given) != _vocab(pre.tokenizer):
-        raise ValueError(f"data.tokenizer_file={path!r} is not the vocabulary of "
-                         f"init_from={cfg.init_from!r}: leave data.tokenizer_file empty (the "
-                         "pretrained run's tokenizer is used) or give its own.")
-    return pre.tokenizer
-
-
-def _vocab(tokenizer) -> dict:
-    inner = getattr(tokenizer, "_tok", None)
-    return inner.get_vocab() if inner is not None else {"chars": getattr(tokenizer, "chars", "")}
 
 
 def _tokenizer_data(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -118,12 +68,11 @@ class TextClassificationTask(Task):
         super().__init__(cfg, assets, log)
         self.pretrained_class_names = None
         if assets is None:
-            zero = [f for f in SHAPE_FIELDS if cfg.model[f] == 0]
-            if zero and not cfg.init_from:
-                raise ValueError(f"model.{zero[0]}=0 means the pretrained run's: set "
-                                 "--config.init_from=<a masked-LM run or a converted Hugging Face "
-                                 "BERT> (python -m lmjax.convert from_hf), or give the shape.")
-            pre, section = pretrained_model(cfg, log) if cfg.init_from else (None, cfg.model)
+            check_shape_given(cfg)
+            pre, section = (pretrained_model(cfg, ("mlm", "text_classify"), log)
+                            if cfg.init_from else (None, cfg.model))
+            if pre is not None:
+                check_folds(cfg, pre)
             model_cfg = bert.BertConfig.from_section(section)  # checked before the data
             self.seq_len = self.tokens_per_example = model_cfg.block_size
             self.tokenizer = fixed_tokenizer(cfg, pre)

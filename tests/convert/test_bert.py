@@ -153,3 +153,59 @@ def test_from_hf_bert_model_is_a_masked_lm_run_with_its_encoder(tmp_path, load_c
         logits = back(**args).logits.numpy()
     assert np.abs(got[REAL] - want[REAL]).max() <= 1e-5
     assert np.isfinite(logits).all() and np.abs(logits).max() > 0  # a fresh MLM head is there
+
+
+def test_continue_masked_lm_pretraining_of_a_converted_hf_bert(tmp_path, load_config):
+    """Domain-adaptive pretraining: a converted BertForMaskedLM whose vocabulary has
+    bert-base's order ([PAD] 0, [unused*], then [UNK] [CLS] [SEP] [MASK]) continues masked-LM
+    training on a local corpus with its own tokenizer, shape and weights, and exports back."""
+    from lmjax.convert.hf import from_hf, to_hf
+    from lmjax.tasks import make_task
+    from lmjax.train.loop import train_and_evaluate
+
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    vocab = (["[PAD]"] + [f"[unused{i}]" for i in range(9)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+             + letters + ["##" + c for c in letters] + list(".,;:!?'-"))
+    hf_dir = tmp_path / "hf"
+    config = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, initializer_range=0.2)
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(config).eval()
+    hf.save_pretrained(hf_dir)
+    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    from_hf(str(hf_dir), str(tmp_path / "converted"), load_config("tiny", "bert.py"),
+            log=lambda s: None)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"doc{i}.txt").write_text(
+            " ".join(["now is the winter of our discontent made glorious summer"] * 20) + "\n")
+
+    cfg = load_config("tiny", "bert.py")
+    cfg.init_from = str(tmp_path / "converted")
+    cfg.data.update(name="files", files=str(corpus / "*.txt"), cache_dir=str(tmp_path / "cache"))
+    cfg.model.update(num_layers=0, num_heads=0, d_model=0, mlp_ratio=0, block_size=32)
+    cfg.train.update(num_steps=2, eval_every=2, log_every=1)
+    cfg.optim.update(learning_rate=1e-9, muon_learning_rate=1e-9, warmup_steps=1)  # unchanged
+    cfg.log.update(tensorboard=False, progress_bar=False)
+    cfg.mesh.data = 1
+    task = make_task(cfg, log=lambda s: None)
+    assert task.tokenizer.special_ids == (0, 10, 11, 12, 13) and task.model.cfg.num_layers == 2
+    targets = task.train_batch(0, 0, 1)["mlm_targets"]
+    assert targets.max() > 13 and not np.isin(targets[targets > 0], (10, 11, 12, 13)).any()
+    summary = train_and_evaluate(cfg, str(tmp_path / "continued"))
+    assert np.isfinite(summary["val_loss"]) and 0 <= summary["val_masked_accuracy"] <= 1
+
+    to_hf(str(tmp_path / "continued"), str(tmp_path / "back"))
+    back = transformers.BertForMaskedLM.from_pretrained(str(tmp_path / "back")).eval()
+    ids = torch.tensor([[11, 27, 28, 29, 13, 30, 12]])
+    with torch.no_grad():
+        want, got = hf(input_ids=ids).logits.numpy(), back(input_ids=ids).logits.numpy()
+    assert np.abs(got - want).max() < 1e-4  # started from the converted weights exactly
+    # A data.tokenizer_file of another vocabulary is refused, naming the fix.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "vocab.txt").write_text("\n".join(vocab[::-1]) + "\n")
+    cfg.data.tokenizer_file = str(tmp_path / "other")
+    with pytest.raises(ValueError, match="leave data.tokenizer_file empty"):
+        make_task(cfg, log=lambda s: None)

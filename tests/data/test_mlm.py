@@ -100,3 +100,30 @@ def test_masking_needs_wordpiece_specials():
 
     with pytest.raises(ValueError, match="wordpiece"):
         mlm.mask_batch(np.zeros((1, 8), np.int32), np.zeros(1), 0, 0, Chars())
+
+
+def test_masking_with_a_hugging_face_bert_vocabulary():
+    """bert-base-uncased's order: [PAD] 0, [unused..] 1-99, [UNK] [CLS] [SEP] [MASK] 100-103.
+    The specials are never selected nor drawn; every other id, 1-99 included, is ordinary."""
+    class HFBert:
+        special_ids, mask_id, vocab_size = (0, 100, 101, 102, 103), 103, 160
+
+    rng = np.random.default_rng(0)
+    ordinary = np.setdiff1d(np.arange(160), HFBert.special_ids)
+    np.testing.assert_array_equal(mlm.ordinary_ids(HFBert()), ordinary)
+    lengths = rng.integers(10, 46, 2000)
+    rows = mlm.frame([rng.choice(ordinary, n) for n in lengths], 48, 101, 102, 0)
+    b = mlm.mask_batch(rows, np.arange(len(rows)), seed=0, step=1, tokenizer=HFBert())
+    w = b["mlm_weights"] > 0
+    np.testing.assert_array_equal(w.sum(1), np.maximum(1, np.floor(0.15 * lengths + 0.5)))
+    row = np.repeat(np.arange(len(rows)), w.sum(1))
+    tgt, after = b["mlm_targets"][w], b["inputs"][row, b["mlm_positions"][w]]
+    assert not np.isin(tgt, HFBert.special_ids).any() and (tgt < 100).any()
+    drawn = after[(after != 103) & (after != tgt)]
+    assert len(drawn) > 100 and not np.isin(drawn, HFBert.special_ids).any()
+    assert (drawn < 100).any() and (drawn > 103).any()  # drawn from both sides of the specials
+    assert not (b["inputs"] != rows)[np.isin(rows, HFBert.special_ids)].any()
+
+
+def test_lmjax_wordpiece_ordinary_ids_follow_the_specials(tok):
+    np.testing.assert_array_equal(mlm.ordinary_ids(tok), np.arange(5, tok.vocab_size))
