@@ -182,12 +182,12 @@ def test_continue_masked_lm_pretraining_of_a_converted_hf_bert(tmp_path, load_co
         (corpus / f"doc{i}.txt").write_text(
             " ".join(["now is the winter of our discontent made glorious summer"] * 20) + "\n")
 
-    cfg = load_config("tiny", "bert.py")
+    cfg = load_config("hf_continue", "bert.py")  # the shape fields at 0: the converted run's
     cfg.init_from = str(tmp_path / "converted")
     cfg.data.update(name="files", files=str(corpus / "*.txt"), cache_dir=str(tmp_path / "cache"))
-    cfg.model.update(num_layers=0, num_heads=0, d_model=0, mlp_ratio=0, block_size=32)
-    cfg.train.update(num_steps=2, eval_every=2, log_every=1)
-    cfg.optim.update(learning_rate=1e-9, muon_learning_rate=1e-9, warmup_steps=1)  # unchanged
+    cfg.model.block_size = 32
+    cfg.train.update(num_steps=2, eval_every=2, log_every=1, batch_size=8)
+    cfg.optim.update(learning_rate=1e-9, warmup_steps=1)  # the weights stay the converted ones
     cfg.log.update(tensorboard=False, progress_bar=False)
     cfg.mesh.data = 1
     task = make_task(cfg, log=lambda s: None)
