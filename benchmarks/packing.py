@@ -9,6 +9,7 @@ Both layouts train the same model (configs/sft.py: 4 layers, d=128, context 256)
 examples with the same jitted step (forward, backward, AdamW), and see about the same number of
 positions per step:
   padded  one example per row, every row as long as the longest example in the set
+          (--pad_multiple=64 rounds that up, as transformers' pad_to_multiple_of does)
   packed  rows of the full context, examples back to back with segment ids
 Rounds alternate padded and packed steps, so that a machine shared with other work slows both
 alike; the figures are the median over rounds. Tokens counted are the examples' own tokens
@@ -41,6 +42,9 @@ def main() -> None:
     p.add_argument("--tokenizer_file", default="runs/qa-base/tokenizer.json")
     p.add_argument("--train_file", default="",
                    help="a JSONL prompt/response set (default: the closed-book QA set)")
+    p.add_argument("--pad_multiple", type=int, default=1,
+                   help="padded rows rounded up to a multiple of this (transformers' "
+                        "pad_to_multiple_of; 1: exactly the longest example)")
     p.add_argument("--rows", type=int, default=16, help="packed rows per step")
     p.add_argument("--steps", type=int, default=10, help="timed steps per layout per round")
     p.add_argument("--rounds", type=int, default=3)
@@ -56,12 +60,13 @@ def main() -> None:
     exs = task.data["train"]
     seq = task.seq_len
     longest = max(len(e.tokens) - 1 for e in exs)
-    padded_rows = max(1, round(args.rows * seq / longest))  # about the same positions per step
+    pad_len = min(seq, -(-longest // args.pad_multiple) * args.pad_multiple)
+    padded_rows = max(1, round(args.rows * seq / pad_len))  # about the same positions per step
     rng = np.random.default_rng(0)
     order = rng.permutation(len(exs))
-    layouts = {"padded": (sft.rows([exs[i] for i in order], longest), padded_rows)}
+    layouts = {"padded": (sft.rows([exs[i] for i in order], pad_len), padded_rows)}
     print(f"{len(exs)} QA examples, mean {np.mean([len(e.tokens) for e in exs]):.1f} tokens, "
-          f"longest {longest + 1}; padded: {padded_rows} rows x {longest} per step")
+          f"longest {longest + 1}; padded: {padded_rows} rows x {pad_len} per step")
     for n in map(int, args.pack_lens.split(",")):
         groups = sft.pack_groups([len(e.tokens) for e in exs], n, order)
         rows = args.rows * seq // n
