@@ -4,6 +4,7 @@ own tokenizers on English, Chinese and mixed text (tiny vocabularies written her
 import json
 
 import ml_collections
+import numpy as np
 import pytest
 
 from lmjax.config import ConfigError, validate
@@ -138,13 +139,18 @@ def test_a_directory_without_a_tokenizer_and_the_hf_spelling_are_readable_errors
         validate(cfg)
 
 
-def test_masked_lm_pretraining_on_a_pretrained_bert_vocabulary_is_refused(tmp_path, load_config):
+def test_masked_lm_pretraining_on_a_pretrained_bert_vocabulary(tmp_path, load_config):
+    """bert-base's order ([PAD] 0, [UNK]..[MASK] 100-103): masking never picks a special."""
     from lmjax.tasks import make_task
 
     text = tmp_path / "corpus.txt"
-    text.write_text("this movie is good . " * 40)
+    text.write_text("this movie is good . " * 200)
     cfg = load_config("tiny", "bert.py")
     cfg.data.update(name="files", files=str(text), tokenizer_file=str(_vocab_dir(tmp_path / "b")),
                     cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match=r"special tokens are ids \[0, 100, 101, 102, 103\]"):
-        make_task(cfg, log=lambda s: None)
+    task = make_task(cfg, log=lambda s: None)
+    assert task.tokenizer.special_ids == (0, 100, 101, 102, 103)
+    batch = task.train_batch(0, 0, 1)
+    targets = batch["mlm_targets"][batch["mlm_weights"] > 0]
+    assert len(targets) and not np.isin(targets, task.tokenizer.special_ids).any()
+    assert (batch["inputs"] == 103).any()  # [MASK] is bert-base's id
