@@ -68,6 +68,15 @@ def pretrained_model(cfg: ml_collections.ConfigDict, tasks: Sequence[str],
     return pre, section
 
 
+def encoder_params(pretrained: dict, seq_len: int) -> dict:
+    """The pretrained encoder's parameters ('bert'); a shorter context keeps its first positions."""
+    if "bert" not in pretrained:
+        raise ValueError("init_from: the pretrained parameters have no BERT encoder ('bert').")
+    out = dict(pretrained["bert"])
+    out["position_embeddings"] = out["position_embeddings"][:seq_len]
+    return out
+
+
 def fixed_tokenizer(cfg: ml_collections.ConfigDict, pre: rundir.Assets | None):
     """The pretrained run's tokenizer, or `data.tokenizer_file`'s (a Hugging Face directory or
     tokenizer.json); with both, they must be the same vocabulary. None: train one."""

@@ -24,7 +24,8 @@ from lmjax.eval import metrics
 from lmjax.models import bert
 from lmjax.parallel.mesh import local_rows
 from lmjax.tasks.base import Task, epoch_indices, padded_batches, with_tokenizer_file
-from lmjax.tasks.encoder import check_shape_given, check_tokenizer, fixed_tokenizer, pretrained_model
+from lmjax.tasks.encoder import (check_shape_given, check_tokenizer, encoder_params,
+                                 fixed_tokenizer, pretrained_model)
 
 EVAL_STEP = 0  # validation rows are masked as at this step (keyed by their own indices)
 
@@ -58,11 +59,7 @@ class MaskedLMTask(Task):
 
     def load_pretrained(self, params, pretrained):
         """The pretrained masked LM (a shorter context keeps its first positions)."""
-        if "bert" not in pretrained:
-            raise ValueError("init_from: the pretrained parameters have no BERT encoder ('bert').")
-        bert_params = dict(pretrained["bert"])
-        bert_params["position_embeddings"] = bert_params["position_embeddings"][:self.seq_len]
-        out = {**pretrained, "bert": bert_params}
+        out = {**pretrained, "bert": encoder_params(pretrained, self.seq_len)}
         want = jax.tree.map(jnp.shape, params)
         if jax.tree.map(jnp.shape, out) != want:
             raise ValueError(f"init_from={self.cfg.init_from!r}: its parameters are not this "

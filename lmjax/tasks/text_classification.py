@@ -31,8 +31,8 @@ from lmjax.parallel.mesh import local_rows
 from lmjax.tasks.base import Task, epoch_indices, padded_batches
 from lmjax.tasks.classification import (class_weights, classification_loss, classification_metrics,
                                          classification_outputs)
-from lmjax.tasks.encoder import (check_shape_given, check_tokenizer, fixed_tokenizer,
-                                 pretrained_model)
+from lmjax.tasks.encoder import (check_shape_given, check_tokenizer, encoder_params,
+                                 fixed_tokenizer, pretrained_model)
 
 
 def check_folds(cfg: ml_collections.ConfigDict, pre: rundir.Assets) -> None:
@@ -171,10 +171,7 @@ class TextClassificationTask(Task):
         """The pretrained encoder ('bert') exactly (a shorter context: its first positions);
         the pooler if the pretrained run has one, the classifier head if its classes are these;
         everything else (adapters, the rest of the head) stays fresh."""
-        if "bert" not in pretrained:
-            raise ValueError("init_from: the pretrained parameters have no BERT encoder ('bert').")
-        bert_params = dict(pretrained["bert"])
-        bert_params["position_embeddings"] = bert_params["position_embeddings"][:self.seq_len]
+        bert_params = encoder_params(pretrained, self.seq_len)
         out = {**params, "bert": self._copy(params["bert"], bert_params, "bert")}
         parts = ["the encoder"]
         if "pooler" in pretrained:
