@@ -1,13 +1,23 @@
 """Orbax checkpoints of the training state, with the config that produced them stored beside it,
-and a digest of what was saved, checked on every restore (docs/faults.md)."""
+and a digest of what was saved, checked on every restore (docs/faults.md). A checkpoint that
+cannot be written or read is reported once, as a CheckpointError (one line)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import errno
+import gc
 import json
+import logging
 import os
+import re
 import sys
+import threading
+import time
+import traceback
 import zlib
+from typing import Callable
 
 import jax
 import numpy as np
@@ -35,7 +45,8 @@ _noted_unverified: set[str] = set()
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that exists but cannot be used. We never silently start over on top of it."""
+    """A checkpoint that exists but cannot be used, or cannot be written. We never silently start
+    over on top of it."""
 
 
 def array_digests(tree, algorithm: str) -> dict[str, str] | None:
@@ -64,6 +75,7 @@ def json_digest(obj, algorithm: str) -> str:
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3):
+        _ECHOES.install()
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -104,13 +116,18 @@ class Checkpointer:
         digest = {"algorithm": ALGORITHM, "state": array_digests(state, ALGORITHM),
                   "config": json_digest(config, ALGORITHM),
                   "progress": json_digest(progress, ALGORITHM)}
+        _ECHOES.begin()  # a save under way ends when it is waited for
+        saved = False
         try:
             saved = self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
                 progress=ocp.args.JsonSave(progress)), force=force,
                 custom_metadata={DIGEST_KEY: digest})
-        except OSError as e:
-            raise self._save_error(step, e) from e
+        except Exception as e:
+            raise self._save_error(step, e)
+        finally:
+            if not saved:
+                _ECHOES.end()
         self._in_flight = step if saved else None
         return saved
 
@@ -122,11 +139,9 @@ class Checkpointer:
 
     def _read_json(self, step: int, item: str):
         digest = self._recorded_digest(step)
-        try:
+        with self._reading(step):
             value = self.manager.restore(step, args=ocp.args.Composite(
                 **{item: ocp.args.JsonRestore()}))[item]
-        except Exception as e:
-            raise self._error(step, e) from None
         if digest and digest[item] != json_digest(value, digest["algorithm"]):
             raise self._damaged(step, f"its {item} record ({item}/metadata) {_DIFFERS}")
         return value
@@ -138,11 +153,9 @@ class Checkpointer:
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
             shardings)
         digest = self._recorded_digest(step)
-        try:
+        with self._reading(step):
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target)))
-        except Exception as e:
-            raise self._error(step, e) from None
         state = restored["state"]
         saved = digest and digest["state"]
         now = saved and array_digests(state, digest["algorithm"])
@@ -223,28 +236,223 @@ class Checkpointer:
             f"The checkpoint at {self.step_dir(step)} (step {step}) is damaged: {problem}. "
             f"It has been left untouched. {self._fix(step)}")
 
-    def _error(self, step: int, e: Exception) -> CheckpointError:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        return CheckpointError(
-            f"The checkpoint at {self.step_dir(step)} could not be restored "
-            f"({type(e).__name__}: {first}). It has been left untouched. {self._fix(step)}")
+    @contextlib.contextmanager
+    def _reading(self, step: int):
+        """Around an Orbax restore: any failure becomes one CheckpointError naming the step."""
+        _ECHOES.begin()
+        try:
+            yield
+        except Exception as e:
+            _ECHOES.fail()
+            unreadable = _unreadable_array(e)
+            if unreadable:
+                raise self._damaged(step, unreadable) from e
+            raise CheckpointError(
+                f"The checkpoint at {self.step_dir(step)} could not be restored "
+                f"({_first_line(e)}). It has been left untouched. {self._fix(step)}") from e
+        finally:
+            _ECHOES.end()
 
-    def _save_error(self, step: int, e: OSError) -> CheckpointError:
+    def _save_error(self, step: int | None, e: Exception) -> Exception:
+        """One line for a save that failed writing: the step, the last good one and the fix.
+        (A failure that is not about storage, i.e. a bug, goes on as it is, with its echoes.)"""
+        if not _is_storage_error(e):
+            return e
+        _ECHOES.fail()
         # Orbax commits a step by renaming its finished temporary folder: earlier steps are whole.
-        done = [s for s in self.manager.all_steps(read=True) if s != step]
-        latest = f" (latest: step {max(done)})" if done else ""
-        step = "?" if step is None else step
-        return CheckpointError(
-            f"Saving the checkpoint of step {step} in {self.directory} failed ({e}). The earlier "
-            f"checkpoints are untouched{latest}; free some space or make the folder writable, "
-            "then run the same command to resume.")
+        self.manager.reload()
+        done = [s for s in self.manager.all_steps() if s != step]
+        code = _os_error(e)
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            problem, fix = os.strerror(code), "free some space on that disk"
+        elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            problem, fix = os.strerror(code), "make the folder writable"
+        else:
+            problem, fix = _first_line(e), "remedy that"
+        fix += " or pass another --workdir"
+        what = f"the checkpoint of step {step}" if step is not None else "a checkpoint"
+        if done:
+            kept = (f"The earlier checkpoints are untouched (latest: step {max(done)}); {fix}, "
+                    f"then run the same command to resume from step {max(done)}.")
+        else:
+            kept = f"There is no earlier checkpoint; {fix}, then run the same command."
+        error = CheckpointError(f"Saving {what} in {self.directory} failed: {problem}. {kept}")
+        error.__cause__ = e  # LMJAX_DEBUG=1 shows where it failed
+        return error
 
     def wait(self) -> None:
         step, self._in_flight = self._in_flight, None
         try:
             self.manager.wait_until_finished()
-        except OSError as e:
-            raise self._save_error(step, e) from e
+        except Exception as e:
+            raise self._save_error(step, e)
+        finally:
+            if step is not None:
+                _ECHOES.end()
 
     def close(self) -> None:
         self.manager.close()
+
+
+# How a failed checkpoint operation is reported: once, in one line (docs/faults.md).
+
+_ORBAX = os.path.dirname(os.path.dirname(ocp.__file__)) + os.sep
+_LOOP_CLOSED = "Event loop is closed"
+
+
+def _chain(e: BaseException | None):
+    """`e` and the exceptions it was raised from or during."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _tensorstore_status(e: BaseException) -> bool:
+    """TensorStore's errors start with their status code: 'RESOURCE_EXHAUSTED: ...'."""
+    return bool(re.match(r"[A-Z]+(_[A-Z]+)*: ", str(e)))
+
+
+def _from_orbax(e: BaseException | None) -> bool:
+    """Raised in Orbax's machinery; or set by TensorStore on a future (no Python frames); or by
+    a TensorStore callback into an event loop Orbax has already closed (asyncio's frames only)."""
+    return any(str(x) == _LOOP_CLOSED or (x.__traceback__ is None and _tensorstore_status(x))
+               or any(f.f_code.co_filename.startswith(_ORBAX)
+                      for f, _ in traceback.walk_tb(x.__traceback__))
+               for x in _chain(e))
+
+
+class _Echoes(logging.Filter):
+    """Orbax reports one failure many times over: each background thread of a save logs it with a
+    traceback, asyncio logs the tasks left unawaited (some only at exit), and TensorStore's
+    callbacks into the event loop Orbax closed raise 'Event loop is closed'. lmjax reports it
+    once, as a CheckpointError. So while a checkpoint operation is under way (an asynchronous
+    save until it is waited for), Orbax's warnings and errors and its exceptions are held back:
+    shown when the operation succeeds, dropped when it fails; after a failure, this process drops
+    its exceptions' further echoes. LMJAX_DEBUG=1 lets everything through as it happens."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+        self.open = 0  # operations under way
+        self.failed = False
+        self.held: list[Callable[[], None]] = []
+
+    def install(self) -> None:
+        """Once per process, and again if something (pytest) replaced the unraisable hook."""
+        for logger in (logging.getLogger("absl"), logging.getLogger("asyncio")):
+            logger.addFilter(self)  # a no-op when it is there already
+        previous = sys.unraisablehook
+        if getattr(previous, "lmjax_echoes", None) is self:
+            return
+
+        def hook(args) -> None:
+            error, tb = args.exc_value, args.exc_traceback
+
+            def emit() -> None:  # formatted only if shown: most are dropped
+                sys.stderr.write("".join(traceback.format_exception(type(error), error, tb)))
+
+            if not (_from_orbax(error) and self._catch(emit)):
+                previous(args)
+
+        hook.lmjax_echoes = self
+        sys.unraisablehook = hook
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "lmjax_released", False):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None and not (record.levelno >= logging.WARNING and
+                                  record.pathname.startswith(_ORBAX)):
+            return True
+        if error is not None and not _from_orbax(error):
+            return True
+
+        def emit() -> None:
+            record.lmjax_released = True
+            logging.getLogger(record.name).handle(record)
+
+        return not self._catch(emit, exception=error is not None)
+
+    def _catch(self, emit: Callable[[], None], exception: bool = True) -> bool:
+        """False: let it through now. True: held back, or dropped after a failure."""
+        if os.environ.get("LMJAX_DEBUG"):
+            return False
+        with self.lock:
+            if self.failed and exception:
+                return True
+            if self.open:
+                self.held.append(emit)
+                return True
+        return False
+
+    def begin(self) -> None:
+        with self.lock:
+            self.open += 1
+
+    def end(self) -> None:
+        with self.lock:
+            self.open -= 1
+            release, self.held = (self.held, []) if not self.open else ([], self.held)
+        for emit in release:
+            emit()
+
+    def fail(self) -> None:
+        """A checkpoint operation failed and is being reported: what it left running ends now,
+        so that nothing of it prints after lmjax's error line, and its echoes are dropped."""
+        with self.lock:
+            self.failed, self.held = True, []
+        deadline = time.monotonic() + 60
+        for t in threading.enumerate():  # the rest of the save's threads run on after one fails
+            if type(t).__module__.startswith("orbax.") and t is not threading.current_thread():
+                # Thread's own join: Orbax's raises the thread's exception again.
+                threading.Thread.join(t, max(0.0, deadline - time.monotonic()))
+        gc.collect()  # asyncio reports the tasks left unawaited when they are collected
+
+
+_ECHOES = _Echoes()
+
+
+def _os_error(e: BaseException) -> int | None:
+    """The errno behind a failed write or read: an OSError's, or the one TensorStore names in
+    its message ([os_error_code='28']); None if neither."""
+    for x in _chain(e):
+        if isinstance(x, OSError) and x.errno:
+            return x.errno
+        code = re.search(r"os_error_code='?(\d+)", str(x))
+        if code:
+            return int(code.group(1))
+    return None
+
+
+def _is_storage_error(e: BaseException) -> bool:
+    """An OSError or a TensorStore error, not a bug."""
+    return any(isinstance(x, OSError) or _tensorstore_status(x) for x in _chain(e))
+
+
+def _readable(text: str) -> str:
+    """TensorStore's message without the payloads it appends ([tensorstore_spec='{...}'])."""
+    return re.split(r" \[\w+(?:\[\d+\])?=", text.strip())[0]
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of the first error in the chain whose text is meant for a reader: Orbax
+    wraps TensorStore's read errors in one that carries a pybind11 repr of the whole spec."""
+    for x in _chain(e):
+        text = _readable(str(x))
+        if text and "<bound method" not in text:
+            return f"{type(x).__name__}: {text.splitlines()[0][:300]}"
+    return type(e).__name__
+
+
+def _unreadable_array(e: BaseException) -> str:
+    """'the state array <name> cannot be read (<why>)' when TensorStore failed to read (e.g.
+    decompress) a chunk of one array's stored bytes; else ''."""
+    for x in _chain(e):
+        # The key is the array's name and the chunk's index: "params.wpe/0.0".
+        found = re.search(r'Error reading "([^"/]+)/\d+(?:\.\d+)*" in OCDBT database at '
+                          r'[^"]*"[^"]*": ([^;]*)', _readable(str(x)))
+        if found:
+            return f"the state array {found.group(1)} cannot be read ({found.group(2).strip()})"
+    return ""
