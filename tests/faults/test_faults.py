@@ -12,6 +12,7 @@ The kill -9 loop takes LMJAX_FAULT_SEED (default 0) and LMJAX_FAULT_KILLS (defau
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -23,7 +24,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from lmjax.checkpoint import STEP_METADATA, Checkpointer, CheckpointError
 from lmjax.train import loop
@@ -218,8 +218,22 @@ def largest_state_file(workdir, step) -> Path:
                key=lambda p: p.stat().st_size)
 
 
+def garble_compressed_chunks(workdir) -> None:
+    """Inverts 16 bytes inside each zstd frame (a compressed chunk) of the largest state file,
+    past the frame's headers: TensorStore's reader fails before lmjax's digest check."""
+    path = largest_state_file(workdir, STEPS)
+    data = bytearray(path.read_bytes())
+    frames = [m.start() for m in re.finditer(re.escape(ZSTD_MAGIC), data)]
+    assert frames, f"no zstd frame in {path}: has Orbax stopped compressing?"
+    for i in frames:
+        data[i + 30:i + 46] = bytes(b ^ 0xFF for b in data[i + 30:i + 46])
+    path.write_bytes(data)
+
+
+ZSTD_MAGIC = bytes.fromhex("28b52ffd")
 DAMAGE = {
     "same-size": lambda w: flip(largest_state_file(w, STEPS)),
+    "compressed-chunk": garble_compressed_chunks,
     "truncated": lambda w: os.truncate(largest_state_file(w, STEPS),
                                        largest_state_file(w, STEPS).stat().st_size // 2),
     "no-step-metadata": lambda w: os.remove(_ckpt(w, STEPS) / STEP_METADATA),
@@ -248,6 +262,9 @@ def test_damaged_checkpoint_stops_every_restore_untouched(damage, reference, cfg
         assert f"mv {_ckpt(workdir, STEPS)} {_ckpt(workdir, STEPS)}.damaged" in message
     if damage == "same-size":
         assert "is damaged: the state array" in message
+    if damage == "compressed-chunk":  # named by TensorStore's reader, not the digest
+        assert re.search(r"\(step 12\) is damaged: the state array \S+ cannot be read \(", message)
+        assert "<bound method" not in message
     assert _snapshot(_ckpt(workdir, STEPS)) == before
     assert _committed(workdir) == [STEPS - EVERY, STEPS]
 
@@ -356,27 +373,59 @@ def test_sigterm_saves_then_resumes(reference, cfg, tmp_path, monkeypatch):
     assert_same_outcome(workdir, reference, train_and_evaluate(cfg, workdir))
 
 
-def test_disk_full_save_stops_with_one_line_then_resumes(reference, cfg, tmp_path, monkeypatch):
-    """A save that fails with ENOSPC (the config record's writer raises it for step 8): the
-    run stops naming the step, the earlier checkpoint stays whole, and once there is room the
-    same command resumes from it."""
-    workdir = str(tmp_path / "run")
-    real = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+def _train_command(workdir, overrides) -> subprocess.CompletedProcess:
+    """`python -m lmjax.main` on the tiny run, as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if k != "LMJAX_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "lmjax.main", "--config=configs/gpt.py:tiny", f"--workdir={workdir}",
+         *(f"--config.{k}={v}" for k, v in overrides.items())], cwd=ROOT,
+        env=dict(env, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
 
-    async def disk_full(self, x, directory):
-        if f"{os.sep}8." in str(directory):
-            raise OSError(28, "No space left on device")
-        return await real(self, x, directory)
 
-    monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", disk_full)
-    with pytest.raises(CheckpointError) as e:
-        train_and_evaluate(cfg, workdir)
-    message = _one_line(e.value)
-    assert "Saving the checkpoint of step 8" in message and "No space left" in message
-    assert "(latest: step 4)" in message
+def _the_error_line(proc: subprocess.CompletedProcess) -> str:
+    """A command stopped by a fault: a non-zero status, no traceback anywhere (nor Orbax's
+    background echoes), and one `lmjax: error:` line, the last on stderr."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert "Traceback" not in output and "Event loop is closed" not in output, output[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert [line for line in lines if "lmjax: error:" in line] == lines[-1:], proc.stderr[-3000:]
+    return _one_line(lines[-1])
+
+
+def test_disk_full_save_stops_with_one_line_then_resumes(reference, overrides, small_disk):
+    """On a real full disk (a tmpfs with room for one and a half checkpoints) the command stops
+    at step 8's save with one line naming that step, the last good one and the fix; step 4 stays
+    whole, and once there is room the same command resumes from it."""
+    workdir = small_disk.path / "run"
+    one = small_disk.cost(_ckpt(reference[0], STEPS))  # one checkpoint, in this disk's pages
+    small_disk.leave(one * 3 // 2 + 64 * 1024)  # and the run's small files
+    line = _the_error_line(_train_command(workdir, overrides))
+    assert line.startswith(f"lmjax: error: Saving the checkpoint of step 8 in {_ckpt(workdir)} "
+                           "failed: No space left on device.")
+    assert "(latest: step 4)" in line
+    assert "free some space on that disk or pass another --workdir" in line
+    assert "resume from step 4" in line
     assert _committed(workdir) == [4]
-    monkeypatch.undo()
-    assert_same_outcome(workdir, reference, train_and_evaluate(cfg, workdir))
+    small_disk.release()
+    resumed = _train_command(workdir, overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from step 4 ({_ckpt(workdir)})" in resumed.stdout
+    assert_same_outcome(workdir, reference)
+    assert _records(workdir)[("val", STEPS)]["loss"] == pytest.approx(reference[2], abs=5e-5)
+
+
+def test_unreadable_chunk_stops_the_command_with_one_line(reference, overrides, tmp_path):
+    """A garbled compressed chunk fails in TensorStore's reader, below the digest check: the
+    command still ends with one readable line (the step, both fixes), and nothing after it."""
+    workdir = _copy(reference, tmp_path)
+    garble_compressed_chunks(workdir)
+    before = _snapshot(_ckpt(workdir, STEPS))
+    line = _the_error_line(_train_command(workdir, overrides))
+    assert f"{_ckpt(workdir, STEPS)} (step {STEPS}) is damaged: the state array " in line
+    assert " cannot be read (" in line and "<bound method" not in line
+    assert f"--config.checkpoint.restore_step={STEPS - EVERY}" in line
+    assert _snapshot(_ckpt(workdir, STEPS)) == before
 
 
 def _read_only_command(workdir) -> list[str] | None:
