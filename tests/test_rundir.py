@@ -65,7 +65,8 @@ def test_a_copied_run_generates_serves_and_converts_without_data(gpt_run, no_dat
     assert text == expected and len(text) > 0
 
     httpx = pytest.importorskip("httpx")
-    from lmjax.serve.app import create_app, serve_in_thread
+    from lmjax.serve.app import create_app
+    from lmjax.serve.local import serve_in_thread
 
     loaded = load(copy)
     api = create_app(Generator(loaded.model, loaded.params, loaded.tokenizer), source=copy)

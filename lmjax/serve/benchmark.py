@@ -168,8 +168,9 @@ def bench_server(generator, clients: int, requests: int, new_tokens: int, source
     # The server's dependencies are an optional extra (.[serve]): only for --server.
     import httpx  # noqa: lazy, optional extra
 
-    from lmjax.serve.app import create_app, serve_in_thread  # noqa: lazy, optional extra
+    from lmjax.serve.app import create_app  # noqa: lazy, optional extra
     from lmjax.serve.engine import warm_up as warm_up_engine  # noqa: lazy, optional extra
+    from lmjax.serve.local import serve_in_thread  # noqa: lazy, optional extra
 
     api = create_app(generator, source=source, engine=engine, max_slots=max_slots or clients,
                      max_batch=clients, max_queue=max(64, requests),
@@ -239,8 +240,9 @@ def bench_overload(generator, source: str, requests: int = 200, max_queue: int =
     # The server's dependencies are an optional extra (.[serve]): only for --overload.
     import httpx  # noqa: lazy, optional extra
 
-    from lmjax.serve.app import create_app, serve_in_thread  # noqa: lazy, optional extra
+    from lmjax.serve.app import create_app  # noqa: lazy, optional extra
     from lmjax.serve.engine import warm_up as warm_up_engine  # noqa: lazy, optional extra
+    from lmjax.serve.local import serve_in_thread  # noqa: lazy, optional extra
 
     api = create_app(generator, source=source, max_slots=max_slots, max_queue=max_queue)
     warm_up_engine(api.state.engine, log=lambda s: None)

@@ -18,7 +18,8 @@ transformers = pytest.importorskip("transformers")
 from lmjax.convert.hf import to_hf  # noqa: E402
 from lmjax.infer.classify import TextClassifier  # noqa: E402
 from lmjax.infer.load import load  # noqa: E402
-from lmjax.serve.app import create_app, serve_in_thread  # noqa: E402
+from lmjax.serve.app import create_app  # noqa: E402
+from lmjax.serve.local import serve_in_thread  # noqa: E402
 from lmjax.train.loop import train_and_evaluate  # noqa: E402
 from lmjax.train.restore import evaluate_run  # noqa: E402
 

@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 
 from lmjax.infer.classify import TextClassifier
 from lmjax.infer.load import load
-from lmjax.serve.app import create_app, serve_in_thread
+from lmjax.serve.app import create_app
+from lmjax.serve.local import serve_in_thread
 
 LONG = "Now is the winter of our discontent made glorious summer by this sun of York. " * 8
 

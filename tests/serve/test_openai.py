@@ -7,8 +7,9 @@ import httpx
 import pytest
 
 from lmjax.infer.generator import Request
-from lmjax.serve.app import create_app, serve_in_thread
+from lmjax.serve.app import create_app
 from lmjax.serve.engine import warm_up
+from lmjax.serve.local import serve_in_thread
 
 openai = pytest.importorskip("openai")
 

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from lmjax.serve.app import create_app, serve_in_thread
+from lmjax.serve.app import create_app
+from lmjax.serve.local import serve_in_thread
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -5,7 +5,8 @@ import pytest
 
 from lmjax.data.sft import DEFAULT_TEMPLATE, format_prompt
 from lmjax.infer.generator import Request
-from lmjax.serve.app import QA, create_app, serve_in_thread
+from lmjax.serve.app import QA, create_app
+from lmjax.serve.local import serve_in_thread
 
 BLOCK = 64
 

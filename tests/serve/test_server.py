@@ -7,7 +7,8 @@ import httpx
 import pytest
 
 from lmjax.infer.generator import Request
-from lmjax.serve.app import create_app, serve_in_thread
+from lmjax.serve.app import create_app
+from lmjax.serve.local import serve_in_thread
 
 BLOCK = 32
 
