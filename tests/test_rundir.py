@@ -12,8 +12,8 @@ from lmjax import rundir
 from lmjax.checkpoint import CheckpointError
 from lmjax.convert.hf import to_hf, write_run
 from lmjax.data import corpora, text_classification
-from lmjax.infer.generator import Generator, Request
 from lmjax.infer.load import load
+from lmjax.models.generator import Generator, Request
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ from ml_collections import config_flags
 
 from lmjax.cli.common import fail
 from lmjax.infer import int8
-from lmjax.infer.generator import Generator
 from lmjax.infer.load import load
+from lmjax.models.generator import Generator
 from lmjax.serve.benchmark import (bench_overload, bench_server, bytes_per_token,
                                    model_from_config, read_bandwidth, time_generation,
                                    time_hf)

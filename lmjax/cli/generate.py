@@ -1,4 +1,4 @@
-"""Continue prompts with a trained GPT (a run's workdir, or an int8 export).
+"""Continue prompts with a trained language model: a GPT or LSTM/GRU run, or an int8 export.
 
     python -m lmjax.generate --workdir=runs/gpt --prompt="ROMEO:" --max_new_tokens=200
     python -m lmjax.generate --workdir=runs/gpt --prompt="ROMEO:" --prompt="JULIET:" \\
@@ -34,8 +34,8 @@ from absl import flags
 from lmjax.cli.common import fail, require
 from lmjax.data import sft
 from lmjax.eval import qa
-from lmjax.infer.generator import Generator, Request
 from lmjax.infer.load import load
+from lmjax.models.generator import Generator, Request
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir or an int8 export directory.")
 _PROMPT = flags.DEFINE_multi_string("prompt", ["\n"], "Prompt text; repeat for a batch.")
@@ -94,8 +94,7 @@ def _shots(template: str, end: str) -> str:
                    for r in records[:_FEW_SHOT.value])
 
 
-def _answer_file(gen, template: str, stop: tuple[str, ...], shots: str,
-                 gen_batch: int = 64) -> None:
+def _answer_file(gen, template: str, stop: tuple[str, ...], shots: str) -> None:
     """Greedy answers to every question of --questions, scored against the references."""
     records = sft.read_jsonl(_QUESTIONS.value)
     bad = [i for i, r in enumerate(records, 1) if not isinstance(r.get("prompt"), str)]
@@ -105,9 +104,7 @@ def _answer_file(gen, template: str, stop: tuple[str, ...], shots: str,
                for r in records]
     requests = [Request(prompt=p, max_new_tokens=_MAX_NEW.value, temperature=0.0, stop=stop)
                 for p in prompts]
-    out = [c for i in range(0, len(requests), gen_batch)
-           for c in gen.generate(requests[i:i + gen_batch])]
-    answers = [c.text.strip() for c in out]
+    answers = [c.text.strip() for c in gen.generate(requests)]
     refs = [qa.references(r) for r in records]
     for r, a, ref in list(zip(records, answers, refs))[:_SHOW.value]:
         print(f"{r['prompt']!r} -> {a!r} (reference {ref[0]!r})")

@@ -23,8 +23,8 @@ from absl import flags
 
 from lmjax.cli.common import fail, require
 from lmjax.infer.classify import TextClassifier
-from lmjax.infer.generator import Generator
 from lmjax.infer.load import load
+from lmjax.models.generator import Generator
 from lmjax.serve.batcher import warm_up
 from lmjax.serve.engine import warm_up as warm_up_engine
 

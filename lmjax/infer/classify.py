@@ -16,7 +16,7 @@ from lmjax.data.mlm import frame
 from lmjax.data.text_classification import encode_texts
 from lmjax.explain import attention as attn
 from lmjax.explain.sequences import token_strings
-from lmjax.infer.generator import pow2
+from lmjax.models.generator import pow2
 
 
 class TextClassifier:

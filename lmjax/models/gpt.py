@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 
 import chex
-import flax.struct
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from lmjax.models.decoding import KVCache
 from lmjax.models.layers import TransformerConfig, dense, require
 
 
@@ -36,29 +36,6 @@ def _layer_norm(cfg, name):
         epsilon=1e-5, dtype=cfg.dtype, param_dtype=cfg.param_dtype, use_bias=cfg.use_bias,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
-
-
-@flax.struct.dataclass
-class KVCache:
-    """Keys and values of every layer, for decoding one token at a time.
-
-    Slots are shared by the whole batch: slot `index` is where the next token goes. Rows are
-    left-padded, so row b's real tokens start at slot `start[b]`; earlier slots are never read.
-    Heads come before slots, the layout the attention products read without a transpose.
-    An `index` of shape (batch,) gives every row its own next slot instead: the serving
-    engine's rows are independent requests that joined at different times.
-    """
-    k: jax.Array      # (layers, batch, heads, slots, head_dim)
-    v: jax.Array
-    start: jax.Array  # (batch,) int32
-    index: jax.Array  # () int32, or (batch,) int32: each row's own next slot
-
-    @classmethod
-    def zeros(cls, cfg, batch: int, slots: int, start: jax.Array | None = None) -> "KVCache":
-        shape = (cfg.num_layers, batch, cfg.num_heads, slots, cfg.d_model // cfg.num_heads)
-        start = jnp.zeros((batch,), jnp.int32) if start is None else start.astype(jnp.int32)
-        return cls(k=jnp.zeros(shape, cfg.dtype), v=jnp.zeros(shape, cfg.dtype), start=start,
-                   index=jnp.zeros((), jnp.int32))
 
 
 def _cached_attention(q, k, v, cache: KVCache, layer):
@@ -209,8 +186,9 @@ def _remat(block_cls, cfg):
 class GPT(nn.Module):
     """Token ids (batch, length) in, next-token logits (batch, length, vocab) out.
 
-    Decoding passes a `KVCache` and each token's `positions` (batch, length); the call then
-    returns (logits, the cache with these tokens appended). Training never passes one.
+    Decoding passes a `KVCache` (`init_cache`) and each token's `positions` (batch, length);
+    the call then returns (logits, the cache with these tokens appended): the protocol of
+    lmjax/models/decoding.py. Training never passes one.
     Packed training rows pass `segment_ids` (batch, length): tokens attend only within their
     own segment (ids > 0; 0 is padding), and positions restart at 0 in each segment unless
     `positions` are given, so a packed example sees exactly what it would alone in a row.
@@ -238,7 +216,10 @@ class GPT(nn.Module):
                          (cfg.block_size, cfg.d_model), cfg.param_dtype)
         if cache is not None:
             chex.assert_shape(positions, (batch, length))
-            x = wte(tokens) + jnp.take(wpe, positions, axis=0, mode="clip").astype(cfg.dtype)
+            # Padding (negative positions) takes position 0: the cache's `start` masks left
+            # padding, and right padding's slots are overwritten before they are read.
+            where = jnp.maximum(positions, 0)
+            x = wte(tokens) + jnp.take(wpe, where, axis=0, mode="clip").astype(cfg.dtype)
             return self._decode(x, cache, wte, deterministic)
         mask = None
         if segment_ids is not None:
@@ -270,6 +251,13 @@ class GPT(nn.Module):
         logits = wte.attend(x)  # tied input and output embeddings
         chex.assert_shape(logits, (batch, length, cfg.vocab_size))
         return logits
+
+    def init_cache(self, batch: int, slots: int, start: jax.Array | None = None) -> KVCache:
+        """An empty cache for decoding (lmjax/models/decoding.py's protocol)."""
+        cfg = self.cfg
+        return KVCache.zeros(layers=cfg.num_layers, heads=cfg.num_heads,
+                             head_dim=cfg.d_model // cfg.num_heads, batch=batch, slots=slots,
+                             dtype=cfg.dtype, start=start)
 
     def _decode(self, x, cache: KVCache, wte, deterministic):
         """The layers with a cache; the same parameters (and names) as the training path."""

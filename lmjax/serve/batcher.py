@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 
-from lmjax.infer.generator import Completion, Generator, Request
+from lmjax.models.generator import Completion, Generator, Request
 
 
 @dataclasses.dataclass

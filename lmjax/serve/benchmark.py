@@ -22,7 +22,7 @@ import numpy as np
 
 from lmjax.convert import gpt2
 from lmjax.infer import int8
-from lmjax.infer.generator import Request
+from lmjax.models.generator import Request
 from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
 from lmjax.serve.batcher import warm_up
 

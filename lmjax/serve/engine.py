@@ -7,9 +7,9 @@ loop on a thread of its own, in the manner of JetStream's prefill / insert / gen
   (16, 32, ... up to the context, so only a handful of programs compile), run through the
   model once; this samples its first token;
 - **insert** that cache into a free row (slot) of the engine's cache;
-- **generate** one token for every live slot in one jitted step; each slot has its own next
-  cache position (`KVCache.index` per row), sampling settings and random key, so a request's
-  tokens do not depend on which requests share the step;
+- **generate** one token for every live slot in one jitted step (`decoding.step`); each slot
+  has its own position (and, in a KV cache, its own next slot: `per_row`), sampling settings
+  and random key, so a request's tokens do not depend on which requests share the step;
 - on the host, each new token is appended to its request; a request that hits a stop string,
   end-of-text or max_new_tokens, or whose client went away, frees its slot at once, and a
   waiting request can take it before the next step.
@@ -37,28 +37,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.infer import decode as dec
-from lmjax.infer.generator import Completion, Generator, Request, pow2
-from lmjax.models.gpt import KVCache
+from lmjax.models import decoding as dec
+from lmjax.models.generator import Completion, Generator, Request, pow2
 from lmjax.serve.batcher import Busy, Job
 
 
 @flax.struct.dataclass
 class Slots:
     """The engine's device state: one row per slot."""
-    cache: KVCache          # (layers, slots, heads, context, head_dim); index (slots,)
+    cache: object           # the model's, one row per slot (a KV cache: index per row)
     last: jax.Array         # (slots,) each slot's newest token, not yet in the cache
+    position: jax.Array     # (slots,) its position id
     sampling: dec.Sampling  # per slot; `offset` counts the slot's tokens so far
 
 
-def empty_slots(cfg, max_slots: int) -> Slots:
-    cache = KVCache.zeros(cfg, max_slots, cfg.block_size)
-    cache = cache.replace(index=jnp.zeros((max_slots,), jnp.int32))
+def empty_slots(model, max_slots: int) -> Slots:
+    cache = model.init_cache(max_slots, model.cfg.block_size).per_row()
     zeros = lambda: jnp.zeros((max_slots,), jnp.int32)  # noqa: E731 (distinct: all donated)
     sampling = dec.Sampling(temperature=jnp.zeros((max_slots,)), top_k=zeros(),
                             top_p=jnp.ones((max_slots,)),
                             keys=jnp.zeros((max_slots, 2), jnp.uint32), offset=zeros())
-    return Slots(cache=cache, last=zeros(), sampling=sampling)
+    return Slots(cache=cache, last=zeros(), position=zeros(), sampling=sampling)
 
 
 def sampling_for(request: Request) -> dec.Sampling:
@@ -73,31 +72,24 @@ def sampling_for(request: Request) -> dec.Sampling:
                         offset=np.zeros((1,), np.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def prefill(model, params, tokens: jax.Array, length: jax.Array, sampling: dec.Sampling):
+def prefill(model, params, tokens: np.ndarray, length: int, sampling: dec.Sampling):
     """One prompt, right-padded to (1, bucket): (its first new token (1,), its cache).
-    Padding sits after the prompt, so the causal mask keeps it out of every real token's view,
-    and decoding overwrites it slot by slot."""
-    chex.assert_rank(tokens, 2)
-    cache = KVCache.zeros(model.cfg, 1, tokens.shape[1])
-    positions = jnp.arange(tokens.shape[1])[None]
-    logits, cache = model.apply({"params": params}, tokens, positions=positions, cache=cache)
-    last = jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False)
-    return dec.sample(last, sampling, jnp.zeros((), jnp.int32)), cache
+    Padding sits after the prompt, out of every real token's view; in a KV cache decoding
+    overwrites it slot by slot."""
+    return dec.prefill(model, params, tokens, np.zeros((1,), np.int32),
+                       np.full((1,), length, np.int32), sampling, slots=tokens.shape[1])
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def insert(slots: Slots, cache: KVCache, slot: jax.Array, length: jax.Array,
+def insert(slots: Slots, cache, slot: jax.Array, length: jax.Array,
            first: jax.Array, sampling: dec.Sampling) -> Slots:
-    """A prefilled request into row `slot`: its keys and values, its next position, its first
-    token and its sampling settings (one token drawn already)."""
-    where = (0, slot, 0, 0, 0)
-    k = jax.lax.dynamic_update_slice(slots.cache.k, cache.k.astype(slots.cache.k.dtype), where)
-    v = jax.lax.dynamic_update_slice(slots.cache.v, cache.v.astype(slots.cache.v.dtype), where)
-    new = slots.cache.replace(k=k, v=v, index=slots.cache.index.at[slot].set(length))
+    """A prefilled request into row `slot`: its cache, its next position, its first token and
+    its sampling settings (one token drawn already)."""
     put = lambda a, b: a.at[slot].set(b[0])  # noqa: E731
     s = jax.tree.map(put, slots.sampling, sampling.replace(offset=jnp.ones((1,), jnp.int32)))
-    return Slots(cache=new, last=slots.last.at[slot].set(first[0]), sampling=s)
+    return Slots(cache=slots.cache.insert(cache, slot, length),
+                 last=slots.last.at[slot].set(first[0]),
+                 position=slots.position.at[slot].set(length), sampling=s)
 
 
 @functools.partial(jax.jit, static_argnames=("model",), donate_argnums=(2,))
@@ -105,15 +97,14 @@ def generate(model, params, slots: Slots, live: jax.Array) -> tuple[Slots, jax.A
     """One new token for every slot (free ones compute too, and are ignored): (slots, tokens
     (slots,)). A live slot's n-th token uses draw n of its own key, as in `Generator`."""
     chex.assert_shape(live, slots.last.shape)
-    index = slots.cache.index
     # Free slots sample greedily, so that a batch of greedy requests skips the vocabulary sort.
+    # (They step too, in their own rows: an insert resets a row before it serves again.)
     sampling = slots.sampling.replace(temperature=jnp.where(live, slots.sampling.temperature, 0))
-    logits, cache = model.apply({"params": params}, slots.last[:, None],
-                                positions=index[:, None], cache=slots.cache)
-    nxt = dec.sample(logits[:, 0], sampling, jnp.zeros((), jnp.int32))
-    cache = cache.replace(index=jnp.where(live, index + 1, index))
+    nxt, cache = dec.step(model, params, slots.cache, slots.last, slots.position, sampling,
+                          jnp.zeros((), jnp.int32))
     step = live.astype(jnp.int32)
     return Slots(cache=cache, last=jnp.where(live, nxt, slots.last),
+                 position=slots.position + step,
                  sampling=slots.sampling.replace(offset=slots.sampling.offset + step)), nxt
 
 
@@ -145,7 +136,7 @@ class Engine:
         self.model, self.params = generator.model, generator.params
         self.context = generator.block_size
         self.max_slots, self.max_queue, self.prefill_tokens = max_slots, max_queue, prefill_tokens
-        self.slots = empty_slots(self.model.cfg, max_slots)
+        self.slots = empty_slots(self.model, max_slots)
         self.live: list[_Live | None] = [None] * max_slots
         self.waiting: collections.deque[Job] = collections.deque()
         self._wake = threading.Condition()
@@ -203,7 +194,7 @@ class Engine:
                     if s is not None:
                         s.job.emit("error", f"generation failed: {type(e).__name__}: {e}")
                         self.live[i] = None
-                self.slots = empty_slots(self.model.cfg, self.max_slots)
+                self.slots = empty_slots(self.model, self.max_slots)
         for s in self.live:
             if s is not None:
                 s.job.emit("error", "the server is shutting down")
@@ -333,7 +324,7 @@ def warm_up(engine: Engine, log=print) -> None:
         sampling = sampling_for(Request("", temperature=0.5))
         first, cache = prefill(model, params, np.zeros((1, size), np.int32), np.int32(1),
                                sampling)
-        slots = insert(empty_slots(model.cfg, engine.max_slots), cache, np.int32(0),
+        slots = insert(empty_slots(model, engine.max_slots), cache, np.int32(0),
                        np.int32(1), first, sampling)
         if size >= engine.context:
             break

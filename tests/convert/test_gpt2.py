@@ -62,7 +62,7 @@ def test_hf_to_lmjax_logits_match(tmp_path, scan_layers, lmjax_cfg):
 
 
 def test_greedy_generation_matches_hf_generate(tmp_path, lmjax_cfg):
-    from lmjax.infer.generator import Generator, Request
+    from lmjax.models.generator import Generator, Request
 
     hf = _hf_model()
     hf.save_pretrained(tmp_path)

@@ -7,8 +7,8 @@ import pytest
 
 from lmjax.infer import int8 as q
 from lmjax.infer.export import quantize_run
-from lmjax.infer.generator import Generator, Request
 from lmjax.infer.load import load
+from lmjax.models.generator import Generator, Request
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 
 from lmjax.config import ConfigError
 from lmjax.data.tokenizers import CharTokenizer
-from lmjax.infer.generator import Generator
-from lmjax.models.bert import BertConfig
+from lmjax.models.bert import BertConfig, MaskedLM
+from lmjax.models.generator import Generator, Request
 from lmjax.models.gpt import GPTConfig
 from lmjax.models.layers import resolve_attention
 from lmjax.models.rnn import RNNConfig, RNNLM
@@ -167,10 +167,14 @@ def test_to_dict_round_trips(cfg):
     assert set(d) == {f.name for f in dataclasses.fields(cfg)}
 
 
-def test_the_generator_refuses_an_lstm():
+def test_the_generator_takes_an_lstm_and_refuses_an_encoder(bert_config):
+    """Language models decode (tests/infer/test_generate.py checks an RNN's tokens); a BERT
+    has no decoding cache, and the error says what it is."""
     tokenizer = CharTokenizer.train(["abcdefgh \n"])
     model = RNNLM(RNNConfig(vocab_size=tokenizer.vocab_size, d_model=8, block_size=16))
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
-    with pytest.raises(ValueError, match="decodes GPT models") as e:
-        Generator(model, params, tokenizer)
-    assert "RNN model" in str(e.value)
+    out = Generator(model, params, tokenizer).generate([Request("ab", 5)])[0]
+    assert len(out.tokens) == 5 and out.finish_reason == "length"
+    with pytest.raises(ValueError, match="decodes language models") as e:
+        Generator(MaskedLM(bert_config()), {}, tokenizer)
+    assert "a Bert model" in str(e.value)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from lmjax.data.tokenizers import CharTokenizer
-from lmjax.infer.generator import Generator
+from lmjax.models.generator import Generator
 from lmjax.models.gpt import GPT
 
 CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.:\n"

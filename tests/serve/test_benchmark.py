@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax.infer.generator import Generator, Request
+from lmjax.models.generator import Generator, Request
 from lmjax.models.gpt import GPTConfig
 from lmjax.serve.benchmark import model_from_config, time_generation
 

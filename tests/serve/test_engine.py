@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.infer.generator import Request
-from lmjax.models.gpt import KVCache
+from lmjax.data.tokenizers import CharTokenizer
+from lmjax.models.generator import Generator, Request
+from lmjax.models.rnn import RNNConfig, RNNLM
 from lmjax.serve import engine as eng
 from lmjax.serve.batcher import Busy
 
@@ -47,7 +48,7 @@ def test_per_row_cache_index_gives_the_full_model_logits(generator):
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, model.cfg.vocab_size)
     full = jax.jit(model.apply)({"params": params}, tokens)
     apply = jax.jit(lambda t, p, c: model.apply({"params": params}, t, positions=p, cache=c))
-    cache = KVCache.zeros(model.cfg, 2, 16)
+    cache = model.init_cache(2, 16)
     _, cache = apply(tokens[:, :8], jnp.broadcast_to(jnp.arange(8), (2, 8)), cache)
     cache = cache.replace(index=jnp.asarray([5, 8], jnp.int32))  # row 0 rewinds to 5 tokens
     pos = cache.index[:, None]
@@ -137,3 +138,26 @@ def test_the_engines_keys_are_the_generators():
     for seed in (0, 7, 2**31 + 5, 2**32 - 1):
         np.testing.assert_array_equal(eng.sampling_for(Request("", seed=seed)).keys[0],
                                       np.asarray(jax.random.PRNGKey(seed)))
+
+
+def test_an_lstm_serves_through_the_slots_as_it_generates_alone():
+    """The slots hold an RNN's state instead of keys and values: requests that share steps
+    still get the tokens each gets alone."""
+    tokenizer = CharTokenizer.train(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ:\n"])
+    model = RNNLM(RNNConfig(vocab_size=tokenizer.vocab_size, block_size=BLOCK, d_model=16))
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
+    gen = Generator(model, jax.tree.map(lambda x: x * 4, params), tokenizer)
+    requests = [Request("ROMEO:", 20), Request("a", 12, temperature=1.0, seed=7),
+                Request("KING:", 16, temperature=0.8, top_k=5, seed=3)]
+    e = eng.Engine(gen, max_slots=2, max_queue=8)
+
+    async def run():
+        return await asyncio.gather(*(_result(e.submit(r, stream=True)) for r in requests))
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        e.close()
+    for r, (row, streamed) in zip(requests, results):
+        assert row.tokens == gen.generate([r])[0].tokens and streamed == row.text
+    assert len({tuple(row.tokens) for row, _ in results}) == 3

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from lmjax.infer.generator import Request
+from lmjax.models.generator import Request
 from lmjax.serve.app import create_app
 from lmjax.serve.engine import warm_up
 from lmjax.serve.local import serve_in_thread

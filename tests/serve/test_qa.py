@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from lmjax.data.sft import DEFAULT_TEMPLATE, format_prompt
-from lmjax.infer.generator import Request
+from lmjax.models.generator import Request
 from lmjax.serve.app import QA, create_app
 from lmjax.serve.local import serve_in_thread
 

@@ -1,4 +1,5 @@
-"""Text in, text out: batching, padding, stop strings and long outputs around `decode`.
+"""Text in, text out: batching, padding, stop strings and long outputs around the decoder
+(lmjax/models/decoding.py), for any model that implements its protocol (GPT, LSTM/GRU).
 
     gen = Generator(model, params, tokenizer)
     gen.generate([Request("ROMEO:", max_new_tokens=200, temperature=0.8, top_k=40)])
@@ -17,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.infer import decode as dec
-from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
+from lmjax.models import decoding as dec
+from lmjax.models.gpt import GPT, unstack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,18 +91,17 @@ class Generator:
     """A model with its parameters and tokenizer, ready to continue prompts."""
 
     def __init__(self, model, params, tokenizer, max_batch: int = 64, stop_at_eot: bool = True):
-        if not isinstance(getattr(model, "cfg", None), GPTConfig):
+        if not hasattr(model, "init_cache"):
             kind = type(getattr(model, "cfg", model)).__name__.replace("Config", "")
-            raise ValueError(f"the Generator decodes GPT models with a KV cache; this is a "
-                             f"{kind} model. LSTM/GRU language models sample at the end of "
-                             "training (the sample.* settings of configs/lstm.py).")
+            raise ValueError(f"the Generator decodes language models (GPT, LSTM/GRU); a {kind} "
+                             "model does not continue text.")
         self.model, self.params = inference_model(model, params)
         self.tokenizer = tokenizer
         self.block_size = model.cfg.block_size
         self.max_batch = max_batch
-        # Byte-level BPE has an end-of-text token; generating it ends a row.
+        # A tokenizer with an end-of-text token (byte-level BPE): generating it ends a row.
         self.eot_id = getattr(tokenizer, "eot_id", None) if stop_at_eot else None
-        self.eot = getattr(tokenizer, "EOT", None) if self.eot_id is not None else None
+        self.eot = tokenizer.decode([self.eot_id]) if self.eot_id is not None else None
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(text), np.int32)
@@ -114,12 +114,12 @@ class Generator:
     def prefill(self, contexts: Sequence[np.ndarray], requests: Sequence[Request],
                 produced: Sequence[int], limits: Sequence[int]) -> tuple[dec.DecodeState, int]:
         """Runs the contexts (one per request, left-padded into one batch) through the model.
-        Returns the decoding state, which holds their KV cache and each row's first new token,
+        Returns the decoding state, which holds their cache and each row's first new token,
         and the cache room left for further tokens. `produced` counts each row's tokens so far
         (their sampling keys continue from there); `limits` caps each row's new tokens."""
         args = self._arrays(contexts, requests, produced, limits)
         capacity = _round_up(max(max(limits) - 1, 1), 64)
-        state = dec.prefill(self.model, self.params, *args, slots=args[0].shape[1] + capacity)
+        state = dec.begin(self.model, self.params, *args, slots=args[0].shape[1] + capacity)
         return state, capacity
 
     def decode(self, state: dec.DecodeState, steps: int,
@@ -253,7 +253,10 @@ class Generator:
                 row.finish_reason = "length"
 
     def generate(self, requests: Sequence[Request]) -> list[Completion]:
-        """Continues all requests as one batch and returns their completions."""
-        for rows in self.stream(requests):
-            pass
-        return rows
+        """Continues the requests, max_batch at a time, and returns their completions."""
+        out = []
+        for i in range(0, len(requests), self.max_batch):
+            for rows in self.stream(requests[i:i + self.max_batch]):
+                pass
+            out += rows
+        return out
