@@ -15,7 +15,7 @@ from lmjax.data import batches
 from lmjax.data.prepare import Prepared, prepare
 from lmjax.eval import metrics
 from lmjax.models import gpt, rnn
-from lmjax.models.sampling import generate
+from lmjax.models.generator import Generator, Request
 from lmjax.tasks.base import Task, padded_batches, with_tokenizer_file
 
 
@@ -139,9 +139,11 @@ class LanguageModelTask(Task):
         s = self.cfg.sample
         if s.num_samples == 0 or s.max_new_tokens == 0:
             return []
-        prompt = np.asarray(self.tokenizer.encode(s.prompt), np.int32)
-        prompt = np.tile(prompt[None], (s.num_samples, 1))
         params = jax.device_get(params)  # sampling is small: one device does it
-        out = generate(self.model, params, jnp.asarray(prompt), jax.random.PRNGKey(self.cfg.seed),
-                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k)
-        return [self.tokenizer.decode(row) for row in np.asarray(out)]
+        # Past end-of-text too: a sample shows what follows a document as well.
+        gen = Generator(self.model, params, self.tokenizer, max_batch=s.num_samples,
+                        stop_at_eot=False)
+        rows = gen.generate([Request(s.prompt, s.max_new_tokens, temperature=s.temperature,
+                                     top_k=s.top_k, seed=self.cfg.seed + i)
+                             for i in range(s.num_samples)])
+        return [s.prompt + row.text for row in rows]

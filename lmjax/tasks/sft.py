@@ -25,6 +25,7 @@ from lmjax.data import sft as sft_data
 from lmjax.data.tokenizers import load_tokenizer_file
 from lmjax.eval import metrics, qa
 from lmjax.models import gpt, lora
+from lmjax.models.generator import Generator, Request
 from lmjax.parallel.mesh import local_rows
 from lmjax.tasks import read_assets
 from lmjax.tasks.base import Task, epoch_indices, padded_batches
@@ -57,50 +58,6 @@ def _tokenizer(cfg: ml_collections.ConfigDict, log):
         raise ValueError("task=sft needs a tokenizer: set init_from to a pretrained run (its "
                          "tokenizer.json is used) or data.tokenizer_file.")
     return pre.tokenizer
-
-
-def greedy_answers(apply_fn, params, tokenizer, prompts: list[str], block_size: int,
-                   max_new_tokens: int, stop: tuple[str, ...], batch_size: int = 64) -> list[str]:
-    """Greedy continuations of `prompts`, each cut at the first stop string (or end-of-text).
-
-    Cache-free (each step re-reads the rows): rows are right-padded, so a causal model's
-    prediction at a row's last real token ignores the padding. Enough for a few hundred short
-    answers at the end of training; lmjax.infer's generator does the same with a KV cache."""
-    eot = getattr(tokenizer, "eot_id", None)
-    stops = tuple(stop) + ((tokenizer.decode([eot]),) if eot is not None else ())
-
-    @jax.jit
-    def next_tokens(params, buf, lengths):
-        logits = apply_fn(params, buf)
-        last = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
-        return last.argmax(-1).astype(jnp.int32)
-
-    answers = []
-    for i in range(0, len(prompts), batch_size):
-        encoded = [np.asarray(tokenizer.encode(p), np.int32)[-(block_size - max_new_tokens):]
-                   for p in prompts[i:i + batch_size]]
-        n = len(encoded)
-        buf = np.zeros((batch_size, block_size), np.int32)
-        lengths = np.ones(batch_size, np.int32)
-        for r, e in enumerate(encoded):
-            buf[r, :len(e)], lengths[r] = e, len(e)
-        new = [[] for _ in range(n)]
-        done = np.zeros(n, bool)
-        for _ in range(max_new_tokens):
-            nxt = np.asarray(next_tokens(params, buf, lengths))
-            for r in np.flatnonzero(~done):
-                new[r].append(int(nxt[r]))
-                buf[r, lengths[r]] = nxt[r]
-                lengths[r] += 1
-                text = tokenizer.decode(new[r])
-                done[r] = any(s and s in text for s in stops) or lengths[r] >= block_size
-            if done.all():
-                break
-        for r in range(n):
-            text = tokenizer.decode(new[r])
-            cut = min([text.find(s) for s in stops if s and s in text] + [len(text)])
-            answers.append(text[:cut].strip())
-    return answers
 
 
 class SFTTask(Task):
@@ -284,10 +241,12 @@ class SFTTask(Task):
         s = self.cfg.sft
         model = self.base_model  # LoRA adapters, if any, folded into the kernels
         params = jax.tree.map(jnp.asarray, lora.merged(jax.device_get(params), self.cfg.lora))
-        prompts = [sft_data.format_prompt(s.template, q) for q in questions]
-        return greedy_answers(lambda p, x: model.apply({"params": p}, x), params,
-                              self.tokenizer, prompts, self.seq_len, s.max_answer_tokens,
-                              tuple(s.stop))
+        gen = Generator(model, params, self.tokenizer)
+        room = self.seq_len - s.max_answer_tokens  # each prompt's last tokens that leave room
+        requests = [Request(p, s.max_answer_tokens, stop=tuple(s.stop),
+                            prompt_ids=tuple(gen.encode(p)[-room:].tolist()))
+                    for p in (sft_data.format_prompt(s.template, q) for q in questions)]
+        return [row.text.strip() for row in gen.generate(requests)]
 
     def qa_scores(self, params) -> tuple[dict, list[tuple[str, str, list[str]]]]:
         """Exact match and F1 on up to sft.eval_questions validation questions, and the
