@@ -4,11 +4,13 @@
     python -m lmjax.explain --workdir=runs/fashion_mnist-cnn --method=gradcam --layer=block1
     python -m lmjax.explain --workdir=runs/fashion_mnist-cnn --method=lime --segments=grid:4
 
-Image runs (CNN, MLP): saliency, smoothgrad, ig (integrated gradients from a black image),
+Image runs (CNN, MLP): saliency, smoothgrad, ig (integrated gradients from uniform noise),
 gradcam (CNN only, at --layer), occlusion, guided_backprop, lime. For each method it writes
 <out>/<method>.png (each image, its heatmap overlay, the predicted and true class),
 <out>/<method>.json (the attributions) and the picture to the run's TensorBoard.
---baseline=black|blur|uniform: integrated gradients' starting image.
+--baseline=uniform|black|blur: integrated gradients' starting image (uniform, the default,
+passes the randomization sanity checks; black, the literature's, fails them on a black
+background).
 
 Text and attention (BERT text classifiers: ig, lime, attention; GPT and BERT masked-LM
 runs: attention):
@@ -43,7 +45,7 @@ from lmjax.cli.common import fail, require
 from lmjax.explain import images as imagelib
 from lmjax.explain import render
 from lmjax.explain import sequences as seqlib
-from lmjax.explain.gradients import BASELINES, Classifier
+from lmjax.explain.gradients import BASELINES, DEFAULT_BASELINE, Classifier
 from lmjax.models import bert, lora
 from lmjax.train.restore import load_setup
 
@@ -58,9 +60,11 @@ _TEXT = flags.DEFINE_string("text", "", "Text runs: explain this passage (or pro
                             "of --examples.")
 _LENGTH = flags.DEFINE_integer("length", 32, "GPT attention: tokens per window of the "
                                "validation text (at most the model's context).")
-_BASELINE = flags.DEFINE_enum("baseline", "black", list(BASELINES), "Image integrated "
-                              "gradients: start from a black image, the image blurred, or "
-                              "uniform noise (--samples draws averaged, default 4).")
+_BASELINE = flags.DEFINE_enum("baseline", DEFAULT_BASELINE, list(BASELINES), "Image "
+                              "integrated gradients: start from uniform noise (--samples draws "
+                              "averaged, default 4; passes the randomization checks), a black "
+                              "image (the literature's; fails them on a black background) or "
+                              "the image blurred.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the pictures and JSON "
                            "(default: <workdir>/explain).")
 _LAYER = flags.DEFINE_string("layer", "", "Grad-CAM's conv block, block0..blockN-1 "
@@ -179,7 +183,7 @@ def explain_sequences(cfg, task, state, kind: str, method: str, workdir: str, ou
         module, params = task.base_model, lora.merged(params, cfg.lora)
     tokenizer, seq_len = task.tokenizer, task.seq_len
     pad_id = None if kind == "gpt" else tokenizer.pad_id
-    if _BASELINE.value != "black":
+    if _BASELINE.present:
         fail("--baseline is for image runs; text integrated gradients start from the [PAD] "
              "embeddings.")
     rows, labels, ids = sequence_examples(task, kind, tokenizer, seq_len)

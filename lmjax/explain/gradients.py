@@ -90,6 +90,10 @@ def integrated_gradients(model: Classifier, x: jax.Array, target: jax.Array,
 
 
 BASELINES = ("black", "blur", "uniform")
+# The default passes the randomization checks (docs/explain.md): from the black image of the
+# literature, (x - baseline) is 0 on Fashion-MNIST's black background for any weights, and
+# |IG|'s rank order barely changes when the weights are re-drawn. `black` stays by name.
+DEFAULT_BASELINE = "uniform"
 
 
 def _blur(x: jax.Array, black: jax.Array, sigma: float) -> jax.Array:
@@ -128,7 +132,7 @@ def ig_baselines(x: jax.Array, kind: str, key: jax.Array | None = None, samples:
 
 
 def integrated_gradients_from(model: Classifier, x: jax.Array, target: jax.Array,
-                              kind: str = "black", key: jax.Array | None = None,
+                              kind: str = DEFAULT_BASELINE, key: jax.Array | None = None,
                               steps: int = 64, samples: int = 1) -> jax.Array:
     """Integrated gradients from a baseline of `kind` (see `ig_baselines`), averaged over its
     draws: they add up to F(x) - mean F(baseline)."""

@@ -22,7 +22,7 @@ def probabilities_fn(model: g.Classifier):
 
 def attribute(model: g.Classifier, images: np.ndarray, targets: np.ndarray, method: str, *,
               steps: int = 64, samples: int = 0, layer: str = "", seed: int = 0,
-              segments: str = "grid:4", baseline: str = "black",
+              segments: str = "grid:4", baseline: str = g.DEFAULT_BASELINE,
               chunk: int = 64) -> np.ndarray:
     """(batch, H, W, C or 1) attributions of `images` (uint8 NHWC) for `targets`.
     `samples`: SmoothGrad's noisy copies (default 25), LIME's samples (default 1000) or the

@@ -1,5 +1,6 @@
-"""`python -m lmjax.explain` on a tiny trained CNN: the grid PNG and the JSON, and one-line
-error for a bad --examples range (Grad-CAM on an MLP: tests/explain/test_gradients.py)."""
+"""`python -m lmjax.explain` on a tiny trained CNN: the grid PNG and the JSON, integrated
+gradients' default baseline and the black one by name, and a one-line error for a bad
+--examples range (Grad-CAM on an MLP: tests/explain/test_gradients.py)."""
 
 import json
 import os
@@ -26,6 +27,14 @@ def test_explain_writes_a_picture_and_json_and_refuses_bad_input(
     assert [e["index"] for e in record["examples"]] == [3, 4, 5, 6]
     assert len(record["examples"][0]["attribution"]) == 28  # rows of a 28x28x1 map
     assert os.path.isdir(os.path.join(run, "tensorboard"))
+
+    # Integrated gradients start from uniform noise unless the literature's black is named.
+    for flag, baseline in (((), "uniform"), (("--baseline=black",), "black")):
+        r = run_module("lmjax.explain", f"--workdir={run}", "--method=ig", "--examples=0:2",
+                       "--steps=4", f"--out={out}", *flag)
+        assert r.returncode == 0, r.stderr
+        with open(os.path.join(out, "ig.json")) as f:
+            assert json.load(f)["options"]["baseline"] == baseline
 
     r = run_module("lmjax.explain", f"--workdir={run}", "--examples=5:900")
     assert r.returncode == 2 and "lmjax: error: --examples='5:900': the split has 200" in r.stderr

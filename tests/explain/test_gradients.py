@@ -121,3 +121,31 @@ def test_blurred_and_uniform_baselines(cnn):
     assert np.median(checks.completeness(model, x, t, uniform, a)) < 0.01
     with pytest.raises(ValueError, match="--baseline='gray': use one of black, blur, uniform"):
         attribute(model, pixels, np.array([0, 1, 2]), "ig", baseline="gray")
+
+
+def test_the_default_ig_baseline_passes_the_randomization_check_and_black_stays_selectable():
+    # Fashion-MNIST's layout: an object on an exactly black background. Two independently
+    # initialised CNNs stand for the trained and the re-drawn model of Adebayo et al.'s check:
+    # the rank order of |IG| should depend on the weights.
+    rng = np.random.default_rng(1)
+    pixels = np.zeros((8, 12, 12, 1), np.uint8)
+    pixels[:, 3:9, 3:9] = rng.integers(60, 256, (8, 6, 6, 1))
+    module = CNN(num_outputs=3, channels=(4, 8), convs_per_block=1)
+    first, second = (g.Classifier(variables=module.init(jax.random.key(seed), pixels),
+                                  module=module) for seed in (1, 2))
+    targets = np.zeros(8, np.int32)
+
+    def rank_correlation(**baseline):
+        return checks.spearman(attribute(first, pixels, targets, "ig", steps=16, **baseline),
+                               attribute(second, pixels, targets, "ig", steps=16,
+                                         **baseline)).mean()
+
+    default, black = rank_correlation(), rank_correlation(baseline="black")
+    assert default <= 0.3 and black >= 0.6  # the check's target: Spearman <= 0.3
+    np.testing.assert_array_equal(attribute(first, pixels, targets, "ig", steps=16),
+                                  attribute(first, pixels, targets, "ig", steps=16,
+                                            baseline=g.DEFAULT_BASELINE))
+    assert g.DEFAULT_BASELINE == "uniform"
+    # From black, the background's attribution is exactly 0 whatever the weights.
+    from_black = attribute(first, pixels, targets, "ig", steps=16, baseline="black")
+    assert (from_black[pixels == 0] == 0).all() and (from_black[pixels > 0] != 0).any()

@@ -101,6 +101,10 @@ def test_command_explains_a_text_classifier(classifier_run, tmp_path, run_module
         assert f.read().count("<span") == sum(len(e["tokens"]) for e in record["examples"])
     with open(os.path.join(out, "ig.png"), "rb") as f:
         assert f.read(4) == b"\x89PNG"
+    # Text IG starts from [PAD]'s embeddings: an image baseline, even the black one, is refused.
+    r = run_module("lmjax.explain", f"--workdir={classifier_run}", "--method=ig",
+                   "--baseline=black", f"--out={out}")
+    assert r.returncode == 2 and "lmjax: error: --baseline is for image runs" in r.stderr
 
 
 def test_each_kind_of_run_names_its_methods(gpt_config):
