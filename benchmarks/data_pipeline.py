@@ -131,7 +131,7 @@ def pipeline(path: str, tok_file: str, workers: int, cache: str, shard_tokens: i
 
 
 def dedup_quality(corpus: str, folder: str, val_fraction: float = 0.01) -> dict:
-    from lmjax.data import sources
+    from lmjax.data import corpora
 
     removed = {}
     with open(os.path.join(folder, "removed.tsv")) as f:
@@ -149,7 +149,7 @@ def dedup_quality(corpus: str, folder: str, val_fraction: float = 0.01) -> dict:
             row[0] += 1
             row[1] += why.endswith("duplicate")
             row[2] += bool(why) and not why.endswith("duplicate")
-            side[r["id"]] = sources.split_of(f"{corpus}:{r['id']}", val_fraction)
+            side[r["id"]] = corpora.split_of(f"{corpus}:{r['id']}", val_fraction)
             if r["of"] and side[r["of"]] != side[r["id"]]:
                 straddling += 1
                 leaked += not why and not removed.get(r["of"], "")

@@ -77,7 +77,7 @@ def main() -> None:
         return plot(args.plot, args.out, args.reference)
 
     def config(dp: bool):
-        cfg = load_config(args.config)
+        cfg = load_config(args.config)  # the dp preset: it has the privacy section
         cfg.train.batch_size = args.batch
         cfg.privacy.dp = dp
         cfg.privacy.target_epsilon = 0.0

@@ -9,7 +9,7 @@ Prints images/s of local training for each way of running the sampled clients, i
 one process (best of --repeats), on random images of the config's shape; no data is read:
 - step: the plain jitted training step at the local batch, called from Python for each client
   and step (the reference: what a Python loop over models would cost);
-- map / vmap: the round (`make_round`) with clients in turn (lax.map) or vmapped, on one device;
+- map / vmap: the round (`lmjax/tasks/federated.py:make_round`) with clients in turn (lax.map) or vmapped, on one device;
 - map_raw / vmap_raw: the same without the canonical-convolution rewrite (the old round);
 - shard: the round with the clients split over --devices CPU devices by shard_map, each
   device mapping over its share.
@@ -67,23 +67,24 @@ def main() -> None:
 
     from lmjax.config import load_config
     from lmjax.tasks import make_task
-    from lmjax.train.federated import clients_per_round, make_round
+    from lmjax.tasks.federated import make_round
     from lmjax.train.state import split_variables
 
     cfg = load_config(args.config)
     if args.local_batch:
         cfg.federated.local_batch = args.local_batch
     f = cfg.federated
-    task = make_task(cfg, log=lambda s: None)
+    federated = make_task(cfg, log=lambda s: None)
+    task = federated.inner  # what each client trains
     params, state = split_variables(jax.tree.map(
         lambda x: getattr(x, "value", x), task.init_variables(jax.random.PRNGKey(0)),
         is_leaf=lambda x: hasattr(x, "value")))
-    m, batch = clients_per_round(f), f.local_batch or 64
+    m, batch = federated.per_round, f.local_batch or 64
     n = m * args.steps * batch
     rng = np.random.default_rng(0)
-    inputs = jnp.asarray(rng.integers(0, 255, (n, *task.example["shape"])).astype(
-        task.example["dtype"]))
-    labels = jnp.asarray(rng.integers(0, task.num_outputs, n).astype(np.int32))
+    shape, dtype = task.example["shape"], task.example["dtype"]
+    arrays = {"inputs": jnp.asarray(rng.integers(0, 255, (n, *shape)).astype(dtype)),
+              "labels": jnp.asarray(rng.integers(0, task.num_outputs, n).astype(np.int32))}
     idx = np.arange(n, dtype=np.int32).reshape(m, args.steps, batch)
     valid = np.ones((m, args.steps), np.float32)
     weights = jnp.full((m,), 1.0 / m)
@@ -94,8 +95,7 @@ def main() -> None:
 
     @jax.jit
     def step(p, ms, rows, k):
-        batch_ = {"inputs": inputs[rows], "labels": labels[rows], "ids": rows}
-        (loss, (_, ms)), g = grad_fn(p, ms, batch_, k)
+        (loss, (_, ms)), g = grad_fn(p, ms, task.gather(arrays, rows), k)
         return jax.tree.map(lambda w, gw: w - f.client_lr * gw, p, g), ms, loss
 
     def plain():
@@ -106,11 +106,11 @@ def main() -> None:
         return p
 
     def round_fn(way: str):
-        fn = jax.jit(make_round(task, f.client_lr, f.server_lr,
+        fn = jax.jit(make_round(task, f.client_lr,
                                 clients_at_once="vmap" if way.startswith("vmap") else "map",
                                 mesh=mesh if way == "shard" else None,
-                                canonical=not way.endswith("_raw")))
-        return lambda: fn(params, state, inputs, labels, idx, valid, weights, key)[0]
+                                canonical=not way.endswith("_raw")), static_argnums=7)
+        return lambda: fn(params, state, arrays, idx, valid, weights, key, m)[0]
 
     ways = {w: plain if w == "step" else round_fn(w) for w in args.ways.split(",")}
     best = {}

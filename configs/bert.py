@@ -15,8 +15,10 @@ held-out works. Every field can be overridden as --config.<section>.<field>=valu
 import ml_collections
 
 from lmjax.config import base_config, bert_model, text_data
+from lmjax.tasks import with_switches
 
 
+@with_switches  # '<preset>+<switch>': a preset with a training switch's section
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "mlm"

@@ -21,8 +21,10 @@ and F1 (per class, macro, micro), one-vs-rest ROC-AUC, log loss and the confusio
 import ml_collections
 
 from lmjax.config import base_config, bert_model
+from lmjax.tasks import add_switches, with_switches
 
 
+@with_switches  # '<preset>+<switch>': a preset with a training switch's section
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "text_classify"
@@ -44,10 +46,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
     c.model = bert_model()         # the encoder of configs/bert.py (lmjax/config.py)
 
-    c.lora = ml_collections.ConfigDict()
-    c.lora.rank = 0                # > 0: freeze the encoder, train rank-r adapters + the head
-    c.lora.alpha = 16.0            # adapter output scaled by alpha / rank
-    c.lora.targets = "query,value" # among query,key,value,out,fc,proj
+    add_switches(c, "lora")        # rank 0: off; lmjax/tasks/adapters.py
+    c.lora.targets = "query,value"   # among query,key,value,out,fc,proj
 
     c.train.num_steps = 300
     c.train.batch_size = 32

@@ -12,8 +12,10 @@ end, on the best checkpoint by validation accuracy.
 import ml_collections
 
 from lmjax.config import base_config
+from lmjax.tasks import add_switches, with_switches
 
 
+@with_switches  # 'cnn+prune': the cnn preset with the prune section (lmjax/tasks/__init__.py)
 def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "classify"
@@ -53,12 +55,14 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
         # with FGSM from a random start at eps 0.1 (Wong et al. 2020), or 5 members vmapped.
         c = get_config("cnn")
         if preset == "robust":
+            add_switches(c, "robust")
             c.robust.update(attack="fgsm_rs", eps=0.1)
             c.data.eval_flip = False  # the attacked model is the plain one
             # FGSM-RS costs two plain steps: 2,000 fit the 10 minutes (84.75% clean, 72.6%
             # PGD-20 at eps 0.1; docs/robustness.md).
             c.train.update(num_steps=2000, eval_every=1000)
         else:
+            add_switches(c, "ensemble")
             c.ensemble.members = 5
             c.train.label_smoothing = 0.0  # smoothed members are under-confident: ECE
             #                                would measure the smoothing, not the ensemble
@@ -79,17 +83,22 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
         c.checkpoint.every = 200
         c.optim.update(name="adamw", learning_rate=3e-3, warmup_steps=20, clip_norm=0.0,
                        weight_decay=0.0)
+        add_switches(c, "privacy")
         c.privacy.update(dp=True, clip_norm=1.0, target_epsilon=3.0, delta=1e-5)
     elif preset == "fedavg":
-        # Federated averaging (python -m lmjax.federated, docs/federated.md): the cnn preset's
-        # model on 100 clients, 10 sampled per round, 5 local epochs of SGD at batch 10
-        # (McMahan et al.'s C=0.1, E=5, B=10). The optim section is unused: clients run SGD.
-        # Clients in turn (lax.map), not vmapped: vmapped convolutions over per-client weights
-        # are 2x slower on XLA's CPU backend (benchmarks/federated.py).
+        # Federated averaging (docs/federated.md): the cnn preset's model on 100 clients, 10
+        # sampled per round, 5 local epochs of SGD at batch 10 (McMahan et al.'s C=0.1, E=5,
+        # B=10); 50 rounds, each a step of the loop. Clients in turn (lax.map), not vmapped: vmapped convolutions
+        # over per-client weights are 2x slower on XLA's CPU backend (benchmarks/federated.py).
         c = get_config("cnn")
+        add_switches(c, "federated")
         c.federated.update(clients=100, fraction=0.1, local_epochs=5, local_batch=10,
-                           client_lr=0.05, rounds=50, eval_every=5, target_accuracy=0.9,
-                           clients_at_once="map")
+                           client_lr=0.05, clients_at_once="map")
+        c.train.update(num_steps=50, eval_every=5)
+        # The server's optimizer: FedAvg's plain SGD at rate 1 (docs/federated.md).
+        c.optim.update(name="sgd", learning_rate=1.0, momentum=0.0, schedule="constant",
+                       warmup_steps=0, clip_norm=0.0, weight_decay=0.0)
+        c.checkpoint.every = 5
     elif preset == "tiny":  # seconds, for tests
         c.model.update(name="cnn", channels=(8, 16), convs_per_block=1, head_hidden=(),
                        dropout=0.0, bn_momentum=0.9)

@@ -4,13 +4,17 @@
     python -m lmjax.main --config=configs/gpt.py:gpt2_124m       # GPT-2 small, for accelerators
     python -m lmjax.main --config=configs/gpt.py:gpt2_350m       # GPT-2 medium (and gpt2_774m: large)
     python -m lmjax.main --config=configs/gpt.py --config.train.num_steps=5000 --config.model.num_layers=6
+    python -m lmjax.main --config=configs/gpt.py:cpu+prune --config.prune.target_sparsity=0.5
 
 Every field below can be overridden from the command line as --config.<section>.<field>=value.
+A training switch adds its section after the preset with '+': lora, ensemble, distill, robust,
+privacy, prune, federated (lmjax/tasks/__init__.py).
 """
 
 import ml_collections
 
 from lmjax.config import base_config, text_data
+from lmjax.tasks import add_switches, with_switches
 
 
 # GPT-2's sizes: layers, heads, width; and the batch and remat policy for one 80 GB GPU at
@@ -22,6 +26,7 @@ GPT2_SIZES = {
 }
 
 
+@with_switches  # 'cpu+prune': the cpu preset with the prune section
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()  # train, optim, mesh, checkpoint, distributed, log: lmjax/config.py
     c.task = "lm"
@@ -71,12 +76,17 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.sample.update(num_samples=1, max_new_tokens=20)
         c.log.progress_bar = False
     elif preset == "fedavg":
-        # Federated averaging over Shakespeare's plays (python -m lmjax.federated,
-        # docs/federated.md): one client per training work (LEAF's setting), a fifth sampled
-        # per round, at most 10 local SGD steps of 16 windows each.
+        # Federated averaging over Shakespeare's plays (docs/federated.md): one client per
+        # training work (LEAF's setting), a fifth sampled per round, at most 10 local SGD steps
+        # of 16 windows each; 10 rounds, each a step of the loop.
+        add_switches(c, "federated")
         c.federated.update(split="groups", fraction=0.2, local_epochs=1, local_batch=16,
-                           local_steps=10, client_lr=0.15, rounds=10, eval_every=1,
-                           clients_at_once="vmap")
+                           local_steps=10, client_lr=0.15, clients_at_once="vmap")
+        c.train.update(num_steps=10, eval_every=1)
+        # The server's optimizer: FedAvg's plain SGD at rate 1 (docs/federated.md).
+        c.optim.update(name="sgd", learning_rate=1.0, momentum=0.0, schedule="constant",
+                       warmup_steps=0, clip_norm=0.0, weight_decay=0.0)
+        c.checkpoint.every = 1
     elif preset in GPT2_SIZES:
         layers, heads, width, batch, remat = GPT2_SIZES[preset]
         c.data.update(tokenizer="bpe", vocab_size=50304)  # 50257 rounded up to a multiple of 64

@@ -10,8 +10,10 @@ import os
 import ml_collections
 
 from lmjax.config import load_config
+from lmjax.tasks import with_switches
 
 
+@with_switches  # '<preset>+<switch>': a preset with a training switch's section
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # Everything but the model is the GPT default's (or its tiny preset's): data, batches,
     # schedule, evaluation and samples, so the two compare like for like.

@@ -13,8 +13,10 @@ walkthrough with figures is docs/finetune.md. Every field can be overridden as -
 import ml_collections
 
 from lmjax.config import base_config
+from lmjax.tasks import add_switches, with_switches
 
 
+@with_switches  # '<preset>+<switch>': a preset with a training switch's section
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "sft"
@@ -41,10 +43,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.sft.eval_questions = 200     # validation questions answered (EM/F1) at the end; 0: none
     c.sft.max_answer_tokens = 24   # greedy tokens per answer
 
-    c.lora = ml_collections.ConfigDict()
-    c.lora.rank = 0                # > 0: freeze the GPT, train rank-r adapters
-    c.lora.alpha = 16.0
-    c.lora.targets = "out,fc,proj" # among out (attention output), fc, proj (MLP)
+    add_switches(c, "lora")        # rank 0: off; lmjax/tasks/adapters.py
+    c.lora.targets = "out,fc,proj"   # among out (attention output), fc, proj (MLP), qkv
 
     # The pretrained model's shape (configs/gpt.py with block_size 256; see docs/finetune.md).
     c.model.vocab_size = 0         # 0: taken from the tokenizer

@@ -8,8 +8,10 @@
 import ml_collections
 
 from lmjax.config import base_config
+from lmjax.tasks import with_switches
 
 
+@with_switches  # '<preset>+<switch>': a preset with a training switch's section
 def get_config(preset: str = "diabetes") -> ml_collections.ConfigDict:
     c = base_config()
     c.data.update(name=preset, val_size=60)

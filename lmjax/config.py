@@ -15,7 +15,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
@@ -50,6 +50,10 @@ def from_stored(stored: dict) -> ml_collections.ConfigDict:
         for old, new in RENAMED_TRAIN.items():
             if cfg.train.get(old) is not None:
                 cfg.train[new], cfg.train[old] = cfg.train[old], None
+        # Before federated averaging ran in the shared loop, every config carried a federated
+        # section (with its own rounds): a stored one is not a sign of a federated run.
+        if "federated" in cfg and "rounds" in cfg.federated:
+            del cfg["federated"]
         data = cfg.data
         if "kfold" in data:  # before data.num_folds / data.fold (-1: every fold)
             if data.get("num_folds", 0) < 2:
@@ -132,15 +136,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.process_id = 0
     c.distributed.cpu_devices_per_process = 0  # > 0: simulate hosts with CPU devices (tests)
 
-    # Switches on the one trainer (lmjax/tasks/wrapper.py), off by default: docs/privacy.md,
-    # docs/robustness.md, docs/compression.md.
-    c.privacy = privacy_section()
-    c.robust = robust_section()
-    c.ensemble = ensemble_section()
-    c.prune = prune_section()
-    c.distill = distill_section()
-    c.federated = federated_section()  # python -m lmjax.federated only
-
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True
     c.log.progress_bar = True
@@ -148,79 +143,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.log.wandb_project = "lmjax"
     c.log.wandb_mode = "online"    # 'online' | 'offline' (sync later: wandb sync) | 'disabled'
     return c
-
-
-def privacy_section() -> ml_collections.ConfigDict:
-    """DP-SGD (lmjax/privacy/, lmjax/tasks/private.py)."""
-    p = ml_collections.ConfigDict()
-    p.dp = False                   # per-example clipping + Gaussian noise + Poisson sampling
-    p.clip_norm = 1.0              # each example's gradient is clipped to this L2 norm
-    p.noise_multiplier = 1.0       # noise std = noise_multiplier * clip_norm
-    p.delta = 1e-5
-    p.target_epsilon = 0.0         # > 0: calibrate the noise to spend this budget
-    return p
-
-
-def robust_section() -> ml_collections.ConfigDict:
-    """Adversarial training (lmjax/robust/, lmjax/tasks/adversarial.py)."""
-    r = ml_collections.ConfigDict()
-    r.attack = ""                  # '' (none) | 'fgsm_rs' | 'pgd'
-    r.eps = 0.1                    # L-infinity radius, inputs in [0, 1]
-    r.step_size = 0.0              # 0: the attack's usual default for eps
-    r.steps = 7                    # PGD iterations
-    return r
-
-
-def ensemble_section() -> ml_collections.ConfigDict:
-    """Deep ensembles (lmjax/tasks/ensemble.py)."""
-    e = ml_collections.ConfigDict()
-    e.members = 1                  # > 1: this many members, vmapped in one step
-    return e
-
-
-def prune_section() -> ml_collections.ConfigDict:
-    """Magnitude pruning (lmjax/optim/prune.py)."""
-    p = ml_collections.ConfigDict()
-    p.target_sparsity = 0.0        # share of weights set to zero by end_step; 0: no pruning
-    p.start_step = 0
-    p.end_step = -1                # -1: 3/4 of train.num_steps
-    p.every = 100                  # steps between mask updates
-    p.scope = "layer"              # 'layer' | 'global' magnitude selection
-    p.keep_ends = True             # never prune the first convolution and the classifier
-    return p
-
-
-def distill_section() -> ml_collections.ConfigDict:
-    """Knowledge distillation (lmjax/tasks/distill.py)."""
-    d = ml_collections.ConfigDict()
-    d.teacher = ""                 # a run directory; '' : no distillation
-    d.temperature = 4.0
-    d.alpha = 0.9                  # weight of the soft loss (1 - alpha: the hard loss)
-    return d
-
-
-def federated_section() -> ml_collections.ConfigDict:
-    """Federated averaging, simulated (python -m lmjax.federated; lmjax/train/federated.py)."""
-    f = ml_collections.ConfigDict()
-    f.clients = 100                # K
-    f.fraction = 0.1               # C: share of clients sampled each round
-    f.local_epochs = 5             # E
-    f.local_batch = 10             # B; 0: each client's data as one batch (FedSGD with E=1)
-    f.local_steps = 0              # > 0: at most this many local steps per client and round
-    f.client_lr = 0.05             # clients run plain SGD
-    f.server_lr = 1.0              # the server moves by server_lr x the averaged update
-    f.rounds = 100
-    f.split = "iid"                # 'iid' | 'shards' (2 label shards per client) | 'dirichlet'
-    #                                | 'groups' (language models: one client per document)
-    f.alpha = 0.5                  # with dirichlet: smaller is less IID
-    f.eval_every = 5               # rounds between validations (and checkpoints)
-    f.clients_at_once = "vmap"     # 'vmap' (one batched computation) | 'map' (in turn, in
-    #                                the same jitted round: faster for CNNs on CPU)
-    f.target_accuracy = 0.0        # > 0: report the first round that reaches it
-    f.dp_clip = 0.0                # > 0: DP-FedAvg, each client's update clipped to this norm
-    f.dp_noise = 0.0               # noise multiplier of DP-FedAvg (user-level privacy)
-    f.delta = 1e-5
-    return f
 
 
 def text_data(**fields) -> ml_collections.ConfigDict:
@@ -293,200 +215,63 @@ def bert_model(**fields) -> ml_collections.ConfigDict:
 def validate(c: ml_collections.ConfigDict) -> None:
     """Checks the sections every run has, then those of the model family's config."""
     t = c.train
-    _require(t.num_steps > 0, f"train.num_steps={t.num_steps}: must be a positive number of steps.")
-    _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be positive.")
-    _require(t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
-             f"train.grad_accum={t.grad_accum}: must be positive and divide "
-             f"train.batch_size={t.batch_size}.")
-    _require(t.loss_chunk >= 0, f"train.loss_chunk={t.loss_chunk}: positions per chunk, >= 0 "
-             "(0: the whole sequence at once).")
+    require(t.num_steps > 0, f"train.num_steps={t.num_steps}: must be a positive number of steps.")
+    require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be positive.")
+    require(t.grad_accum > 0 and t.batch_size % t.grad_accum == 0,
+            f"train.grad_accum={t.grad_accum}: must be positive and divide "
+            f"train.batch_size={t.batch_size}.")
+    require(t.loss_chunk >= 0, f"train.loss_chunk={t.loss_chunk}: positions per chunk, >= 0 "
+            "(0: the whole sequence at once).")
     for name in ("log_every", "eval_every"):
-        _require(t[name] > 0, f"train.{name}={t[name]}: must be positive.")
+        require(t[name] > 0, f"train.{name}={t[name]}: must be positive.")
     for old, new in RENAMED_TRAIN.items():
         if t.get(old) is not None:
             warnings.warn(f"train.{old} is deprecated: it is now train.{new} (it counts "
                           "examples: windows for language models, passages or images for "
                           "classifiers). Using its value.", FutureWarning, stacklevel=2)
             t[new], t[old] = t[old], None
-    _require(t.eval_examples >= 0 and t.final_eval_examples >= 0,
-             "train.eval_examples and train.final_eval_examples must be >= 0 (0: the whole "
-             "split).")
-    _require(t.early_stopping_mode in ("min", "max"),
-             f"train.early_stopping_mode={t.early_stopping_mode!r}: use 'min' or 'max'.")
-    _require(t.patience >= 0, f"train.patience={t.patience}: evaluations, >= 0 (0: never stop).")
-    _require(t.patience == 0 or t.early_stopping_metric,
-             "train.patience needs train.early_stopping_metric (e.g. 'loss').")
-    _require(c.data.num_folds == 0 or c.data.num_folds >= 2,
-             f"data.num_folds={c.data.num_folds}: 0 (no cross-validation) or at least 2 folds.")
-    _require(c.data.fold == -1 or 0 <= c.data.fold < c.data.num_folds,
-             f"data.fold={c.data.fold}: -1 (every fold in turn) or a fold below "
-             f"data.num_folds={c.data.num_folds}.")
-    _require(c.data.prefetch >= 0, f"data.prefetch={c.data.prefetch}: batches to build ahead, "
-             ">= 0 (0: build each batch when the step needs it).")
-    _require(c.checkpoint.every > 0, f"checkpoint.every={c.checkpoint.every}: must be positive.")
-    _require(c.checkpoint.keep > 0, f"checkpoint.keep={c.checkpoint.keep}: must be positive.")
+    require(t.eval_examples >= 0 and t.final_eval_examples >= 0,
+            "train.eval_examples and train.final_eval_examples must be >= 0 (0: the whole "
+            "split).")
+    require(t.early_stopping_mode in ("min", "max"),
+            f"train.early_stopping_mode={t.early_stopping_mode!r}: use 'min' or 'max'.")
+    require(t.patience >= 0, f"train.patience={t.patience}: evaluations, >= 0 (0: never stop).")
+    require(t.patience == 0 or t.early_stopping_metric,
+            "train.patience needs train.early_stopping_metric (e.g. 'loss').")
+    require(c.data.num_folds == 0 or c.data.num_folds >= 2,
+            f"data.num_folds={c.data.num_folds}: 0 (no cross-validation) or at least 2 folds.")
+    require(c.data.fold == -1 or 0 <= c.data.fold < c.data.num_folds,
+            f"data.fold={c.data.fold}: -1 (every fold in turn) or a fold below "
+            f"data.num_folds={c.data.num_folds}.")
+    require(c.data.prefetch >= 0, f"data.prefetch={c.data.prefetch}: batches to build ahead, "
+            ">= 0 (0: build each batch when the step needs it).")
+    require(c.checkpoint.every > 0, f"checkpoint.every={c.checkpoint.every}: must be positive.")
+    require(c.checkpoint.keep > 0, f"checkpoint.keep={c.checkpoint.keep}: must be positive.")
     restore_step = c.checkpoint.get("restore_step", -1)  # absent from configs stored earlier
-    _require(restore_step >= -1, f"checkpoint.restore_step={restore_step}: a saved step, or -1 "
-             "(the latest).")
-    _require(restore_step == -1 or c.checkpoint.restore, "checkpoint.restore_step needs "
-             "checkpoint.restore=True.")
-    if "tokenizer" in c.data:
-        _validate_text_data(c.data)
-    if "val_files" in c.data:  # labelled tables (configs/classify.py, data.name='files')
-        _require(0.0 < c.data.val_fraction < 1.0, f"data.val_fraction={c.data.val_fraction}: "
-                 "the share of rows held out when there are no data.val_files, between 0 and 1.")
-    if "sft" in c:
-        _validate_sft(c)
-    for section, check in (("privacy", _validate_privacy), ("robust", _validate_robust),
-                           ("ensemble", _validate_ensemble), ("prune", _validate_prune),
-                           ("distill", _validate_distill), ("federated", _validate_federated)):
-        if section in c:
-            check(c)
+    require(restore_step >= -1, f"checkpoint.restore_step={restore_step}: a saved step, or -1 "
+            "(the latest).")
+    require(restore_step == -1 or c.checkpoint.restore, "checkpoint.restore_step needs "
+            "checkpoint.restore=True.")
     if "sample" in c:
-        _require(c.sample.num_samples >= 0 and c.sample.max_new_tokens >= 0,
-                 "sample.num_samples and sample.max_new_tokens must be >= 0.")
-        _require(c.sample.temperature >= 0,
-                 f"sample.temperature={c.sample.temperature}: must be >= 0.")
+        require(c.sample.num_samples >= 0 and c.sample.max_new_tokens >= 0,
+                "sample.num_samples and sample.max_new_tokens must be >= 0.")
+        require(c.sample.temperature >= 0,
+                f"sample.temperature={c.sample.temperature}: must be >= 0.")
 
 
-def _validate_text_data(d: ml_collections.ConfigDict) -> None:
-    _require(not d.tokenizer.startswith("hf:"),
-             f"data.tokenizer={d.tokenizer!r}: a pretrained tokenizer is given as "
-             f"data.tokenizer_file={d.tokenizer[3:]!r} (a Hugging Face tokenizer directory or "
-             "tokenizer.json).")
-    _require(d.tokenizer in ("char", "bpe", "wordpiece"),
-             f"data.tokenizer={d.tokenizer!r}: use 'char', 'bpe' or 'wordpiece'.")
-    _require(d.tokenizer != "wordpiece" or d.vocab_size >= 64,
-             f"data.vocab_size={d.vocab_size}: WordPiece needs at least 64 (try 4096).")
-    _require(d.tokenizer != "bpe" or d.vocab_size >= 256 + 1,
-             f"data.vocab_size={d.vocab_size}: byte-level BPE needs at least 257.")
-    _require(0.0 < d.val_fraction < 1.0,
-             f"data.val_fraction={d.val_fraction}: must be between 0 and 1.")
-    if d.get("name") == "stream":
-        c = d.clean
-        _require(d.num_workers >= 0, f"data.num_workers={d.num_workers}: >= 0 (0: one per core).")
-        _require(d.shard_tokens > 0 and d.chunk_bytes > 0 and d.tokenizer_sample_bytes > 0,
-                 "data.shard_tokens, data.chunk_bytes and data.tokenizer_sample_bytes must be "
-                 "positive.")
-        _require(c.dedup in ("none", "exact", "near"),
-                 f"data.clean.dedup={c.dedup!r}: use 'none', 'exact' or 'near'.")
-        _require(0.0 < c.near_threshold < 1.0 and c.num_perm >= 16,
-                 f"data.clean.near_threshold={c.near_threshold} must be in (0, 1) and "
-                 f"data.clean.num_perm={c.num_perm} at least 16.")
-        _require(0 <= c.min_words <= c.max_words and
-                 c.min_mean_word_length <= c.max_mean_word_length,
-                 "data.clean: min_words <= max_words and min_mean_word_length <= "
-                 "max_mean_word_length.")
-    _require(d.get("max_val_tokens", 0) >= 0, f"data.max_val_tokens={d.get('max_val_tokens')}: "
-             "a number of tokens, >= 0 (0: the whole validation split).")
-
-
-def _validate_sft(c: ml_collections.ConfigDict) -> None:
-    s = c.sft
-    _require(s.template.count("{prompt}") == 1 and s.template.count("{response}") == 1 and
-             s.template.endswith("{response}"),
-             f"sft.template={s.template!r}: it must hold '{{prompt}}' once and end with "
-             "'{response}', e.g. 'Question: {prompt}\\nAnswer: {response}'.")
-    _require(isinstance(s.stop, (tuple, list)) and all(isinstance(x, str) and x for x in s.stop),
-             f"sft.stop={s.stop!r}: a tuple of non-empty stop strings, e.g. ('\\n\\n',).")
-    _require(s.eval_questions >= 0, f"sft.eval_questions={s.eval_questions}: must be >= 0.")
-    _require(s.get("pack_length", 0) >= 0, f"sft.pack_length={s.get('pack_length', 0)}: "
-             "packed row length, >= 0 (0: model.block_size).")
-    _require(s.max_answer_tokens > 0,
-             f"sft.max_answer_tokens={s.max_answer_tokens}: must be positive.")
-    _require(s.max_answer_tokens < c.model.block_size,
-             f"sft.max_answer_tokens={s.max_answer_tokens}: must be below model.block_size="
-             f"{c.model.block_size} (the question needs room).")
-    _require(c.data.name in ("jsonl", "qa_shakespeare") or c.data.name.startswith("tfds:"),
-             f"data.name={c.data.name!r}: task=sft reads 'jsonl', 'qa_shakespeare' or "
-             "'tfds:squad'.")
-    _require(c.data.name != "jsonl" or bool(c.data.train_file),
-             "data.name='jsonl' needs data.train_file (a JSONL file of {'prompt', 'response'} "
-             "or {'messages'} records).")
-
-
-def _validate_privacy(c: ml_collections.ConfigDict) -> None:
-    p = c.privacy
-    if not p.dp:
-        return
-    _require(c.task in ("classify", "lm"),
-             f"privacy.dp=True supports task=classify or task=lm, not {c.task!r}.")
-    _require(p.clip_norm > 0, f"privacy.clip_norm={p.clip_norm}: must be > 0 (inf: no clipping).")
-    _require(p.noise_multiplier >= 0, f"privacy.noise_multiplier={p.noise_multiplier}: must "
-             "be >= 0.")
-    _require(0 < p.delta < 1, f"privacy.delta={p.delta}: must be in (0, 1), well below "
-             "1 / (training examples).")
-    _require(p.target_epsilon >= 0, f"privacy.target_epsilon={p.target_epsilon}: must be >= 0 "
-             "(0: use privacy.noise_multiplier as given).")
-    _require(c.model.get("norm", "batch") != "batch" or c.model.get("name") != "cnn",
-             "privacy.dp=True with batch norm: batch statistics mix examples, so no example's "
-             "gradient is its own and the privacy guarantee fails. Set --config.model.norm=group "
-             "(or none), or use the fashion_mnist.py:dp preset.")
-
-
-def _validate_robust(c: ml_collections.ConfigDict) -> None:
-    r = c.robust
-    _require(r.attack in ("", "fgsm_rs", "pgd"),
-             f"robust.attack={r.attack!r}: use '' (off), 'fgsm_rs' or 'pgd'.")
-    if not r.attack:
-        return
-    _require(c.task == "classify", f"robust.attack={r.attack!r} trains image classifiers "
-             f"(task='classify'), not task={c.task!r}.")
-    _require(0.0 < r.eps <= 1.0, f"robust.eps={r.eps}: an L-infinity radius for pixels in "
-             "[0, 1] must be in (0, 1] (0.1 is about 25 grey levels).")
-    _require(r.step_size >= 0.0, f"robust.step_size={r.step_size}: 0 (the attack's default) or "
-             "positive.")
-    _require(r.steps >= 1, f"robust.steps={r.steps}: at least 1 PGD iteration.")
-    _require(c.get("ensemble", {}).get("members", 1) <= 1,
-             "robust.attack with ensemble.members > 1 is not supported: train the members "
-             "adversarially as separate runs.")
-
-
-def _validate_ensemble(c: ml_collections.ConfigDict) -> None:
-    m = c.ensemble.members
-    _require(isinstance(m, int) and m >= 1, f"ensemble.members={m!r}: a positive integer "
-             "(1: no ensemble).")
-    _require(m == 1 or c.task == "classify", f"ensemble.members={m} ensembles classifiers "
-             f"(task='classify'), not task={c.task!r}.")
-
-
-def _validate_prune(c: ml_collections.ConfigDict) -> None:
-    p = c.prune
-    _require(0.0 <= p.target_sparsity < 1.0, f"prune.target_sparsity={p.target_sparsity}: the "
-             "share of weights pruned, in [0, 1) (0: no pruning).")
-    _require(p.scope in ("layer", "global"),
-             f"prune.scope={p.scope!r}: use 'layer' or 'global'.")
-    _require(p.every > 0, f"prune.every={p.every}: steps between mask updates, must be positive.")
-    _require(p.start_step >= 0, f"prune.start_step={p.start_step}: must be >= 0.")
-    _require(p.end_step == -1 or p.end_step >= p.start_step,
-             f"prune.end_step={p.end_step}: must be >= prune.start_step={p.start_step} "
-             "(or -1: 3/4 of train.num_steps).")
-
-
-def _validate_distill(c: ml_collections.ConfigDict) -> None:
-    d = c.distill
-    _require(d.temperature > 0, f"distill.temperature={d.temperature}: must be positive.")
-    _require(0.0 <= d.alpha <= 1.0, f"distill.alpha={d.alpha}: the weight of the soft loss, "
-             "in [0, 1].")
-
-
-def _validate_federated(c: ml_collections.ConfigDict) -> None:
-    f = c.federated
-    _require(f.clients > 0, f"federated.clients={f.clients}: must be positive.")
-    _require(0 < f.fraction <= 1, f"federated.fraction={f.fraction}: the share of clients "
-             "sampled per round, in (0, 1].")
-    _require(f.local_epochs > 0 and f.local_batch >= 0 and f.rounds > 0 and f.eval_every > 0
-             and f.get("local_steps", 0) >= 0,
-             "federated.local_epochs, rounds and eval_every must be positive, local_batch >= 0 "
-             "(0: the whole client as one batch) and local_steps >= 0 (0: no cap).")
-    _require(f.client_lr > 0 and f.server_lr > 0, "federated.client_lr and server_lr must be "
-             "positive.")
-    _require(f.split in ("iid", "shards", "dirichlet", "groups"), f"federated.split="
-             f"{f.split!r}: use 'iid', 'shards' or 'dirichlet' (classifiers), 'groups' (language "
-             "models: one client per document).")
-    _require(f.dp_clip >= 0 and f.dp_noise >= 0 and 0 < f.delta < 1,
-             "federated.dp_clip and dp_noise must be >= 0 and federated.delta in (0, 1).")
-    _require(f.clients_at_once in ("vmap", "map"), f"federated.clients_at_once="
-             f"{f.clients_at_once!r}: use 'vmap' or 'map'.")
-    _require(f.dp_noise == 0 or f.dp_clip > 0, "federated.dp_noise needs federated.dp_clip > 0 "
-             "(the noise is scaled to the clipping norm).")
+def check_text_data(d: ml_collections.ConfigDict) -> None:
+    """The `data` section of a text corpus (text_data): the tokenizer and the source's fields."""
+    require(not d.tokenizer.startswith("hf:"),
+            f"data.tokenizer={d.tokenizer!r}: a pretrained tokenizer is given as "
+            f"data.tokenizer_file={d.tokenizer[3:]!r} (a Hugging Face tokenizer directory or "
+            "tokenizer.json).")
+    require(d.tokenizer in ("char", "bpe", "wordpiece"),
+            f"data.tokenizer={d.tokenizer!r}: use 'char', 'bpe' or 'wordpiece'.")
+    require(d.tokenizer != "wordpiece" or d.vocab_size >= 64,
+            f"data.vocab_size={d.vocab_size}: WordPiece needs at least 64 (try 4096).")
+    require(d.tokenizer != "bpe" or d.vocab_size >= 256 + 1,
+            f"data.vocab_size={d.vocab_size}: byte-level BPE needs at least 257.")
+    require(0.0 < d.val_fraction < 1.0,
+            f"data.val_fraction={d.val_fraction}: must be between 0 and 1.")
+    require(d.get("max_val_tokens", 0) >= 0, f"data.max_val_tokens={d.get('max_val_tokens')}: "
+            "a number of tokens, >= 0 (0: the whole validation split).")

@@ -30,7 +30,7 @@ FORMAT = "lmjax-run-v1"
 
 class MissingAssets(CheckpointError):
     """A directory without run.json: not a run, or one written before run directories held
-    their assets (lmjax.tasks.read_assets upgrades those)."""
+    their assets (lmjax.tasks.assets.read_assets upgrades those)."""
 
 
 @dataclasses.dataclass

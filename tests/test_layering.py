@@ -24,7 +24,7 @@ COMMANDS = {"lmjax.__main__", "lmjax.main", "lmjax.evaluate", "lmjax.generate",
             "lmjax.sklearn_baseline", "lmjax.serve.__main__", "lmjax.convert.__main__",
             "lmjax.sweep.__main__", "lmjax.prepare_data", "lmjax.scrub", "lmjax.exposure",
             "lmjax.membership", "lmjax.robustness", "lmjax.explain.__main__",
-            "lmjax.compress_report", "lmjax.federated"}
+            "lmjax.compress_report"}
 
 
 def _modules() -> dict[str, Path]:
@@ -116,3 +116,41 @@ def test_every_command_is_a_cli_module_with_help_and_an_example():
         shim = PACKAGE.parent / (f"{entry}/__main__.py" if (PACKAGE.parent / entry).is_dir()
                                  else f"{entry}.py")
         assert f'launch("{command}")' in shim.read_text(), shim
+
+
+def _task_probes(path: Path) -> list[str]:
+    """Where a module outside lmjax/tasks/ compares a task's name (`cfg.task == 'lm'`), probes
+    a task for an attribute (`hasattr(task, ...)`, `getattr(task, ...)`) or reaches into its
+    data (`task.data`): the places that should ask the Task interface instead."""
+    def ends_in_task(node) -> bool:
+        name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
+        return name == "task"
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        sides = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+        if any(isinstance(side, ast.Attribute) and side.attr == "task" for side in sides) and any(
+                isinstance(side, (ast.Constant, ast.Tuple, ast.List, ast.Set)) and
+                not (isinstance(side, ast.Constant) and side.value is None) for side in sides):
+            found.append(f"{path.name}:{node.lineno}: compares a task's name")
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("hasattr", "getattr")
+              and node.args and ends_in_task(node.args[0])):
+            found.append(f"{path.name}:{node.lineno}: {node.func.id} on a task")
+        elif isinstance(node, ast.Attribute) and node.attr == "data" and ends_in_task(node.value):
+            found.append(f"{path.name}:{node.lineno}: reaches into task.data")
+    return found
+
+
+def test_nothing_outside_tasks_probes_a_task_or_compares_its_name():
+    """Commands, the trainer and inference ask a task what it can do (capabilities, examples,
+    extra metrics, the plain model): lmjax/tasks/base.py's interface."""
+    outside = [path for name, path in _modules().items() if not name.startswith("lmjax.tasks")]
+    probes = [p for path in outside for p in _task_probes(path)]
+    assert not probes, "\n".join(probes)
+    # The check itself finds what it looks for.
+    sample = PACKAGE.parent / "tests" / "_probe_sample.py"
+    try:
+        sample.write_text("if cfg.task == 'lm' and hasattr(task, 'x'):\n    y = s.task.data\n")
+        assert len(_task_probes(sample)) == 3
+    finally:
+        sample.unlink()

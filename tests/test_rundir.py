@@ -14,6 +14,7 @@ from lmjax.convert.hf import to_hf, write_run
 from lmjax.data import corpora, text_classification
 from lmjax.infer.load import load
 from lmjax.models.generator import Generator, Request
+from lmjax.tasks.base import TEXT_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_a_copied_classifier_classifies_without_data(load_config, data_cache, tm
     shutil.copytree(workdir, copy)
     monkeypatch.setattr(corpora, "load_corpus", lambda *a: pytest.fail("corpus read"))
     monkeypatch.setattr(text_classification, "load", lambda *a: pytest.fail("data read"))
-    loaded = load(copy, tasks=("text_classify",))
+    loaded = load(copy, needs=(TEXT_CLASSES,))
     out = TextClassifier.from_loaded(loaded).classify(["To be, or not."])
     assert set(out[0]["probabilities"]) == {"comedy", "history", "tragedy", "poem"}
     assert sum(out[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)

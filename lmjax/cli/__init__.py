@@ -31,7 +31,6 @@ COMMANDS = {
     "robustness": "lmjax.robustness",
     "explain": "lmjax.explain",
     "compress_report": "lmjax.compress_report",
-    "federated": "lmjax.federated",
 }
 POSITIONAL = {"convert": 1, "report": 64}  # convert to_hf|from_hf; report <workdir> ...
 

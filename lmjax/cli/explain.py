@@ -46,7 +46,8 @@ from lmjax.explain import images as imagelib
 from lmjax.explain import render
 from lmjax.explain import sequences as seqlib
 from lmjax.explain.gradients import BASELINES, DEFAULT_BASELINE, Classifier
-from lmjax.models import bert, lora
+from lmjax.models import bert, gpt
+from lmjax.tasks.base import DECODES, IMAGES, MASKED_LM, TEXT_CLASSES
 from lmjax.train.restore import load_setup
 
 
@@ -92,6 +93,22 @@ def parse_examples(spec: str, available: int) -> range:
     return range(start, stop)
 
 
+def run_kind(cfg, task) -> str:
+    """'image', 'text' (a BERT classifier), 'gpt' or 'mlm': what can be explained."""
+    caps = task.capabilities
+    if IMAGES in caps:
+        return "image"
+    if TEXT_CLASSES in caps:
+        return "text"
+    if MASKED_LM in caps:
+        return "mlm"
+    if DECODES in caps and isinstance(task.model, gpt.GPT):
+        return "gpt"
+    raise ValueError(f"{cfg.task!r} runs ({type(task.model).__name__}) have nothing here to "
+                     "explain: explanations are for image classifiers (Fashion-MNIST CNN or "
+                     "MLP), BERT text classifiers, and attention maps of GPT and BERT models.")
+
+
 def main(args: list[str]) -> None:
     workdir = require(_WORKDIR.value, "give --workdir: the trained run to explain.")
     method = _METHOD.value
@@ -102,7 +119,7 @@ def main(args: list[str]) -> None:
         fail(f"--target={_TARGET.value!r}: use 'predicted' or 'true'.")
     s, state = load_setup(workdir, best=not _LATEST.value and rundir.has_best(workdir))
     task = s.task
-    kind = seqlib.run_kind(s.cfg, task)
+    kind = run_kind(s.cfg, task)
     seqlib.check_method(kind, method, workdir)
     out = _OUT.value or os.path.join(workdir, "explain")
     if kind != "image":
@@ -114,10 +131,9 @@ def main(args: list[str]) -> None:
                        module=task.model)
     if split not in task.splits:
         fail(f"--split={split!r}: this run has {', '.join(task.splits)}.")
-    data = task.data.test if split == "test" else task.data.val
-    ids = parse_examples(_EXAMPLES.value, len(data))
-    images = np.asarray(data.inputs[ids.start:ids.stop])
-    labels = np.asarray(data.labels[ids.start:ids.stop])
+    ids = parse_examples(_EXAMPLES.value, task.num_examples(split))
+    chosen = task.examples(split, np.arange(ids.start, ids.stop))
+    images, labels = np.asarray(chosen["inputs"]), np.asarray(chosen["labels"])
     predicted = imagelib.probabilities_fn(model)(images).argmax(-1)
     targets = predicted if _TARGET.value == "predicted" else labels
 
@@ -161,33 +177,30 @@ def sequence_examples(task, kind: str, tokenizer, seq_len: int):
         return seqlib.frame_texts(tokenizer, [_TEXT.value], seq_len), None, ["text"]
     if _SPLIT.value not in ("", "val"):
         fail(f"--split={_SPLIT.value!r}: text runs explain their validation split (val).")
-    if kind == "text":
-        ids = parse_examples(_EXAMPLES.value, len(task.data.val_labels))
-        return (np.asarray(task.data.val_inputs[ids.start:ids.stop]),
-                np.asarray(task.data.val_labels[ids.start:ids.stop]), list(ids))
-    if kind == "mlm":
-        ids = parse_examples(_EXAMPLES.value, len(task.val_rows))
-        return np.asarray(task.val_rows[ids.start:ids.stop]), None, list(ids)
+    if kind in ("text", "mlm"):
+        ids = parse_examples(_EXAMPLES.value, task.num_examples("val"))
+        chosen = task.examples("val", np.arange(ids.start, ids.stop))
+        labels = chosen.get("labels")
+        return (np.asarray(chosen["inputs"]), None if labels is None else np.asarray(labels),
+                list(ids))
     if not 1 < _LENGTH.value <= seq_len:
         fail(f"--length={_LENGTH.value}: give 2 to {seq_len} (the model's context).")
-    val = task.data.val
-    ids = parse_examples(_EXAMPLES.value, len(val) // _LENGTH.value)
-    rows = np.stack([np.asarray(val[i * _LENGTH.value:(i + 1) * _LENGTH.value]) for i in ids])
-    return rows.astype(np.int32), None, list(ids)
+    # A language model's examples are windows by their start: every --length-th position.
+    ids = parse_examples(_EXAMPLES.value, task.num_examples("val") // _LENGTH.value + 1)
+    rows = task.examples("val", np.arange(ids.start, ids.stop) * _LENGTH.value)["inputs"]
+    return np.asarray(rows[:, :_LENGTH.value], np.int32), None, list(ids)
 
 
 def explain_sequences(cfg, task, state, kind: str, method: str, workdir: str, out: str) -> None:
     """Text classifiers' ig / lime, and GPT / BERT attention: HTML, PNG and JSON in `out`."""
-    module, params = task.model, state.params
-    if getattr(task, "lora", False):  # adapters folded in: the plain BERT, its own weights
-        module, params = task.base_model, lora.merged(params, cfg.lora)
+    module, params = task.plain_model(state.params)  # a LoRA run's adapters folded in
     tokenizer, seq_len = task.tokenizer, task.seq_len
     pad_id = None if kind == "gpt" else tokenizer.pad_id
     if _BASELINE.present:
         fail("--baseline is for image runs; text integrated gradients start from the [PAD] "
              "embeddings.")
     rows, labels, ids = sequence_examples(task, kind, tokenizer, seq_len)
-    names = list(getattr(task, "class_names", []) or [])
+    names = list(task.class_names)
     record = {"method": method, "run": kind, "options": {"text": _TEXT.value}}
     predicted = targets = None
     if kind == "text":

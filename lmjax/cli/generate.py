@@ -138,7 +138,7 @@ def _requests() -> list[Request]:
 def main(args: list[str]) -> None:
     workdir = require(_WORKDIR.value, "give --workdir: a run's workdir or an int8 export.")
     requests = _requests()
-    loaded = load(workdir, best=_BEST.value, tasks=("lm", "sft"))
+    loaded = load(workdir, best=_BEST.value)
     model, params = loaded.model, loaded.params  # LoRA adapters already folded in (load)
     template, stop = _template(loaded.cfg)
     shots = _shots(template, sft.DEFAULT_END if not loaded.cfg.get("sft") else

@@ -15,13 +15,12 @@ import dataclasses
 import json
 
 import jax
-import numpy as np
 from absl import flags
 
 from lmjax import rundir
 from lmjax.cli.common import require
 from lmjax.privacy import membership
-from lmjax.tasks.base import padded_batches
+from lmjax.tasks.base import CLASSES, padded_batches
 from lmjax.train.restore import load_setup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained classification run to attack.")
@@ -39,7 +38,7 @@ def main(args: list[str]) -> None:
             "--examples must be >= 0 and --batch_size > 0.")
     s, state = load_setup(workdir, best=_BEST.value and rundir.has_best(workdir))
     task = s.task
-    require(s.cfg.task == "classify" and task.data.test is not None,
+    require(CLASSES in task.capabilities and "test" in task.splits,
             f"{workdir} is a {s.cfg.task!r} run: the membership attack needs a classifier with a "
             "test split (task=classify, e.g. configs/fashion_mnist.py).")
 
@@ -49,16 +48,13 @@ def main(args: list[str]) -> None:
         return -jax.numpy.log(jax.numpy.take_along_axis(
             probs, batch["labels"][:, None], axis=1)[:, 0] + 1e-12)
 
-    def split_losses(data, ids):
-        fetch = lambda i: {"inputs": data.inputs[ids[i]], "labels": data.labels[ids[i]],  # noqa
-                           "ids": ids[i].astype(np.int32)}
+    def split_losses(split):
+        ids = membership.choose(task.num_examples(split), _EXAMPLES.value, _SEED.value)
+        fetch = lambda i: task.examples(split, ids[i])  # noqa: E731
         return membership.batched_losses(lambda b: losses(state.params, state.model_state, b),
                                          padded_batches(len(ids), _BATCH.value, fetch))
 
-    train, test = task.data.train, task.data.test
-    n = _EXAMPLES.value
-    members = split_losses(train, membership.choose(len(train), n, _SEED.value))
-    others = split_losses(test, membership.choose(len(test), n, _SEED.value))
+    members, others = split_losses("train"), split_losses("test")
     result = membership.attack(members, others)
     private = "privacy" in s.cfg and s.cfg.privacy.dp
     print(f"{workdir} (step {int(state.step)}{', DP-SGD' if private else ''}): loss-threshold "

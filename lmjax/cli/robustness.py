@@ -63,7 +63,7 @@ def main(args: list[str]) -> None:
     task = s.task
     check_image_task(task, "python -m lmjax.robustness")
     params, model_state = state.params, state.model_state
-    members = getattr(task, "members", 1)
+    members = task.members
     if members > 1:
         check(0 <= _MEMBER.value < members, f"this run is an ensemble of {members}: attack one "
               f"member with --member=0..{members - 1}.")

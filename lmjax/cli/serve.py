@@ -26,6 +26,7 @@ from lmjax.infer.classify import TextClassifier
 from lmjax.infer.load import load
 from lmjax.models.generator import Generator
 from lmjax.serve.batcher import warm_up
+from lmjax.tasks.base import ANSWERS, DECODES, TEXT_CLASSES
 from lmjax.serve.engine import warm_up as warm_up_engine
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir or an int8 export directory.")
@@ -64,7 +65,7 @@ def main(args: list[str]) -> None:
 
     from lmjax.serve.app import QA, create_app  # noqa: lazy, optional extra (FastAPI)
 
-    loaded = load(workdir, best=_BEST.value, tasks=("lm", "sft", "text_classify"))
+    loaded = load(workdir, best=_BEST.value, needs=(DECODES, TEXT_CLASSES))
     print(f"Model: {loaded.source}", flush=True)
     name = _NAME.value or os.path.basename(os.path.normpath(workdir))
     settings = dict(source=loaded.source, model_name=name, engine=_ENGINE.value,
@@ -72,14 +73,14 @@ def main(args: list[str]) -> None:
                     prefill_tokens=_PREFILL.value, max_batch=_MAX_BATCH.value,
                     max_wait_s=_MAX_WAIT.value / 1000, stream_chunk=_CHUNK.value,
                     max_body_bytes=_MAX_BODY.value)
-    if loaded.cfg.task == "text_classify":
+    if TEXT_CLASSES in loaded.capabilities:
         api = create_app(classifier=TextClassifier.from_loaded(loaded),
                          **settings)
     else:
         generator = Generator(loaded.model, loaded.params, loaded.tokenizer,
                               max_batch=max(_MAX_BATCH.value, _SLOTS.value))
         qa = None
-        if loaded.cfg.task == "sft":  # its answer format: POST /v1/qa
+        if ANSWERS in loaded.capabilities:  # its answer format: POST /v1/qa
             qa = QA(template=loaded.cfg.sft.template, stop=tuple(loaded.cfg.sft.stop))
         api = create_app(generator, qa=qa, **settings)
         if _WARMUP.value and _ENGINE.value == "slots":

@@ -27,6 +27,7 @@ from lmjax import rundir
 from lmjax.eval.evaluate import evaluate
 from lmjax.infer import export
 from lmjax.optim import prune
+from lmjax.tasks.base import DECODES
 from lmjax.train.restore import load_setup
 
 COLUMNS = ("variant", "disk_MB", "params", "nonzero", "sparsity", "throughput", "metric")
@@ -45,7 +46,7 @@ def _forward(task, params, model_state, batch_size: int):
     unit), compiled and warmed up."""
     batch = next(iter(task.eval_batches(batch_size, batch_size, "val")))
     inputs = jnp.asarray(batch["inputs"])
-    if task.cfg.task == "lm":
+    if DECODES in task.capabilities:  # a language model: tokens, its loss
         fn = jax.jit(lambda p, x: task.model.apply({"params": p}, x, deterministic=True))
         args, unit, items = (params, inputs), "tokens/s", inputs.size
     else:
@@ -72,7 +73,7 @@ def _metric(s, params, model_state) -> tuple[float, str]:
     split = "test" if "test" in s.task.splits else "val"
     m = evaluate(s.task, s.eval_step(), params, model_state, s.mesh, 0,
                  s.cfg.train.batch_size, split)
-    if s.cfg.task == "lm":
+    if DECODES in s.task.capabilities:
         return float(m["loss"]), f"{split} loss"
     return float(m["accuracy"]), f"{split} accuracy"
 
@@ -127,7 +128,7 @@ def measure(variants: list[tuple[str, str]], repeats: int = 20, with_int8: bool 
 
 
 def _int8_row(workdir, s, params, model_state, row, log) -> dict:
-    if s.cfg.task == "lm":
+    if DECODES in s.task.capabilities:
         with tempfile.TemporaryDirectory() as tmp:
             r = export.quantize_run(workdir, os.path.join(tmp, "int8"), best=rundir.has_best(
                 workdir), eval_examples=0, log=log)

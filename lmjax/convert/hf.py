@@ -17,9 +17,10 @@ from lmjax import rundir
 from lmjax.checkpoint import Checkpointer
 from lmjax.convert import bert, gpt2
 from lmjax.data.tokenizers import WordPieceTokenizer, load_tokenizer_file
-from lmjax.models import lora
 from lmjax.models.bert import BertConfig
-from lmjax.models.gpt import stack_layers, unstack_layers
+from lmjax.models.gpt import GPTConfig, stack_layers, unstack_layers
+from lmjax.tasks import require_task
+from lmjax.tasks.base import MASKED_LM, TEXT_CLASSES
 from lmjax.train.restore import load_setup
 from lmjax.train.setup import setup
 
@@ -33,22 +34,20 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
                                    "workdir (not a quantized export).")
     s, state = load_setup(workdir, best=best)
     cfg, task = s.cfg, s.task
-    params = jax.device_get(state.params)
-    if cfg.task == "lm":
-        model = task.model.cfg
-        if model.__class__.__name__ != "GPTConfig":
-            raise gpt2.ConversionError(f"{workdir} is a {model.name.upper()} language model: "
-                                       "Hugging Face conversion covers GPT (lm).")
+    model = task.model_config
+    _, params = task.plain_model(jax.device_get(state.params))  # LoRA merged
+    if isinstance(model, GPTConfig):
         gpt2.write_hf(out, unstack_layers(params, model.num_layers), model, task.tokenizer)
-    elif cfg.task == "mlm":
-        bert.write_hf(out, params, task.model.cfg, task.tokenizer)
-    elif cfg.task == "text_classify":
-        params = lora.merged(params, cfg.lora)
-        bert.write_hf(out, params, task.base_model.cfg, task.tokenizer, task.class_names)
+    elif MASKED_LM in task.capabilities:
+        bert.write_hf(out, params, model, task.tokenizer)
+    elif TEXT_CLASSES in task.capabilities:
+        bert.write_hf(out, params, model, task.tokenizer, task.class_names)
     else:
-        raise gpt2.ConversionError(f"{workdir} is a {cfg.task!r} run: Hugging Face conversion "
-                                   "covers GPT (lm), BERT masked LM (mlm) and BERT text "
-                                   "classifiers (text_classify).")
+        raise gpt2.ConversionError(f"{workdir} is a {cfg.task!r} run of a "
+                                   f"{type(model).__name__.replace('Config', '')} model: "
+                                   "Hugging Face conversion covers GPT language models (lm, "
+                                   "sft), BERT masked LMs (mlm) and BERT text classifiers "
+                                   "(text_classify).")
     return f"{workdir} ({cfg.task}, step {int(state.step)})"
 
 
@@ -63,7 +62,7 @@ def write_run(cfg, workdir: str, params_for=None, log=print, assets=None, fresh=
     s = setup(cfg, assets=assets, log=log)
     state = s.new_state()
     if params_for is not None:
-        params = params_for(getattr(s.task, "base_model", s.task.model).cfg)
+        params = params_for(s.task.model_config)
         if cfg.model.get("scan_layers", False):
             params = stack_layers(params, cfg.model.num_layers)
         if fresh:  # parts the source does not have keep their initialisation
@@ -155,11 +154,7 @@ def _from_hf_bert(source: str, workdir: str, cfg, task: str, tokenizer: str, log
     text classifier (pooler, head and class names included), BertForMaskedLM / BertModel as a
     masked LM (a BertModel's MLM head freshly initialised). Its tokenizer (vocab.txt or
     tokenizer.json beside the weights, or --tokenizer) becomes the run's."""
-    if cfg.task != task:
-        raise gpt2.ConversionError(
-            f"{source} converts to a {task!r} run, but --config is a {cfg.task!r} config: pass "
-            f"--config={'configs/classify.py' if task == 'text_classify' else 'configs/bert.py'}"
-            " or leave --config out.")
+    require_task(cfg, task, f"{source} converts to a {task!r} run", gpt2.ConversionError)
     directory = gpt2.resolve_source(source)
     hf, tensors, _ = gpt2.read_hf(directory)
     head = bert.head_of_hf(bert.normalise(tensors))

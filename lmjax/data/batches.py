@@ -14,9 +14,10 @@ def window_starts(seed: int, step: int, batch_size: int, n_tokens: int, seq_len:
 
 
 def windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
-    """Inputs and next-token targets for windows beginning at `starts`."""
+    """Inputs and next-token targets for windows beginning at `starts`: NumPy arrays in, NumPy
+    out; or traced inside a jitted function (federated rounds gather windows on the device)."""
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
-    chunk = np.asarray(tokens[idx], dtype=np.int32)
+    chunk = tokens[idx].astype(np.int32)
     return {"inputs": chunk[:, :-1], "targets": chunk[:, 1:]}
 
 

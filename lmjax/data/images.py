@@ -20,7 +20,7 @@ import os
 import ml_collections
 import numpy as np
 
-from lmjax.data.corpora import DatasetError
+from lmjax.data.sources import DatasetError
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -133,14 +133,17 @@ def hold_out(train: Split, cfg: ml_collections.ConfigDict) -> tuple[Split, Split
     return train.take(np.sort(train_idx)), train.take(np.sort(val_idx)), how
 
 
-def load_images(cfg: ml_collections.ConfigDict) -> Examples:
-    if cfg.name == "fashion_mnist":
-        splits, names = fashion_mnist(cfg.dir), FASHION_CLASSES
-    elif cfg.name.startswith("tfds:"):
-        splits, names = tfds_images(cfg.name[5:], max_examples=cfg.max_examples)
-    else:
-        raise DatasetError(f"data.name={cfg.name!r}: use 'fashion_mnist' or 'tfds:<name>' "
-                           "(e.g. tfds:mnist).")
+def load_fashion_mnist(cfg: ml_collections.ConfigDict) -> Examples:
+    """data.name='fashion_mnist' (lmjax/data/sources.py)."""
+    return _examples(cfg, fashion_mnist(cfg.dir), FASHION_CLASSES)
+
+
+def load_tfds(cfg: ml_collections.ConfigDict) -> Examples:
+    """data.name='tfds:<dataset>' (lmjax/data/sources.py)."""
+    return _examples(cfg, *tfds_images(cfg.name[5:], max_examples=cfg.max_examples))
+
+
+def _examples(cfg: ml_collections.ConfigDict, splits: dict, names: list[str]) -> Examples:
     train, val, how = hold_out(splits["train"], cfg)
     description = (f"{cfg.name}: {len(train):,} training, {len(val):,} validation ({how} from "
                    f"the training set), {len(splits['test']):,} test images of "

@@ -33,7 +33,8 @@ import types
 
 import numpy as np
 
-from lmjax.data import clean, shards, sources
+from lmjax.data import clean, corpora, shards
+from lmjax.config import require
 from lmjax.data.tokenizers import KINDS, load_tokenizer_file
 
 WORK = ".work"
@@ -43,7 +44,7 @@ _STATE: dict = {}  # a worker's tokenizer, hasher and rules (set by _init)
 def settings(cfg) -> dict:
     """Everything that decides the output (the manifest keeps it; the folder is named by it)."""
     c = cfg.clean
-    out = {"files": [_stat(p) for p in sources.expand(cfg.files)], "text_key": cfg.text_key,
+    out = {"files": [_stat(p) for p in corpora.expand(cfg.files)], "text_key": cfg.text_key,
            "val_fraction": cfg.val_fraction, "tokenizer": cfg.tokenizer,
            "vocab_size": cfg.vocab_size, "tokenizer_sample_bytes": cfg.tokenizer_sample_bytes,
            "tokenizer_file": _digest(cfg.tokenizer_file) if cfg.tokenizer_file else "",
@@ -145,7 +146,7 @@ def prepare_stream(cfg, root: str, log=print) -> str:
             _write(tokenizing.popleft().result(), writer)
 
     try:
-        docs = sources.documents(cfg.files, cfg.text_key, cfg.val_fraction)
+        docs = corpora.documents(cfg.files, cfg.text_key, cfg.val_fraction)
         for index, chunk in enumerate(_chunks(docs, cfg.chunk_bytes)):
             path = os.path.join(folder, WORK, f"chunk-{index:06d}.npz")
             report["characters"] += sum(len(t) for _, t, _ in chunk)
@@ -200,7 +201,7 @@ def _tokenizer(cfg, folder: str, log) -> str:
 
         def sample():
             seen = 0
-            for _, text, split in sources.documents(cfg.files, cfg.text_key, cfg.val_fraction):
+            for _, text, split in corpora.documents(cfg.files, cfg.text_key, cfg.val_fraction):
                 if split == "train":
                     text = clean.normalize(text) if cfg.clean.normalize else text
                     yield text
@@ -409,3 +410,30 @@ def _write_json(path: str, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
     os.replace(tmp, path)
+
+
+def load_stream(cfg, log=print) -> dict:
+    """`data.name='stream'` (lmjax/data/sources.py): the corpus prepared into shards once (and
+    continued where an interrupted preparation stopped), then read like any shards."""
+    from lmjax.data.prepare import default_cache_dir  # noqa: lazy, start-up (import order)
+
+    folder = prepare_stream(cfg, cfg.cache_dir or default_cache_dir(), log)
+    return shards.load(cfg, log, folder)
+
+
+def check(d) -> None:
+    """The `data` fields a streamed corpus needs."""
+    c = d.clean
+    require(d.num_workers >= 0, f"data.num_workers={d.num_workers}: >= 0 (0: one per core).")
+    require(d.shard_tokens > 0 and d.chunk_bytes > 0 and d.tokenizer_sample_bytes > 0,
+            "data.shard_tokens, data.chunk_bytes and data.tokenizer_sample_bytes must be "
+            "positive.")
+    require(c.dedup in ("none", "exact", "near"),
+            f"data.clean.dedup={c.dedup!r}: use 'none', 'exact' or 'near'.")
+    require(0.0 < c.near_threshold < 1.0 and c.num_perm >= 16,
+            f"data.clean.near_threshold={c.near_threshold} must be in (0, 1) and "
+            f"data.clean.num_perm={c.num_perm} at least 16.")
+    require(0 <= c.min_words <= c.max_words and
+            c.min_mean_word_length <= c.max_mean_word_length,
+            "data.clean: min_words <= max_words and min_mean_word_length <= "
+            "max_mean_word_length.")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import ml_collections
 import numpy as np
 
-from lmjax.data import corpora, pipeline, shards
+from lmjax.data import corpora, sources
 from lmjax.data.tokenizers import KINDS, load_tokenizer, load_tokenizer_file
 
 
@@ -22,6 +22,8 @@ class Prepared:
     tokenizer: object
     directory: str
     meta: dict
+    train_doc_lengths: np.ndarray | None = None  # tokens of each training document (with its
+    #                                              separator), in order; None for token shards
 
 
 def default_cache_dir() -> str:
@@ -30,16 +32,19 @@ def default_cache_dir() -> str:
     return os.path.join(base, "data")
 
 
-def _encode_docs(tokenizer, docs: list[str]) -> np.ndarray:
-    # Documents are separated by the tokenizer's end-of-text token, or by a blank line for characters.
+def _encode_docs(tokenizer, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, each document's length): documents separated by the tokenizer's
+    end-of-text token, or by a newline for characters."""
     eot = getattr(tokenizer, "eot_id", None)
     pieces = []
     for doc in docs:
         pieces.append(tokenizer.encode(doc))
         pieces.append(np.array([eot], np.int32) if eot is not None else tokenizer.encode("\n"))
     ids = np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
+    lengths = np.add.reduceat([len(p) for p in pieces], np.arange(0, len(pieces), 2)) \
+        if pieces else np.zeros((0,), np.int64)
     dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
-    return ids.astype(dtype)
+    return ids.astype(dtype), np.asarray(lengths, np.int64)
 
 
 def _scrub_key(scrub: bool) -> str:
@@ -78,15 +83,13 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
                                    "or a Hugging Face tokenizer directory.")
     if not tokenizer_file and cfg.tokenizer not in KINDS:
         raise ValueError(f"data.tokenizer={cfg.tokenizer!r} is not one of {', '.join(KINDS)}.")
-    if cfg.get("scrub_pii", False) and cfg.name in ("shards", "stream"):
+    kind, source = sources.lookup(cfg.name, "corpus", "tokens")
+    if cfg.get("scrub_pii", False) and kind == "tokens":
         raise ValueError(f"data.scrub_pii=True works on texts the cache tokenizes (shakespeare, "
                          f"files, tfds:...), not data.name={cfg.name!r}: scrub the source files "
                          "first with python -m lmjax.scrub --in=... --out=...")
-    if cfg.name == "shards":
-        return Prepared(**shards.load(cfg, log))
-    if cfg.name == "stream":  # data/pipeline.py: streamed, cleaned, deduplicated, sharded
-        folder = pipeline.prepare_stream(cfg, cfg.cache_dir or default_cache_dir(), log)
-        return Prepared(**shards.load(cfg, log, folder))
+    if kind == "tokens":  # token shards, read as they are or prepared by data/pipeline.py
+        return Prepared(**sources.function(source.load)(cfg, log))
     scrub = cfg.get("scrub_pii", False)
     root = cfg.cache_dir or default_cache_dir()
     directory = os.path.join(root, f"{cfg.name.replace(':', '_').replace('/', '_')}-"
@@ -105,9 +108,10 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
         # never leaves a half-written cache that a later run would trust.
         tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
         try:
-            train = _encode_docs(tokenizer, corpus.train)
-            val = _encode_docs(tokenizer, corpus.val)
+            train, train_lengths = _encode_docs(tokenizer, corpus.train)
+            val, _ = _encode_docs(tokenizer, corpus.val)
             np.save(os.path.join(tmp, "train.npy"), train)
+            np.save(os.path.join(tmp, "train_doc_lengths.npy"), train_lengths)
             np.save(os.path.join(tmp, "val.npy"), val)
             tokenizer.save(tmp)
             meta = {"source": cfg.name, "tokenizer": tokenizer.kind,
@@ -134,4 +138,5 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
     return Prepared(
         train=np.load(os.path.join(directory, "train.npy"), mmap_mode="r"),
         val=np.load(os.path.join(directory, "val.npy"), mmap_mode="r"),
-        tokenizer=load_tokenizer(directory), directory=directory, meta=meta)
+        tokenizer=load_tokenizer(directory), directory=directory, meta=meta,
+        train_doc_lengths=np.load(os.path.join(directory, "train_doc_lengths.npy")))

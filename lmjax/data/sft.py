@@ -28,6 +28,9 @@ import os
 
 import numpy as np
 
+from lmjax.config import require
+from lmjax.data import sources
+
 DEFAULT_TEMPLATE = "Question: {prompt}\nAnswer: {response}"
 DEFAULT_END = "\n\n"
 ROLES = ("system", "user", "assistant")
@@ -186,30 +189,40 @@ def pack_groups(lengths: list[int], length: int, order: np.ndarray,
 # -- sources ---------------------------------------------------------------------------------
 
 def load_records(data, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(training records, validation records) of the `data` section:
-    name='jsonl' reads data.train_file and data.val_file (or holds out data.val_fraction of
-    the training file); 'qa_shakespeare' builds the closed-book QA set
-    (lmjax/data/qa_shakespeare.py); 'tfds:squad' (or another SQuAD-shaped TFDS set) turns
-    context + question -> answer."""
-    name = data.name
-    if name == "jsonl":
-        if not data.train_file:
-            raise SFTDataError("data.name='jsonl' needs data.train_file (a JSONL file of "
-                               "{'prompt', 'response'} or {'messages'} records).")
-        train = read_jsonl(data.train_file)
-        if data.val_file:
-            return train, read_jsonl(data.val_file)
-        order = np.random.default_rng(seed).permutation(len(train))
-        n_val = max(1, int(len(train) * data.val_fraction))
-        return [train[i] for i in order[n_val:]], [train[i] for i in order[:n_val]]
-    if name == "qa_shakespeare":
-        from lmjax.data import qa_shakespeare  # lazy: start-up time (reads the whole corpus)
+    """(training records, validation records) of the source `data.name` names
+    (lmjax/data/sources.py)."""
+    return sources.load(data, "records", args=(seed,))
 
-        qa = qa_shakespeare.build(seed=data.qa_seed)
-        return qa["train"], qa["val"]
-    if name.startswith("tfds:"):
-        return squad_records(name[len("tfds:"):], data.max_examples, data.val_split)
-    raise SFTDataError(f"data.name={name!r}: use 'jsonl', 'qa_shakespeare' or 'tfds:squad'.")
+
+# The record sources (lmjax/data/sources.py).
+
+def jsonl_records(data, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """data.train_file and data.val_file (or data.val_fraction of the training file held
+    out, drawn from `seed`)."""
+    train = read_jsonl(data.train_file)
+    if data.val_file:
+        return train, read_jsonl(data.val_file)
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = max(1, int(len(train) * data.val_fraction))
+    return [train[i] for i in order[n_val:]], [train[i] for i in order[:n_val]]
+
+
+def check_jsonl(data) -> None:
+    require(bool(data.train_file), "data.name='jsonl' needs data.train_file (a JSONL file of "
+            "{'prompt', 'response'} or {'messages'} records).")
+
+
+def qa_shakespeare_records(data, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """The closed-book QA set (lmjax/data/qa_shakespeare.py), split by data.qa_seed."""
+    from lmjax.data import qa_shakespeare  # lazy: start-up time (reads the whole corpus)
+
+    qa = qa_shakespeare.build(seed=data.qa_seed)
+    return qa["train"], qa["val"]
+
+
+def tfds_records(data, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """A SQuAD-shaped TFDS set: context + question -> answer."""
+    return squad_records(data.name[len("tfds:"):], data.max_examples, data.val_split)
 
 
 def squad_record(ex: dict) -> dict:

@@ -1,129 +1,129 @@
-"""Documents read as a stream, never a whole corpus in memory (`data.name='stream'`).
+"""Every data source lmjax reads, keyed by `data.name`: one registry, one place that dispatches.
 
-`data.files` lists paths or globs, comma-separated, of:
-- `.jsonl`, `.jsonl.gz`: one JSON object per line, the text in `data.text_key` (and an `id`
-  field, when there is one, names the document);
-- `.parquet`: the column `data.text_key`, read a row group batch at a time;
-- a folder written by Hugging Face `datasets`' `save_to_disk` (Arrow, memory-mapped, offline);
-  a `DatasetDict` with a 'validation' (or 'test') split keeps its own split;
-- anything else: a text file, one document.
+A task reads sources of one or two kinds, and asks here for the source `data.name` names:
 
-Documents are split whole: by a hash of their id (file path, path:line, or the record's id), so
-the split is the same however the corpus is cut into chunks or workers.
+    kind           what its loader returns                         who reads it
+    corpus         documents, split train/val (corpora.Corpus)     lm, mlm (cached as tokens)
+    tokens         token shards, memory-mapped (a Prepared dict)   lm, mlm
+    images         image examples, split (images.Examples)         classify
+    table          standardised rows, split (tabular.TableExamples) classify, regress
+    labelled_text  token rows and labels (TextClassificationData)  text_classify
+    records        prompt/response records, split                  sft
+
+A name ending in ':' ('tfds:') matches every 'tfds:<dataset>'. Loaders are imported on use, so
+naming a source costs nothing until it is read. An unknown name gets one error listing the
+sources of the kinds asked for.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
-import os
-from collections.abc import Iterator
-
-import xxhash
-
-from lmjax.data.corpora import DatasetError, expand_paths
-
-VAL_SPLITS = ("validation", "test")  # a saved DatasetDict's held-out split, by these names
+import dataclasses
+import importlib
+from typing import Callable
 
 
-def expand(spec: str) -> list[str]:
-    """The paths (or dataset folders) that `data.files` names, in sorted order per item."""
-    paths = expand_paths(spec, missing="nothing matches")
-    if not paths:
-        raise DatasetError("data.name='stream' needs --config.data.files=<paths or globs> "
-                           "(.jsonl, .jsonl.gz, .parquet, text files, or a saved HF dataset).")
-    return paths
+class DatasetError(RuntimeError):
+    """A dataset that cannot be found, read or downloaded."""
 
 
-def split_of(doc_id: str, val_fraction: float) -> str:
-    """'val' for about `val_fraction` of document ids, fixed by the id alone."""
-    return "val" if xxhash.xxh64_intdigest(doc_id.encode()) % 1_000_000 < val_fraction * 1_000_000 \
-        else "train"
+@dataclasses.dataclass(frozen=True)
+class Source:
+    load: str               # "module:function" that reads it
+    about: str              # what it is, for messages
+    check: str = ""         # "module:function" checking the data section's fields for it
+    fingerprint: str = ""   # corpus: "module:function" of what the token cache depends on
+    texts: str = ""         # labelled_text: "module:function", the training side's texts
+    corpus: str = ""        # labelled_text: the corpus whose cached tokenizer it shares
+    #                         ('*': the same name as a corpus); '' trains one on `texts`
 
 
-def documents(spec: str, text_key: str, val_fraction: float) -> Iterator[tuple[str, str, str]]:
-    """(document id, text, 'train' | 'val') for every document, in a fixed order."""
-    for path in expand(spec):
-        if os.path.isdir(path):
-            yield from _hf_dataset(path, text_key, val_fraction)
-            continue
-        if path.endswith((".jsonl", ".jsonl.gz")):
-            reader = _jsonl(path, text_key)
-        elif path.endswith(".parquet"):
-            reader = _parquet(path, text_key)
-        else:
-            reader = _text(path)
-        for doc_id, text in reader:
-            yield doc_id, text, split_of(doc_id, val_fraction)
+SOURCES: dict[str, dict[str, Source]] = {
+    "corpus": {
+        "shakespeare": Source("lmjax.data.corpora:shakespeare_corpus",
+                              "Shakespeare's complete works (embedded, offline)",
+                              fingerprint="lmjax.data.corpora:shakespeare_fingerprint"),
+        "files": Source("lmjax.data.corpora:files_corpus",
+                        "local text files (--config.data.files=a.txt,b.txt or globs)",
+                        fingerprint="lmjax.data.corpora:files_fingerprint"),
+        "tfds:": Source("lmjax.data.corpora:tfds_corpus",
+                        "a TFDS text dataset, e.g. tfds:lm1b (downloads once)",
+                        fingerprint="lmjax.data.corpora:tfds_fingerprint"),
+    },
+    "tokens": {
+        "shards": Source("lmjax.data.shards:load", "token shards (llm.c, nanoGPT or prepared; "
+                         "--config.data.shards=...)"),
+        "stream": Source("lmjax.data.pipeline:load_stream", "a corpus too big for memory, "
+                         "prepared into shards (--config.data.files=...)",
+                         check="lmjax.data.pipeline:check"),
+    },
+    "images": {
+        "fashion_mnist": Source("lmjax.data.images:load_fashion_mnist",
+                                "Fashion-MNIST (Debian's dataset-fashion-mnist, offline)"),
+        "tfds:": Source("lmjax.data.images:load_tfds", "a TFDS image dataset, e.g. tfds:mnist"),
+    },
+    "table": {
+        "diabetes": Source("lmjax.data.tabular:load_table", "scikit-learn's diabetes "
+                           "(regression)"),
+        "breast_cancer": Source("lmjax.data.tabular:load_table", "scikit-learn's breast cancer "
+                                "(binary)"),
+    },
+    "labelled_text": {
+        "genres": Source("lmjax.data.text_classification:genre_examples",
+                         "the genre of Shakespeare passages (offline)",
+                         texts="lmjax.data.text_classification:genre_texts",
+                         corpus="shakespeare"),
+        "files": Source("lmjax.data.text_classification:file_examples",
+                        "local CSV/TSV/JSONL tables (--config.data.files=...)",
+                        check="lmjax.data.text_classification:check_files",
+                        texts="lmjax.data.text_classification:file_texts"),
+        "tfds:": Source("lmjax.data.text_classification:tfds_examples",
+                        "a TFDS text classification dataset, e.g. tfds:imdb_reviews",
+                        texts="lmjax.data.text_classification:tfds_texts", corpus="*"),
+    },
+    "records": {
+        "qa_shakespeare": Source("lmjax.data.sft:qa_shakespeare_records",
+                                 "the closed-book Shakespeare QA set (offline)"),
+        "jsonl": Source("lmjax.data.sft:jsonl_records", "a JSONL file of {'prompt', "
+                        "'response'} or {'messages'} records (--config.data.train_file=...)",
+                        check="lmjax.data.sft:check_jsonl"),
+        "tfds:": Source("lmjax.data.sft:tfds_records", "a SQuAD-shaped TFDS dataset, "
+                        "e.g. tfds:squad"),
+    },
+}
+
+NOUNS = {"corpus": "known source", "tokens": "known source", "images": "known source of examples",
+         "table": "known source of examples", "labelled_text": "classification source",
+         "records": "known source of SFT records"}
 
 
-def _text(path: str) -> Iterator[tuple[str, str]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            yield path, f.read()
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"data.files: {path} is not UTF-8 text ({e}); give text, .jsonl, "
-                           ".jsonl.gz or .parquet files.") from None
+def lookup(name: str, *kinds: str) -> tuple[str, Source]:
+    """(kind, source) of `data.name` among the sources of `kinds`; an error naming them all."""
+    for kind in kinds:
+        table = SOURCES[kind]
+        key = name if name in table else name[:name.index(":") + 1] if ":" in name else ""
+        if key in table and (key != name or not key.endswith(":")):
+            return kind, table[key]
+    known = [f"'{n}<dataset>'" if n.endswith(":") else repr(n) for kind in kinds
+             for n in SOURCES[kind]]
+    raise DatasetError(f"data.name={name!r} is not a {NOUNS[kinds[0]]}: use "
+                       f"{', '.join(dict.fromkeys(known))}.")
 
 
-def _jsonl(path: str, text_key: str) -> Iterator[tuple[str, str]]:
-    raw = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-    with io.TextIOWrapper(raw, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record[text_key]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DatasetError(f"{path}:{lineno}: not a JSON object with a {text_key!r} field "
-                                   "(set data.text_key to the field that holds the text).") \
-                    from None
-            yield f"{path}:{record.get('id', lineno)}", text
+def function(spec: str) -> Callable:
+    """The function a "module:function" entry names."""
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _parquet(path: str, text_key: str) -> Iterator[tuple[str, str]]:
-    try:
-        import pyarrow.parquet as pq  # noqa: lazy (the optional 'data' extra)
-    except ImportError:
-        raise DatasetError(f"{path}: reading Parquet needs `pip install 'lmjax[data]'`.") \
-            from None
-
-    f = pq.ParquetFile(path)
-    if text_key not in f.schema_arrow.names:
-        raise DatasetError(f"{path}: no column {text_key!r} (it has "
-                           f"{', '.join(f.schema_arrow.names)}); set data.text_key.")
-    row = 0
-    for batch in f.iter_batches(batch_size=1024, columns=[text_key]):
-        for text in batch.column(0).to_pylist():
-            yield f"{path}:{row}", text or ""
-            row += 1
+def load(data, *kinds: str, args: tuple = ()):
+    """What the source `data.name` names gives (see the table above), read with the `data`
+    section and `args`."""
+    _, source = lookup(data.name, *kinds)
+    return function(source.load)(data, *args)
 
 
-def _hf_dataset(path: str, text_key: str, val_fraction: float) -> Iterator[tuple[str, str, str]]:
-    try:
-        import datasets  # noqa: lazy (the optional 'data' extra)
-    except ImportError:
-        raise DatasetError(f"{path} is a folder: reading a saved Hugging Face dataset needs "
-                           "`pip install 'lmjax[data]'`.") from None
-    try:
-        loaded = datasets.load_from_disk(path)
-    except FileNotFoundError as e:
-        raise DatasetError(f"{path}: not a dataset saved with `save_to_disk` ({e}).") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        val_name = next((s for s in VAL_SPLITS if s in loaded), None)
-        parts = [(name, ds, "val" if name == val_name else "train")
-                 for name, ds in loaded.items() if name == "train" or name == val_name]
-    else:
-        parts = [("", loaded, None)]
-    for name, ds, split in parts:
-        if text_key not in ds.column_names:
-            raise DatasetError(f"{path}: no column {text_key!r} (it has "
-                               f"{', '.join(ds.column_names)}); set data.text_key.")
-        row = 0
-        for batch in ds.select_columns([text_key]).iter(batch_size=1024):
-            for text in batch[text_key]:
-                doc_id = f"{path}:{name}:{row}"
-                yield doc_id, text or "", split or split_of(doc_id, val_fraction)
-                row += 1
+def check(data, *kinds: str) -> None:
+    """Refuses a `data.name` the task cannot read, and checks the fields its source needs."""
+    _, source = lookup(data.name, *kinds)
+    if source.check:
+        function(source.check)(data)

@@ -14,7 +14,7 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from lmjax.data.corpora import DatasetError
+from lmjax.data.sources import DatasetError
 from lmjax.data.images import Examples, Split, hold_out
 
 DATASETS = {"diabetes": "load_diabetes", "breast_cancer": "load_breast_cancer"}

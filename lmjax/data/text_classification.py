@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmjax.data import genres, mlm, shakespeare
+from lmjax.config import require
+from lmjax.data import genres, mlm, shakespeare, sources
 from lmjax.data.corpora import DatasetError, expand_paths
 
 
@@ -229,34 +230,42 @@ def file_examples(cfg, tokenizer, seq_len: int) -> TextClassificationData:
 
 def training_texts(cfg) -> list[str]:
     """The texts a tokenizer for this data may be trained on (the training side only)."""
-    if cfg.name == "genres":
-        works = shakespeare.works()
-        return [works[w] for w in genres.split_works(*_fold(cfg))[0]]
-    if cfg.name.startswith("tfds:"):
-        return read_tfds(cfg.name[len("tfds:"):], "train", cfg.text_key, cfg.label_key,
-                         cfg.max_examples)[0]
-    if cfg.name == "files":
-        return local_tables(cfg)[0]
-    raise _unknown(cfg.name)
+    _, source = sources.lookup(cfg.name, "labelled_text")
+    return sources.function(source.texts)(cfg)
+
+
+def load(cfg, tokenizer, seq_len: int) -> TextClassificationData:
+    """The classification data named by the `data` config section (lmjax/data/sources.py)."""
+    return sources.load(cfg, "labelled_text", args=(tokenizer, seq_len))
+
+
+# The labelled-text sources (lmjax/data/sources.py): their examples and training texts.
+
+def genre_examples(cfg, tokenizer, seq_len: int) -> TextClassificationData:
+    return genre_passages(tokenizer, seq_len, *_fold(cfg))
+
+
+def genre_texts(cfg) -> list[str]:
+    works = shakespeare.works()
+    return [works[w] for w in genres.split_works(*_fold(cfg))[0]]
+
+
+def tfds_texts(cfg) -> list[str]:
+    return read_tfds(cfg.name[len("tfds:"):], "train", cfg.text_key, cfg.label_key,
+                     cfg.max_examples)[0]
+
+
+def file_texts(cfg) -> list[str]:
+    return local_tables(cfg)[0]
+
+
+def check_files(d) -> None:
+    require(bool(d.get("files", "")), "data.name='files' needs --config.data.files=train.csv "
+            "(CSV, TSV or JSONL with columns data.text_key and data.label_key).")
+    require(0.0 < d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction}: the share of "
+            "rows held out when there are no data.val_files, between 0 and 1.")
 
 
 def _fold(cfg) -> tuple[int, int]:
     """(fold, number of folds): data.fold (-1: the default split) of data.num_folds."""
     return cfg.get("fold", -1), cfg.get("num_folds", 0)
-
-
-def _unknown(name: str) -> DatasetError:
-    return DatasetError(f"data.name={name!r} is not a classification source: use 'genres' "
-                        "(offline Shakespeare genres), 'files' (local CSV/TSV/JSONL with "
-                        "data.files) or 'tfds:<name>' (e.g. tfds:imdb_reviews).")
-
-
-def load(cfg, tokenizer, seq_len: int) -> TextClassificationData:
-    """The classification data named by the `data` config section."""
-    if cfg.name == "genres":
-        return genre_passages(tokenizer, seq_len, *_fold(cfg))
-    if cfg.name.startswith("tfds:"):
-        return tfds_examples(cfg, tokenizer, seq_len)
-    if cfg.name == "files":
-        return file_examples(cfg, tokenizer, seq_len)
-    raise _unknown(cfg.name)

@@ -18,26 +18,8 @@ from lmjax.explain import attention as attn
 from lmjax.explain import lime as limelib
 from lmjax.explain import text as textlib
 from lmjax.explain.images import METHODS as IMAGE_METHODS
-from lmjax.models import gpt
 
 TEXT_METHODS = ("ig", "lime", "attention")
-
-
-def run_kind(cfg, task) -> str:
-    """'image', 'text' (a BERT classifier), 'gpt' or 'mlm': what can be explained."""
-    shape = (task.example or {}).get("shape", []) if hasattr(task, "example") else []
-    if len(shape) == 3:
-        return "image"
-    if cfg.task == "text_classify":
-        return "text"
-    if cfg.task == "mlm":
-        return "mlm"
-    if cfg.task == "lm" and isinstance(task.model, gpt.GPT):
-        return "gpt"
-    what = type(getattr(task, "model", None)).__name__
-    raise ValueError(f"{cfg.task!r} runs ({what}) have nothing here to explain: explanations "
-                     "are for image classifiers (Fashion-MNIST CNN or MLP), BERT text "
-                     "classifiers, and attention maps of GPT and BERT models.")
 
 
 def check_method(kind: str, method: str, workdir: str) -> None:

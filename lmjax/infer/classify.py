@@ -34,7 +34,7 @@ class TextClassifier:
 
     @classmethod
     def from_loaded(cls, loaded, max_batch: int = 64) -> "TextClassifier":
-        """From `infer.load.load(workdir, tasks=('text_classify',))` (LoRA already merged)."""
+        """From `infer.load.load(workdir, needs=(TEXT_CLASSES,))` (LoRA already merged)."""
         task = loaded.task
         return cls(loaded.model, loaded.params, task.tokenizer, task.class_names, task.seq_len,
                    max_batch)

@@ -16,14 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.config import ConfigError
+from lmjax.config import require
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
 
 
 @dataclasses.dataclass(frozen=True)

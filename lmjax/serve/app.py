@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from lmjax.infer.generator import Generator
+from lmjax.models.generator import Generator
 from lmjax.serve.batcher import Batcher
 from lmjax.serve.engine import Engine
 from lmjax.serve.jobs import Limits

@@ -9,7 +9,7 @@ import dataclasses
 
 from fastapi import Request as HTTPRequest
 
-from lmjax.infer.generator import Request
+from lmjax.models.generator import Request
 from lmjax.serve.batcher import Busy
 
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from lmjax.infer.generator import Request
+from lmjax.models.generator import Request
 from lmjax.serve.batcher import Busy
 from lmjax.serve.jobs import Limits, Refused, check_fit, merged, submit, submit_and_wait
 from lmjax.serve.middleware import openai_error

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 
 from lmjax.data.sft import format_prompt
-from lmjax.infer.generator import Request
+from lmjax.models.generator import Request
 from lmjax.serve.batcher import Busy
 from lmjax.serve.jobs import Limits, Refused, check_fit, submit_and_wait
 from lmjax.serve.middleware import Metrics, error

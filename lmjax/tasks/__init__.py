@@ -1,28 +1,23 @@
-"""What each model family brings to the one trainer: a model, its loss, its data, its metrics.
+"""What each model family brings to the one trainer, and the switches that change how it trains.
 
-The interface, which every task implements (see `base.Task` for the defaults):
+A task (see `base.Task` for the interface and its defaults) is a model, its loss, its data and
+its metrics. A training switch (`wrapper.TaskWrapper`) changes how any task trains without
+changing what it is: LoRA adapters, ensembles, distillation, adversarial training, DP-SGD,
+pruning, federated averaging. Each switch is one module that owns its config section
+(`SECTION`, `section()`), its checks (`check(cfg)`), the fields that define the saved state
+(`STATE_DEFINING`), when it is on (`enabled(cfg)`) and its wrapper (`wrap(...)`).
 
-    model                                   a flax.linen Module
-    init_variables(rng) -> dict             {'params': ..., and e.g. 'batch_stats': ...}
-    loss(params, model_state, batch, rng)   -> (loss, (aux metrics, new model_state))
-    eval_outputs(params, model_state, batch) -> {'sums': {..., 'count'}, 'examples': {...}}
-    summarize(sums, examples) -> metrics    over the whole evaluation set
-    train_batch(step, process_index, process_count), eval_batches(batch_size, max_examples, split)
-
-`model_state` holds the variable collections that are not trained by gradients (batch-norm
-statistics); it is {} for most models.
+This package's own module is light (no JAX): configs import it to add a switch's section,
+`configs/gpt.py:cpu+prune` being the cpu preset with the prune section added (`with_switches`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-import os
+from typing import Callable
 
 import ml_collections
-
-from lmjax import rundir
-from lmjax.checkpoint import Checkpointer, CheckpointError
-from lmjax.config import from_stored
 
 # task name -> "module:Class", imported on use so that a GPT run does not import BERT.
 TASKS = {
@@ -33,58 +28,106 @@ TASKS = {
     "text_classify": "lmjax.tasks.text_classification:TextClassificationTask",
     "sft": "lmjax.tasks.sft:SFTTask",
 }
+# The config file that trains each task, for messages.
+CONFIGS = {"lm": "configs/gpt.py", "classify": "configs/fashion_mnist.py",
+           "regress": "configs/tabular.py:diabetes", "mlm": "configs/bert.py",
+           "text_classify": "configs/classify.py", "sft": "configs/sft.py"}
 
-# Training switches that wrap any task (lmjax/tasks/wrapper.py), innermost first:
-# config section -> "module:function", function(task, cfg, assets, log) -> the task, wrapped
-# when the section turns the switch on and returned unchanged otherwise.
-WRAPPERS = {
-    "ensemble": "lmjax.tasks.ensemble:wrap",      # M members vmapped in one step
-    "distill": "lmjax.tasks.distill:wrap",        # soft targets from a teacher run
-    "robust": "lmjax.tasks.adversarial:wrap",     # FGSM/PGD adversarial training
-    "privacy": "lmjax.tasks.private:wrap",        # DP-SGD, outermost: it clips whole losses
+# Training switches, innermost first: config section -> the module that owns it. The order is
+# the order of wrapping: DP-SGD clips the whole (distilled, adversarial, ensembled) loss;
+# pruning masks what every other optimizer change produced; federated rounds run whatever the
+# clients would train.
+SWITCHES = {
+    "lora": "lmjax.tasks.adapters",       # low-rank adapters on a frozen model
+    "ensemble": "lmjax.tasks.ensemble",   # M members vmapped in one step
+    "distill": "lmjax.tasks.distill",     # soft targets from a teacher run
+    "robust": "lmjax.tasks.adversarial",  # FGSM/PGD adversarial training
+    "privacy": "lmjax.tasks.private",     # DP-SGD (and DP-FedAvg's settings)
+    "prune": "lmjax.tasks.pruned",        # gradual magnitude pruning
+    "federated": "lmjax.tasks.federated",  # FedAvg rounds over simulated clients
 }
 
 
-def make_task(cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None, log=print):
-    """The task of `cfg`: for training (reads its data), or from a run's `assets` (no data
-    until a batch is asked for)."""
+def switch(name: str):
+    """The module that owns the switch `name`."""
+    if name not in SWITCHES:
+        raise ValueError(f"{name!r} is not a training switch: use one of "
+                         f"{', '.join(SWITCHES)}.")
+    return importlib.import_module(SWITCHES[name])
+
+
+def add_switches(cfg: ml_collections.ConfigDict, *names: str) -> ml_collections.ConfigDict:
+    """`cfg` with the config sections of the switches `names` (their defaults leave them off
+    until a field turns them on, e.g. prune.target_sparsity)."""
+    with cfg.unlocked():
+        for name in names:
+            if name not in cfg:
+                cfg[name] = switch(name).section()
+    return cfg
+
+
+def with_switches(get_config: Callable) -> Callable:
+    """For a config file's `get_config(preset)`: 'tiny+prune+privacy' is the tiny preset with the
+    prune and privacy sections added."""
+    @functools.wraps(get_config)
+    def wrapped(preset: str | None = None):
+        base, *names = (preset or "").split("+")
+        cfg = get_config(base) if base else get_config()
+        return add_switches(cfg, *names)
+
+    return wrapped
+
+
+def switches_in(cfg: ml_collections.ConfigDict) -> list:
+    """The modules of the switches whose sections `cfg` has, innermost first."""
+    return [switch(name) for name in SWITCHES if name in cfg]
+
+
+def task_class(cfg: ml_collections.ConfigDict):
     if cfg.task not in TASKS:
         raise ValueError(f"task={cfg.task!r} is not one of {', '.join(sorted(TASKS))}.")
     module, name = TASKS[cfg.task].split(":")
-    task = getattr(importlib.import_module(module), name)(cfg, assets=assets, log=log)
-    for section, spec in WRAPPERS.items():
-        if section in cfg:
-            module, name = spec.split(":")
-            task = getattr(importlib.import_module(module), name)(task, cfg, assets, log)
+    return getattr(importlib.import_module(module), name)
+
+
+def require_task(cfg: ml_collections.ConfigDict, name: str, why: str,
+                 error: type = ValueError) -> None:
+    """Refuses a config of another task than `name`: `why` then '--config is a <task> config'
+    and the fix. (The commands ask tasks what they can do, never their names: this is where a
+    name is compared.)"""
+    if cfg.task != name:
+        raise error(f"{why}, but --config is a {cfg.task!r} config: pass --config="
+                    f"{CONFIGS.get(name, 'a config of that task')} or leave --config out.")
+
+
+def check(cfg: ml_collections.ConfigDict) -> None:
+    """The task's and every present switch's checks: before any data is read. A switch section
+    stored by an earlier lmjax gets the fields added since, at their defaults."""
+    task_class(cfg).check(cfg)
+    for name, module in zip([n for n in SWITCHES if n in cfg], switches_in(cfg)):
+        with cfg.unlocked():
+            for key, value in module.section().items():
+                if key not in cfg[name]:
+                    cfg[name][key] = value
+        module.check(cfg)
+
+
+def make_task(cfg: ml_collections.ConfigDict, assets=None, log=print, mesh=None):
+    """The task of `cfg`, wrapped by the switches it turns on: for training (reads its data), or
+    from a run's `assets` (rundir.Assets: no data until a batch is asked for). `mesh` is the
+    device mesh the run trains on (federated rounds split their clients over it)."""
+    check(cfg)
+    task = task_class(cfg)(cfg, assets=assets, log=log)
+    for module in switches_in(cfg):
+        if module.enabled(cfg):
+            task = module.wrap(task, cfg, assets=assets, log=log, mesh=mesh)
     return task
 
 
-def read_assets(workdir: str, log=print) -> rundir.Assets:
-    """The assets of the run in `workdir`.
-
-    A run written before run directories kept them (no run.json) is upgraded on load: its task
-    is rebuilt once from its stored config, which reads its data as training did, and the
-    assets are written into the directory (kept in memory if it is read-only).
-    """
-    try:
-        return rundir.read(workdir)
-    except rundir.MissingAssets:
-        pass
-    directory, stored = rundir.checkpoint_dir(workdir), None
-    if os.path.isdir(directory):
-        with Checkpointer(directory) as ckpt:
-            step = ckpt.latest_step()
-            stored = None if step is None else ckpt.stored_config(step)
-    if stored is None:
-        raise CheckpointError(f"{workdir!r} is not a run directory: it has no {rundir.META} and "
-                              "no checkpoints/. Give the --workdir of a run that has saved at "
-                              "least once, or an export written by python -m lmjax.quantize.")
-    cfg = from_stored(stored)
-    log(f"{workdir} predates run directories with assets: rebuilding its tokenizer and model "
-        "config from its data once, and writing them into it.")
-    assets = make_task(cfg, log=log).run_assets()
-    try:
-        rundir.write(workdir, assets)
-    except OSError:
-        return assets
-    return rundir.read(workdir)
+def state_defining() -> dict:
+    """Every switch's fields that change the saved state's shape or meaning (dotted path -> what
+    a config without the field means: the switch off), for resuming checks."""
+    out = {}
+    for name in SWITCHES:
+        out.update(switch(name).STATE_DEFINING)
+    return out

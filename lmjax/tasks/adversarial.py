@@ -12,10 +12,47 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from lmjax.config import require
 from lmjax.robust import attacks
+from lmjax.tasks.base import IMAGES
 from lmjax.tasks.classification import classification_loss
 from lmjax.tasks.wrapper import TaskWrapper
+
+SECTION = "robust"
+STATE_DEFINING = {}  # the same model and optimizer, trained on attacked batches
+
+
+def section() -> ml_collections.ConfigDict:
+    r = ml_collections.ConfigDict()
+    r.attack = ""                  # '' (none) | 'fgsm_rs' | 'pgd'
+    r.eps = 0.1                    # L-infinity radius, inputs in [0, 1]
+    r.step_size = 0.0              # 0: the attack's usual default for eps
+    r.steps = 7                    # PGD iterations
+    return r
+
+
+def enabled(cfg: ml_collections.ConfigDict) -> bool:
+    return bool(cfg.robust.attack)
+
+
+def check(cfg: ml_collections.ConfigDict) -> None:
+    r = cfg.robust
+    require(r.attack in ("", "fgsm_rs", "pgd"),
+            f"robust.attack={r.attack!r}: use '' (off), 'fgsm_rs' or 'pgd'.")
+    if not r.attack:
+        return
+    require(cfg.task == "classify", f"robust.attack={r.attack!r} trains image classifiers "
+            f"(task='classify'), not task={cfg.task!r}.")
+    require(0.0 < r.eps <= 1.0, f"robust.eps={r.eps}: an L-infinity radius for pixels in "
+            "[0, 1] must be in (0, 1] (0.1 is about 25 grey levels).")
+    require(r.step_size >= 0.0, f"robust.step_size={r.step_size}: 0 (the attack's default) or "
+            "positive.")
+    require(r.steps >= 1, f"robust.steps={r.steps}: at least 1 PGD iteration.")
+    require(cfg.get("ensemble", {}).get("members", 1) <= 1,
+            "robust.attack with ensemble.members > 1 is not supported: train the members "
+            "adversarially as separate runs.")
 
 
 def image_pixels(task, x: jax.Array) -> jax.Array:
@@ -26,10 +63,8 @@ def image_pixels(task, x: jax.Array) -> jax.Array:
 
 
 def check_image_task(task, what: str) -> None:
-    """Attacks need an image classifier: a task with `_apply` and (H, W, C) examples."""
-    example = getattr(task, "example", None)
-    if not hasattr(task, "_apply") or not example or len(example["shape"]) != 3 \
-            or not getattr(task, "num_classes", 0):
+    """Attacks need an image classifier."""
+    if IMAGES not in task.capabilities:
         raise ValueError(f"{what} needs an image classifier (task=classify on images, e.g. "
                          "configs/fashion_mnist.py); this run's examples are not images.")
 
@@ -78,8 +113,5 @@ class AdversarialTask(TaskWrapper):
                 f"eps={self.eps}")
 
 
-def wrap(task, cfg, assets, log):
-    robust = cfg.get("robust")
-    if robust is None or not robust.get("attack", ""):
-        return task
-    return AdversarialTask(task, robust)
+def wrap(task, cfg, assets=None, log=print, mesh=None):
+    return AdversarialTask(task, cfg.robust)

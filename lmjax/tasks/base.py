@@ -18,6 +18,21 @@ import numpy as np
 
 from lmjax import rundir
 
+# What a task can do, declared so that the commands never probe a task for attributes
+# (`Task.capabilities`; checked by tests/test_layering.py):
+DECODES = "decodes"            # continues token sequences (GPT, RNN): generate, serve, samples
+ANSWERS = "answers"            # answers questions in a template (SFT): POST /v1/qa
+IMAGES = "images"              # classifies images (H, W, C): attacks, image explanations
+CLASSES = "classes"            # predicts one of `class_names`; evaluation yields probabilities
+TEXT_CLASSES = "text_classes"  # classifies token rows ([CLS] passage [SEP]): /v1/classify, ig, lime
+MASKED_LM = "masked_lm"        # predicts masked tokens (BERT)
+CAPABILITY_NAMES = {DECODES: "generates text (task lm or sft: a GPT)",
+                    ANSWERS: "answers questions (task sft)",
+                    IMAGES: "classifies images (task classify on images)",
+                    CLASSES: "classifies (task classify or text_classify)",
+                    TEXT_CLASSES: "classifies text (task text_classify: a BERT classifier)",
+                    MASKED_LM: "predicts masked tokens (task mlm)"}
+
 
 class Task:
     """Base class: subclasses set `model` and implement the methods that raise here."""
@@ -27,10 +42,20 @@ class Task:
     splits = ("val",)   # evaluation splits; a task with an official test split adds "test"
     tokens_per_example = 1  # what throughput counts: tokens per example for sequence tasks
     tokenizer = None
+    capabilities: frozenset = frozenset()  # keys of CAPABILITY_NAMES
+    class_names: tuple = ()  # what CLASSES tasks predict, in order
+    seq_len = 0         # the model's context (sequence tasks)
+    members = 1         # models trained at once (an ensemble's members)
+    head_modules = ()   # top-level modules a fine-tune trains from scratch (LoRA trains them)
 
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         self.cfg, self.assets, self.log = cfg, assets, log
+
+    @classmethod
+    def check(cls, cfg: ml_collections.ConfigDict) -> None:
+        """Checks the config sections this task reads (beyond the core ones that
+        lmjax.config.validate checks), before any data is read: errors name the field."""
 
     def init_variables(self, rng: jax.Array) -> dict:
         """The flax variables: 'params' (with logical axis names) and any other collections."""
@@ -58,6 +83,48 @@ class Task:
         """What a run directory keeps so that the model can be used without the data."""
         raise NotImplementedError
 
+    # -- examples: what DP-SGD samples, federated clients hold, attacks and explanations read
+
+    def example_arrays(self, split: str = "train") -> dict:
+        """A split's examples as arrays (memory-mapped where large), for `gather`."""
+        raise NotImplementedError(f"{type(self).__name__} has no indexed examples.")
+
+    def num_examples(self, split: str = "train") -> int:
+        """How many examples `gather` can index in `split` (a language model's: window
+        starts)."""
+        raise NotImplementedError(f"{type(self).__name__} has no indexed examples.")
+
+    def gather(self, arrays: dict, ids) -> dict:
+        """The batch of examples `ids` from `example_arrays(...)`, unaugmented: NumPy on the host,
+        or traced inside a jitted step (federated rounds gather on the device)."""
+        raise NotImplementedError(f"{type(self).__name__} has no indexed examples.")
+
+    def examples(self, split: str, ids) -> dict:
+        """The batch of examples `ids` of `split`, on the host."""
+        return self.gather(self.example_arrays(split), np.asarray(ids))
+
+    def labels(self, split: str = "train") -> np.ndarray | None:
+        """Every example's label in `split`, or None for tasks without labels."""
+        return None
+
+    def example_groups(self) -> list[np.ndarray] | None:
+        """Training example ids grouped by where they come from (a language model: the window
+        starts of each document), or None: federated training's one client per group."""
+        return None
+
+    # -- the model --------------------------------------------------------------------------
+
+    @property
+    def model_config(self):
+        """The typed config of the model (without adapters): what conversions and the
+        decoder read."""
+        return getattr(self.model, "cfg", None)
+
+    def plain_model(self, params) -> tuple:
+        """(module, params) of the model as inference sees it: plain weights (a LoRA run's
+        adapters folded in). Default: the model itself."""
+        return self.model, params
+
     def _assets(self, model_cfg, **fields) -> rundir.Assets:
         return rundir.Assets(task=self.cfg.task, model=model_cfg.to_dict(),
                              config=self.cfg.to_dict(), tokenizer=self.tokenizer, **fields)
@@ -68,6 +135,15 @@ class Task:
 
     def describe(self) -> str:
         return ""
+
+    def extra_metrics(self, step: int) -> dict:
+        """Scalars logged beside every evaluation at `step` (DP-SGD: the epsilon spent)."""
+        return {}
+
+    def may_be_best(self, step: int) -> bool:
+        """Whether the state at `step` may be kept as the best checkpoint (pruning: only once
+        the target sparsity is reached)."""
+        return True
 
     def samples(self, params, model_state) -> list[str]:
         return []

@@ -16,13 +16,13 @@ import numpy as np
 import optax
 
 from lmjax import rundir
-from lmjax.data import images, tabular
+from lmjax.data import sources
 from lmjax.data.augment import augment
 from lmjax.data.batches import spread
 from lmjax.eval import metrics
 from lmjax.models import baselines
 from lmjax.parallel.mesh import local_rows
-from lmjax.tasks.base import Task, epoch_indices, padded_batches
+from lmjax.tasks.base import CLASSES, IMAGES, Task, epoch_indices, padded_batches
 
 
 def class_weights(spec: str, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
@@ -70,12 +70,15 @@ def classification_metrics(sums: dict, examples: dict, class_names: list[str]) -
 
 
 def load_examples(cfg: ml_collections.ConfigDict):
-    if cfg.name in tabular.DATASETS:
-        return tabular.load_table(cfg)
-    return images.load_images(cfg)
+    """The images or the table `data.name` names (lmjax/data/sources.py)."""
+    return sources.load(cfg, "images", "table")
 
 
 class ClassificationTask(Task):
+    @classmethod
+    def check(cls, cfg: ml_collections.ConfigDict) -> None:
+        sources.check(cfg.data, "images", "table")
+
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         super().__init__(cfg, assets, log)
@@ -99,6 +102,28 @@ class ClassificationTask(Task):
     @property
     def splits(self) -> tuple[str, ...]:
         return ("val",) if self.data.test is None else ("val", "test")
+
+    @property
+    def capabilities(self) -> frozenset:
+        images = {IMAGES} if len(self.example["shape"]) == 3 else set()
+        return frozenset(images | ({CLASSES} if self.num_classes else set()))
+
+    def example_arrays(self, split: str = "train") -> dict:
+        data = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
+        if data is None:
+            raise ValueError(f"this run's data has no {split} split (it has "
+                             f"{', '.join(('train',) + self.splits)}).")
+        return {"inputs": data.inputs, "labels": data.labels}
+
+    def num_examples(self, split: str = "train") -> int:
+        return len(self.example_arrays(split)["labels"])
+
+    def gather(self, arrays: dict, ids) -> dict:
+        return {"inputs": arrays["inputs"][ids], "labels": arrays["labels"][ids],
+                "ids": ids.astype(np.int32)}
+
+    def labels(self, split: str = "train") -> np.ndarray:
+        return np.asarray(self.example_arrays(split)["labels"])
 
     def run_assets(self) -> rundir.Assets:
         return rundir.Assets(task=self.cfg.task, model=self.cfg.model.to_dict(),
@@ -151,18 +176,13 @@ class ClassificationTask(Task):
         return classification_metrics(sums, examples, self.data.class_names)
 
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
-        train = self.data.train
-        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, len(train))
-        ids = local_rows(ids, process_index, process_count)
-        return {"inputs": train.inputs[ids], "labels": train.labels[ids],
-                "ids": ids.astype(np.int32)}
+        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, self.num_examples())
+        return self.examples("train", local_rows(ids, process_index, process_count))
 
     def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
-        data = self.data.test if split == "test" else self.data.val
-        ids = spread(len(data), max_examples)
-        return padded_batches(len(ids), batch_size, lambda i: {
-            "inputs": data.inputs[ids[i]], "labels": data.labels[ids[i]],
-            "ids": ids[i].astype(np.int32)})
+        arrays = self.example_arrays(split)
+        ids = spread(self.num_examples(split), max_examples)
+        return padded_batches(len(ids), batch_size, lambda i: self.gather(arrays, ids[i]))
 
 
 class RegressionTask(ClassificationTask):

@@ -18,18 +18,46 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
 from lmjax import rundir
 from lmjax.checkpoint import Checkpointer, CheckpointError
-from lmjax.config import from_stored
-from lmjax.tasks import make_task, read_assets
+from lmjax.config import from_stored, require
+from lmjax.tasks import make_task
+from lmjax.tasks.assets import read_assets
 from lmjax.tasks.classification import classification_loss
 from lmjax.tasks.wrapper import TaskWrapper
 
 FAMILIES = ("classify", "lm")
+SECTION = "distill"
+STATE_DEFINING = {}  # the student's state is an ordinary run's
+
+
+def section() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.teacher = ""                 # a run directory; '' : no distillation
+    d.temperature = 4.0
+    d.alpha = 0.9                  # weight of the soft loss (1 - alpha: the hard loss)
+    return d
+
+
+def enabled(cfg: ml_collections.ConfigDict) -> bool:
+    return bool(cfg.distill.teacher)
+
+
+def check(cfg: ml_collections.ConfigDict) -> None:
+    d = cfg.distill
+    require(d.temperature > 0, f"distill.temperature={d.temperature}: must be positive.")
+    require(0.0 <= d.alpha <= 1.0, f"distill.alpha={d.alpha}: the weight of the soft loss, "
+            "in [0, 1].")
+    require(not d.teacher or cfg.task in FAMILIES, f"distill.teacher: distillation works for "
+            f"{' and '.join(FAMILIES)} runs, not task={cfg.task!r}.")
+    require(not d.teacher or cfg.train.get("loss_chunk", 0) == 0,
+            "distill.teacher with train.loss_chunk: the soft loss needs whole logits; set "
+            "--config.train.loss_chunk=0.")
 
 
 def soft_loss(student_logits: jax.Array, teacher_logits: jax.Array, temperature: float):
@@ -96,9 +124,6 @@ class DistillTask(TaskWrapper):
         self.teacher_dir = section.teacher
         self.teacher, self.t_params, self.t_state = load_teacher(section.teacher, log)
         check_compatible(inner, self.teacher)
-        if inner.cfg.task == "lm" and inner.cfg.train.get("loss_chunk", 0):
-            raise ValueError("distill.teacher with train.loss_chunk: the soft loss needs whole "
-                             "logits; set --config.train.loss_chunk=0.")
 
     def describe(self) -> str:
         return (f"{self.inner.describe()}; distilled from {self.teacher_dir} "
@@ -132,10 +157,6 @@ class DistillTask(TaskWrapper):
         return self.alpha * soft + (1.0 - self.alpha) * hard, (aux, model_state)
 
 
-def wrap(task, cfg, assets, log):
-    """The distilling task when `distill.teacher` is set and the task trains (a loaded run, with
-    `assets`, is the student alone)."""
-    section = cfg.get("distill")
-    if section is None or not section.get("teacher") or assets is not None:
-        return task
-    return DistillTask(task, section, log)
+def wrap(task, cfg, assets=None, log=print, mesh=None):
+    """The distilling task when it trains (a loaded run, with `assets`, is the student alone)."""
+    return task if assets is not None else DistillTask(task, cfg.distill, log)

@@ -14,7 +14,7 @@ import ml_collections
 
 from lmjax import rundir
 from lmjax.data.tokenizers import load_tokenizer_file
-from lmjax.tasks import read_assets
+from lmjax.tasks.assets import read_assets
 
 # Encoder fields that must agree with the pretrained run's.
 ENCODER_FIELDS = ("vocab_size", "block_size", "num_layers", "num_heads", "d_model", "mlp_ratio",

@@ -19,13 +19,36 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
+from lmjax.config import require
 from lmjax.eval import calibration
+from lmjax.tasks.base import CLASSES
 from lmjax.tasks.wrapper import TaskWrapper
 
 MEMBER_METRICS = ("accuracy", "log_loss", "ece", "brier")
+SECTION = "ensemble"
+STATE_DEFINING = {"ensemble.members": 1}  # a leading member axis on every array
+
+
+def section() -> ml_collections.ConfigDict:
+    e = ml_collections.ConfigDict()
+    e.members = 1                  # > 1: this many members, vmapped in one step
+    return e
+
+
+def enabled(cfg: ml_collections.ConfigDict) -> bool:
+    return cfg.ensemble.members > 1
+
+
+def check(cfg: ml_collections.ConfigDict) -> None:
+    m = cfg.ensemble.members
+    require(isinstance(m, int) and m >= 1, f"ensemble.members={m!r}: a positive integer "
+            "(1: no ensemble).")
+    require(m == 1 or cfg.task == "classify", f"ensemble.members={m} ensembles classifiers "
+            f"(task='classify'), not task={cfg.task!r}.")
 
 
 def member_keys(rng: jax.Array, members: int) -> jax.Array:
@@ -57,9 +80,11 @@ def vmapped_optimizer(tx: optax.GradientTransformation) -> optax.GradientTransfo
 
 
 class EnsembleTask(TaskWrapper):
+    members = None  # set per instance (the base class reads the inner task's)
+
     def __init__(self, inner, members: int):
         super().__init__(inner)
-        if not hasattr(inner, "class_names"):
+        if CLASSES not in inner.capabilities:
             raise ValueError(f"ensemble.members={members} ensembles classifiers (task=classify); "
                              "this task has no classes.")
         self.members = members
@@ -121,9 +146,5 @@ class EnsembleTask(TaskWrapper):
         return f"{self.inner.describe()}; an ensemble of {self.members} members, vmapped"
 
 
-def wrap(task, cfg, assets, log):
-    section = cfg.get("ensemble")
-    members = 1 if section is None else section.get("members", 1)
-    if members <= 1:
-        return task
-    return EnsembleTask(task, members)
+def wrap(task, cfg, assets=None, log=print, mesh=None):
+    return EnsembleTask(task, cfg.ensemble.members)

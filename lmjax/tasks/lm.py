@@ -11,12 +11,14 @@ import numpy as np
 import optax
 
 from lmjax import rundir
-from lmjax.data import batches
+from lmjax.config import check_text_data
+from lmjax.data import batches, sources
+from lmjax.data.clients import document_windows
 from lmjax.data.prepare import Prepared, prepare
 from lmjax.eval import metrics
 from lmjax.models import gpt, rnn
 from lmjax.models.generator import Generator, Request
-from lmjax.tasks.base import Task, padded_batches, with_tokenizer_file
+from lmjax.tasks.base import DECODES, Task, padded_batches, with_tokenizer_file
 
 
 def model_family(section: ml_collections.ConfigDict):
@@ -53,6 +55,13 @@ def chunked_losses(hidden: jax.Array, targets: jax.Array, logits_fn, chunk: int)
 
 
 class LanguageModelTask(Task):
+    capabilities = frozenset({DECODES})
+
+    @classmethod
+    def check(cls, cfg: ml_collections.ConfigDict) -> None:
+        check_text_data(cfg.data)
+        sources.check(cfg.data, "corpus", "tokens")
+
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         super().__init__(cfg, assets, log)
@@ -92,6 +101,25 @@ class LanguageModelTask(Task):
     def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
         x = np.zeros((batch_size, self.seq_len), np.int32)
         return {"inputs": x, "targets": x}
+
+    # An example is the window of seq_len + 1 tokens that starts at a position of the split.
+    def example_arrays(self, split: str = "train") -> dict:
+        return {"tokens": self.data.train if split == "train" else self.data.val}
+
+    def num_examples(self, split: str = "train") -> int:
+        return len(self.example_arrays(split)["tokens"]) - self.seq_len - 1
+
+    def gather(self, arrays: dict, ids) -> dict:
+        return batches.windows(arrays["tokens"], ids, self.seq_len)
+
+    def example_groups(self) -> list[np.ndarray]:
+        """The non-overlapping windows of each training document (LEAF's one client per play)."""
+        lengths = self.data.train_doc_lengths
+        if lengths is None:
+            raise ValueError(f"data.name={self.cfg.data.name!r} keeps no document boundaries: "
+                             "one client per document needs a corpus that lmjax prepares "
+                             "(shakespeare, files, tfds:...).")
+        return document_windows(list(lengths), len(self.data.train), self.seq_len)
 
     def init_variables(self, rng: jax.Array):
         return self.model.init(rng, self.dummy_batch()["inputs"])

@@ -17,13 +17,14 @@ import numpy as np
 import optax
 
 from lmjax import rundir
-from lmjax.data import mlm
+from lmjax.config import check_text_data
+from lmjax.data import mlm, sources
 from lmjax.data.batches import spread
 from lmjax.data.prepare import Prepared, prepare
 from lmjax.eval import metrics
 from lmjax.models import bert
 from lmjax.parallel.mesh import local_rows
-from lmjax.tasks.base import Task, epoch_indices, padded_batches, with_tokenizer_file
+from lmjax.tasks.base import MASKED_LM, Task, epoch_indices, padded_batches, with_tokenizer_file
 from lmjax.tasks.encoder import (check_shape_given, check_tokenizer, encoder_params,
                                  fixed_tokenizer, pretrained_model)
 
@@ -31,6 +32,13 @@ EVAL_STEP = 0  # validation rows are masked as at this step (keyed by their own 
 
 
 class MaskedLMTask(Task):
+    capabilities = frozenset({MASKED_LM})
+
+    @classmethod
+    def check(cls, cfg: ml_collections.ConfigDict) -> None:
+        check_text_data(cfg.data)
+        sources.check(cfg.data, "corpus", "tokens")
+
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         super().__init__(cfg, assets, log)
@@ -82,6 +90,16 @@ class MaskedLMTask(Task):
 
     def run_assets(self) -> rundir.Assets:
         return self._assets(self.model.cfg)
+
+    # An example is a [CLS] passage [SEP] row, before masking.
+    def example_arrays(self, split: str = "train") -> dict:
+        return {"rows": self.train_rows if split == "train" else self.val_rows}
+
+    def num_examples(self, split: str = "train") -> int:
+        return len(self.example_arrays(split)["rows"])
+
+    def gather(self, arrays: dict, ids) -> dict:
+        return {"inputs": arrays["rows"][ids]}
 
     def describe(self) -> str:
         meta = self.data.meta

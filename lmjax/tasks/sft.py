@@ -6,14 +6,14 @@ either packed several to a row, with segment ids so that they cannot attend to e
 (`sft.packing`, the default), or padded one to a row. The validation loss and perplexity are
 over response tokens only; at the end of training the model answers up to
 `sft.eval_questions` validation questions greedily, and exact match / token F1 (SQuAD's
-definitions, lmjax/eval/qa.py) are reported. `lora.rank > 0` trains adapters only.
+definitions, lmjax/eval/qa.py) are reported. With the lora switch (`configs/sft.py:cpu+lora`,
+lmjax/tasks/adapters.py) only adapters train.
 """
 
 from __future__ import annotations
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -21,14 +21,16 @@ import numpy as np
 import optax
 
 from lmjax import rundir
+from lmjax.config import require
 from lmjax.data import sft as sft_data
+from lmjax.data import sources
 from lmjax.data.tokenizers import load_tokenizer_file
 from lmjax.eval import metrics, qa
-from lmjax.models import gpt, lora
+from lmjax.models import gpt
 from lmjax.models.generator import Generator, Request
 from lmjax.parallel.mesh import local_rows
-from lmjax.tasks import read_assets
-from lmjax.tasks.base import Task, epoch_indices, padded_batches
+from lmjax.tasks.assets import read_assets
+from lmjax.tasks.base import ANSWERS, DECODES, Task, epoch_indices, padded_batches
 from lmjax.tasks.lm import chunked_losses
 
 # Model fields that must agree with the pretrained run's (the rest only change how the same
@@ -61,6 +63,27 @@ def _tokenizer(cfg: ml_collections.ConfigDict, log):
 
 
 class SFTTask(Task):
+    capabilities = frozenset({DECODES, ANSWERS})
+
+    @classmethod
+    def check(cls, c: ml_collections.ConfigDict) -> None:
+        s = c.sft
+        require(s.template.count("{prompt}") == 1 and s.template.count("{response}") == 1 and
+                s.template.endswith("{response}"),
+                f"sft.template={s.template!r}: it must hold '{{prompt}}' once and end with "
+                "'{response}', e.g. 'Question: {prompt}\\nAnswer: {response}'.")
+        require(isinstance(s.stop, (tuple, list)) and all(isinstance(x, str) and x for x in s.stop),
+                f"sft.stop={s.stop!r}: a tuple of non-empty stop strings, e.g. ('\\n\\n',).")
+        require(s.eval_questions >= 0, f"sft.eval_questions={s.eval_questions}: must be >= 0.")
+        require(s.get("pack_length", 0) >= 0, f"sft.pack_length={s.get('pack_length', 0)}: "
+                "packed row length, >= 0 (0: model.block_size).")
+        require(s.max_answer_tokens > 0,
+                f"sft.max_answer_tokens={s.max_answer_tokens}: must be positive.")
+        require(s.max_answer_tokens < c.model.block_size,
+                f"sft.max_answer_tokens={s.max_answer_tokens}: must be below model.block_size="
+                f"{c.model.block_size} (the question needs room).")
+        sources.check(c.data, "records")
+
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         super().__init__(cfg, assets, log)
@@ -73,12 +96,7 @@ class SFTTask(Task):
         else:
             self.tokenizer = assets.tokenizer
             model_cfg = gpt.GPTConfig(**assets.model)
-        self.base_model = gpt.GPT(model_cfg)
-        self.lora = cfg.lora.rank > 0
-        self.model = (lora.apply_lora(self.base_model, cfg.lora.rank, cfg.lora.alpha,
-                                      cfg.lora.targets) if self.lora else self.base_model)
-        # LoRA: only the adapters train (a GPT has no fresh head).
-        self.trainable = functools.partial(lora.trainable_mask, heads=()) if self.lora else None
+        self.model = gpt.GPT(model_cfg)
         self.matrix_dims = gpt.matrix_dims
         self.seq_len = model_cfg.block_size
         self.loss_chunk = cfg.train.get("loss_chunk", 0)
@@ -140,16 +158,10 @@ class SFTTask(Task):
                 f"({'packed' if self.cfg.sft.packing else 'padded'}, "
                 f"{real / rows['inputs'].size:.0%} real tokens); loss on "
                 f"{'responses only' if self.cfg.sft.response_only else 'whole sequences'}")
-        if self.lora:
-            params = nn.meta.unbox(jax.eval_shape(self.init_variables,
-                                                  jax.random.PRNGKey(0)))["params"]
-            line += (f"; LoRA rank {self.cfg.lora.rank} on {self.cfg.lora.targets}: "
-                     f"{lora.count(params, self.trainable(params)):,} of "
-                     f"{lora.count(params):,} parameters train")
         return line
 
     def run_assets(self) -> rundir.Assets:
-        return self._assets(self.base_model.cfg)
+        return self._assets(self.model.cfg)
 
     def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
         x = np.zeros((batch_size, self.seq_len), np.int32)
@@ -159,11 +171,21 @@ class SFTTask(Task):
     def init_variables(self, rng: jax.Array):
         return self.model.init(rng, self.dummy_batch()["inputs"])
 
+    # An example is a training row (packed rows hold several question/answer pairs).
+    def example_arrays(self, split: str = "train") -> dict:
+        if split != "train":
+            return sft_data.rows(self.data["val"], self.seq_len)
+        return self.data["rows"]
+
+    def num_examples(self, split: str = "train") -> int:
+        return len(self.example_arrays(split)["inputs"])
+
+    def gather(self, arrays: dict, ids) -> dict:
+        return {k: v[ids] for k, v in arrays.items()}
+
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
-        rows = self.data["rows"]
-        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, len(rows["inputs"]))
-        ids = local_rows(ids, process_index, process_count)
-        return {k: v[ids] for k, v in rows.items()}
+        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, self.num_examples())
+        return self.examples("train", local_rows(ids, process_index, process_count))
 
     def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
         """Validation examples one per row, padded (the same every time)."""
@@ -184,7 +206,7 @@ class SFTTask(Task):
         if self.loss_chunk:
             hidden = self.model.apply({"params": params}, batch["inputs"], hidden=True, **kwargs)
             return chunked_losses(hidden, batch["targets"], lambda h: gpt.head_logits(
-                params, h, self.base_model.cfg.dtype), self.loss_chunk)
+                params, h, self.model.cfg.dtype), self.loss_chunk)
         logits = self.model.apply({"params": params}, batch["inputs"], **kwargs)
         return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
                                                                batch["targets"])
@@ -213,15 +235,13 @@ class SFTTask(Task):
         return out
 
     def load_pretrained(self, params, pretrained):
-        """Every pretrained parameter, by path; LoRA adapters (absent there) start fresh."""
+        """Every pretrained parameter, by path."""
         def take(path, mine):
             node = pretrained
             path = [k for k in path if isinstance(k, jax.tree_util.DictKey)]
             for k in path:
                 key = k.key
                 if not isinstance(node, dict) or key not in node:
-                    if lora.is_adapter(path):
-                        return mine
                     raise ValueError(f"init_from: the pretrained model has no "
                                      f"{'/'.join(str(p.key) for p in path)}; "
                                      "is model.scan_layers the same as there?")
@@ -239,8 +259,8 @@ class SFTTask(Task):
     def answer(self, params, questions: list[str]) -> list[str]:
         """Greedy answers to `questions` with the run's template and stop strings."""
         s = self.cfg.sft
-        model = self.base_model  # LoRA adapters, if any, folded into the kernels
-        params = jax.tree.map(jnp.asarray, lora.merged(jax.device_get(params), self.cfg.lora))
+        # A plain model: with LoRA, the switch (tasks/adapters.py) hands over its merged weights.
+        model, params = self.model, jax.tree.map(jnp.asarray, jax.device_get(params))
         gen = Generator(model, params, self.tokenizer)
         room = self.seq_len - s.max_answer_tokens  # each prompt's last tokens that leave room
         requests = [Request(p, s.max_answer_tokens, stop=tuple(s.stop),

@@ -7,28 +7,27 @@ are the pretrained run's; a shorter `model.block_size` keeps the first positions
 comes along when the pretrained run has one (a converted BertForSequenceClassification), and
 its classifier head too when its class names are this data's; otherwise they start fresh.
 Without `init_from`, `data.tokenizer_file` names a fixed tokenizer (a Hugging Face directory),
-or a WordPiece vocabulary is trained on the training side of the data. `lora.rank > 0` freezes
-the encoder and trains low-rank adapters on `lora.targets` plus the head (lmjax/models/lora.py).
+or a WordPiece vocabulary is trained on the training side of the data. With the lora switch
+(lmjax/tasks/adapters.py) the encoder is frozen and low-rank adapters train with the head.
 """
 
 from __future__ import annotations
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from lmjax import rundir
-from lmjax.data import text_classification
+from lmjax.data import sources, text_classification
 from lmjax.data.batches import spread
 from lmjax.data.prepare import prepare
 from lmjax.data.tokenizers import WordPieceTokenizer
-from lmjax.models import bert, lora
+from lmjax.models import bert
 from lmjax.parallel.mesh import local_rows
-from lmjax.tasks.base import Task, epoch_indices, padded_batches
+from lmjax.tasks.base import CLASSES, TEXT_CLASSES, Task, epoch_indices, padded_batches
 from lmjax.tasks.classification import (class_weights, classification_loss, classification_metrics,
                                          classification_outputs)
 from lmjax.tasks.encoder import (check_shape_given, check_tokenizer, encoder_params,
@@ -39,7 +38,8 @@ def check_folds(cfg: ml_collections.ConfigDict, pre: rundir.Assets) -> None:
     """Refuses cross-validating the genres from an encoder that read every fold's works."""
     read_shakespeare = (pre.config.get("data", {}).get("name", "shakespeare") == "shakespeare"
                         and not pre.config.get("hf_source"))
-    if cfg.data.name == "genres" and cfg.data.num_folds > 1 and read_shakespeare:
+    shares = sources.lookup(cfg.data.name, "labelled_text")[1].corpus == "shakespeare"
+    if shares and cfg.data.num_folds > 1 and read_shakespeare:
         # Pretraining held out only the default split's works; every other fold's validation
         # works were in its training text, which would inflate the fold's scores.
         raise ValueError(
@@ -50,11 +50,11 @@ def check_folds(cfg: ml_collections.ConfigDict, pre: rundir.Assets) -> None:
             "(data.num_folds=0), which pretraining held out.")
 
 
-def _tokenizer_data(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Without init_from: the `data` section whose corpus a WordPiece vocabulary is trained
-    on. The training side's texts: Shakespeare's training works (the same corpus, hence the
-    same vocabulary, as configs/bert.py pretrains on), or the dataset's own train split."""
-    name = "shakespeare" if cfg.data.name == "genres" else cfg.data.name
+def _tokenizer_data(cfg: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Without init_from: the `data` section of the corpus `name` whose cached WordPiece
+    vocabulary the data shares: for the genres, Shakespeare's training works (the same corpus,
+    hence the same vocabulary, as configs/bert.py pretrains on); for a TFDS set, its own train
+    split."""
     return ml_collections.ConfigDict(dict(
         name=name, tokenizer="wordpiece", vocab_size=cfg.data.vocab_size,
         cache_dir=cfg.data.cache_dir, text_key=cfg.data.text_key,
@@ -63,6 +63,13 @@ def _tokenizer_data(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 class TextClassificationTask(Task):
+    capabilities = frozenset({CLASSES, TEXT_CLASSES})
+    head_modules = ("pooler", "classifier")  # start fresh on a pretrained encoder
+
+    @classmethod
+    def check(cls, cfg: ml_collections.ConfigDict) -> None:
+        sources.check(cfg.data, "labelled_text")
+
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         super().__init__(cfg, assets, log)
@@ -98,39 +105,31 @@ class TextClassificationTask(Task):
         self.num_classes = len(self.class_names)
         self.weights = None if assets else class_weights(
             cfg.train.class_weights, self.data.train_labels, self.num_classes)
-        self.base_model = bert.Classifier(model_cfg)
-        self.lora = cfg.lora.rank > 0
-        self.model = (lora.apply_lora(self.base_model, cfg.lora.rank, cfg.lora.alpha,
-                                      cfg.lora.targets) if self.lora else self.base_model)
+        self.model = bert.Classifier(model_cfg)
         self.matrix_dims = bert.matrix_dims
-        # Which parameters the optimizer may change (None: all); see lmjax/models/lora.py.
-        self.trainable = lora.trainable_mask if self.lora else None
 
     def _train_tokenizer(self):
-        """A WordPiece vocabulary from the training side: a local table's texts directly
-        (small), other sources through the prepared-data cache."""
-        if self.cfg.data.name == "files":
+        """A WordPiece vocabulary from the training side: through the cache of the corpus the
+        source shares one with (lmjax/data/sources.py), or trained on its texts directly (a
+        local table: small)."""
+        _, source = sources.lookup(self.cfg.data.name, "labelled_text")
+        if not source.corpus:
             return WordPieceTokenizer.train(text_classification.training_texts(self.cfg.data),
                                             self.cfg.data.vocab_size)
-        return prepare(_tokenizer_data(self.cfg), log=self.log).tokenizer
+        corpus = self.cfg.data.name if source.corpus == "*" else source.corpus
+        return prepare(_tokenizer_data(self.cfg, corpus), log=self.log).tokenizer
 
     @functools.cached_property
     def data(self) -> text_classification.TextClassificationData:
         return text_classification.load(self.cfg.data, self.tokenizer, self.seq_len)
 
     def run_assets(self) -> rundir.Assets:
-        return self._assets(self.base_model.cfg, class_names=list(self.class_names))
+        return self._assets(self.model.cfg, class_names=list(self.class_names))
 
     def describe(self) -> str:
         line = self.data.description
         if self.weights is not None:
             line += f"; class weights {', '.join(f'{w:.2f}' for w in self.weights)}"
-        if self.lora:
-            params = nn.meta.unbox(jax.eval_shape(self.init_variables, jax.random.PRNGKey(0)))
-            params = params["params"]
-            n = lora.count(params, lora.trainable_mask(params))
-            line += (f"; LoRA rank {self.cfg.lora.rank} on {self.cfg.lora.targets}: {n:,} of "
-                     f"{lora.count(params):,} parameters train")
         return line
 
     def init_variables(self, rng: jax.Array):
@@ -156,16 +155,28 @@ class TextClassificationTask(Task):
     def summarize(self, sums: dict, examples: dict) -> dict:
         return classification_metrics(sums, examples, self.class_names)
 
+    def example_arrays(self, split: str = "train") -> dict:
+        if split == "train":
+            return {"inputs": self.data.train_inputs, "labels": self.data.train_labels}
+        return {"inputs": self.data.val_inputs, "labels": self.data.val_labels}
+
+    def num_examples(self, split: str = "train") -> int:
+        return len(self.example_arrays(split)["labels"])
+
+    def gather(self, arrays: dict, ids) -> dict:
+        return {"inputs": arrays["inputs"][ids], "labels": arrays["labels"][ids]}
+
+    def labels(self, split: str = "train") -> np.ndarray:
+        return np.asarray(self.example_arrays(split)["labels"])
+
     def train_batch(self, step: int, process_index: int = 0, process_count: int = 1):
-        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size,
-                            len(self.data.train_labels))
-        ids = local_rows(ids, process_index, process_count)
-        return {"inputs": self.data.train_inputs[ids], "labels": self.data.train_labels[ids]}
+        ids = epoch_indices(self.cfg.seed, step, self.cfg.train.batch_size, self.num_examples())
+        return self.examples("train", local_rows(ids, process_index, process_count))
 
     def eval_batches(self, batch_size: int, max_examples: int = 0, split: str = "val"):
-        ids = spread(len(self.data.val_labels), max_examples)
-        return padded_batches(len(ids), batch_size, lambda i: {
-            "inputs": self.data.val_inputs[ids[i]], "labels": self.data.val_labels[ids[i]]})
+        arrays = self.example_arrays(split)
+        ids = spread(self.num_examples(split), max_examples)
+        return padded_batches(len(ids), batch_size, lambda i: self.gather(arrays, ids[i]))
 
     def load_pretrained(self, params, pretrained):
         """The pretrained encoder ('bert') exactly (a shorter context: its first positions);
@@ -196,8 +207,6 @@ class TextClassificationTask(Task):
             node = source
             for k in keys:
                 if not isinstance(node, dict) or k not in node:
-                    if lora.is_adapter(path):
-                        return mine
                     raise ValueError(f"init_from: the pretrained {name} has no "
                                      f"{'/'.join(map(str, keys))}.")
                 node = node[k]
@@ -207,16 +216,3 @@ class TextClassificationTask(Task):
             return node.astype(mine.dtype)
 
         return jax.tree_util.tree_map_with_path(take, params)
-
-    def samples(self, params, model_state) -> list[str]:
-        """With LoRA: merges the adapters and checks the plain model gives the same logits."""
-        if not self.lora:
-            return []
-        params = jax.device_get(params)
-        inputs = self.data.val_inputs[:min(32, len(self.data.val_inputs))]
-        base, merged = self.base_model, lora.merged(params, self.cfg.lora)
-        diff = np.abs(np.asarray(base.apply({"params": merged}, inputs) -
-                                 self._logits(params, inputs, True))).max()
-        return [f"LoRA adapters merged into the base weights (lmjax.models.lora.merge): the "
-                f"merged model's logits on {len(inputs)} validation passages differ from the "
-                f"adapted model's by at most {diff:.2e}."]

@@ -45,6 +45,30 @@ class TaskWrapper(Task):
     def run_assets(self):
         return self.inner.run_assets()
 
+    def example_arrays(self, split: str = "train") -> dict:
+        return self.inner.example_arrays(split)
+
+    def num_examples(self, split: str = "train") -> int:
+        return self.inner.num_examples(split)
+
+    def gather(self, arrays: dict, ids) -> dict:
+        return self.inner.gather(arrays, ids)
+
+    def labels(self, split: str = "train"):
+        return self.inner.labels(split)
+
+    def example_groups(self):
+        return self.inner.example_groups()
+
+    def plain_model(self, params) -> tuple:
+        return self.inner.plain_model(params)
+
+    def extra_metrics(self, step: int) -> dict:
+        return self.inner.extra_metrics(step)
+
+    def may_be_best(self, step: int) -> bool:
+        return self.inner.may_be_best(step)
+
     def summarize(self, sums: dict, examples: dict) -> dict:
         return self.inner.summarize(sums, examples)
 
@@ -76,6 +100,11 @@ class TaskWrapper(Task):
     splits = property(lambda self: self.inner.splits)
     tokens_per_example = property(lambda self: self.inner.tokens_per_example)
     tokenizer = property(lambda self: self.inner.tokenizer)
+    capabilities = property(lambda self: self.inner.capabilities)
+    class_names = property(lambda self: self.inner.class_names)
+    seq_len = property(lambda self: self.inner.seq_len)
+    members = property(lambda self: self.inner.members)
+    model_config = property(lambda self: self.inner.model_config)
     cfg = property(lambda self: self.inner.cfg)
     assets = property(lambda self: self.inner.assets)
     log = property(lambda self: self.inner.log)

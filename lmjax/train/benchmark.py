@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from lmjax.models.layers import resolve_attention
+from lmjax.models.layers import TransformerConfig, resolve_attention
 from lmjax.parallel import mesh as meshlib
 from lmjax.train.setup import setup
 
@@ -94,8 +94,8 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
 def _attention(task) -> str:
     """Which attention kernel the model runs here, and why not cuDNN's ('' for non-attention
     models)."""
-    cfg = getattr(getattr(task, "base_model", task.model), "cfg", None)
-    if not hasattr(cfg, "attention"):
+    cfg = task.model_config
+    if not isinstance(cfg, TransformerConfig):
         return ""
     impl, why = resolve_attention(cfg)
     return "cuDNN fused" if impl == "cudnn" else why

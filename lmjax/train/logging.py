@@ -56,6 +56,10 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+class MetricsWriteError(ValueError):
+    """The run's metrics could not be written (a full disk): a user's to fix, in one line."""
+
+
 class MetricLogger:
     """Only the main process writes; every process may call it."""
 
@@ -108,8 +112,14 @@ class MetricLogger:
             return
         record = {"step": step, "split": split, "time": time.time(),
                   **{k: float(v) for k, v in metrics.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:  # a full disk: one line, like a failed checkpoint save
+            raise MetricsWriteError(
+                f"Writing {self.file.name} failed at step {step}: {e.strerror or e}. The "
+                "checkpoints already saved are untouched; free some space on that disk or pass "
+                "another --workdir, then run the same command to resume.") from None
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"{split}/{k}", float(v), step)

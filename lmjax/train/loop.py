@@ -20,23 +20,22 @@ from tqdm import tqdm
 
 from lmjax import rundir
 from lmjax.checkpoint import Checkpointer, CheckpointError
+from lmjax.config import from_stored
 from lmjax.data.prefetch import Prefetcher
 from lmjax.eval import calibration
 from lmjax.eval.evaluate import evaluate
-from lmjax.optim import prune
 from lmjax.parallel import mesh as meshlib
 from lmjax.train.logging import (MetricLogger, confusion_image, format_seconds, is_scalar,
                                  scalar_metrics)
 from lmjax.train.restore import load_run
+from lmjax.tasks import state_defining
 from lmjax.train.setup import Setup, setup
 
 # Settings that change the shape or meaning of the saved state: a checkpoint written with other
 # values cannot be resumed by this config. The whole model section counts, except the fields
-# below, which only change how the same weights are computed.
-STATE_DEFINING = ("task", "model", "data.name", "data.tokenizer", "data.vocab_size", "optim.name",
-                  "ensemble.members", "prune.target_sparsity")
-# What a stored config that predates a STATE_DEFINING field meant by its absence.
-STATE_DEFAULTS = {"ensemble.members": 1, "prune.target_sparsity": 0.0}
+# below, which only change how the same weights are computed; each training switch adds its own
+# (lmjax/tasks/__init__.py: state_defining), with what a config without them means.
+STATE_DEFINING = ("task", "model", "data.name", "data.tokenizer", "data.vocab_size", "optim.name")
 COMPUTE_ONLY = ("dropout", "dtype", "attention", "remat")
 # A loss that turns NaN within this many steps of a resume names the checkpoint as a suspect.
 RESUME_WINDOW = 100
@@ -76,8 +75,11 @@ class _StopFlag:
 
 
 def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str]:
-    # Compared as JSON, which is how the checkpoint stored them (tuples come back as lists).
-    current, stored = json.loads(json.dumps(cfg.to_dict())), json.loads(json.dumps(stored))
+    # Compared as JSON, which is how the checkpoint stored them (tuples come back as lists), in
+    # today's field names.
+    current = json.loads(json.dumps(cfg.to_dict()))
+    stored = json.loads(json.dumps(from_stored(stored).to_dict()))
+    switches = state_defining()
 
     def get(tree, path):
         for key in path.split("."):
@@ -85,9 +87,10 @@ def _incompatibilities(stored: dict, cfg: ml_collections.ConfigDict) -> list[str
         return tree
 
     diffs = []
-    for path in STATE_DEFINING:
+    for path in STATE_DEFINING + tuple(switches):
         old, new = get(stored, path), get(current, path)
-        old = STATE_DEFAULTS.get(path) if old is None else old
+        old = switches.get(path) if old is None else old
+        new = switches.get(path) if new is None else new
         if isinstance(new, dict):
             for f in sorted(set(old or {}) | set(new)):
                 if f not in COMPUTE_ONLY and (old or {}).get(f) != new.get(f):
@@ -178,7 +181,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                     f"different setup: {'; '.join(diffs)}. Use the same settings to resume, or "
                     "another --workdir.")
             state = s.restore(ckpt, latest)
-            progress = ckpt.progress(latest)
+            progress = _with_best(ckpt.progress(latest), best_ckpt, latest)
             echo(f"Resumed from step {latest} ({ckpt.directory}).")
             if restore_step >= 0:  # only once the chosen step has restored whole
                 moved = ckpt.set_aside_after(restore_step)
@@ -191,6 +194,18 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
                    monitor=Monitor(cfg, progress), train_step=s.train_step(),
                    eval_step=s.eval_step())
         return _train(run, state)
+
+
+def _with_best(progress: dict, best_ckpt: Checkpointer, latest: int) -> dict:
+    """The monitor's progress at `latest`, with the best evaluation the best checkpoint holds:
+    a run's final evaluation can find a new best after its last regular save, and a run
+    trained further must compare against it."""
+    step = best_ckpt.latest_step()
+    best = best_ckpt.progress(step) if step is not None else {}
+    if best.get("best_step") is not None and best["best_step"] <= latest and (
+            progress.get("best_step") is None or best["best_step"] > progress["best_step"]):
+        return {**progress, "best": best["best"], "best_step": best["best_step"]}
+    return progress
 
 
 def _check_writable(workdir: str) -> None:
@@ -240,8 +255,7 @@ class _Run:
         t = time.time()
         metrics = evaluate(self.task, self.eval_step, state.params, state.model_state, self.mesh,
                            max_examples, self.cfg.train.batch_size, split)
-        if hasattr(self.task, "step_metrics"):  # e.g. DP-SGD's epsilon spent by this step
-            metrics.update(self.task.step_metrics(step))
+        metrics.update(self.task.extra_metrics(step))  # e.g. DP-SGD's epsilon spent by now
         scalars, shown = scalar_metrics(metrics)
         self.logger.write(step, label or split, scalars, f"{shown} | {time.time() - t:.1f}s")
         for k, v in metrics.items():
@@ -322,7 +336,7 @@ def _train(run: _Run, state) -> dict:
                 paused = False
                 if done % cfg.train.eval_every == 0 and done != num_steps:
                     val = run.evaluate(state, done, cfg.train.eval_examples)
-                    if run.monitor.update(done, val):
+                    if task.may_be_best(done) and run.monitor.update(done, val):
                         run.best_ckpt.save(done, state, cfg.to_dict(), run.monitor.state(),
                                            force=True)
                     if run.on_eval is not None:
@@ -354,9 +368,6 @@ def _train(run: _Run, state) -> dict:
             echo("This run had already stopped early; evaluating it.")
         run.ckpt.wait()
         summary = _final_evaluation(run, state)
-        if cfg.get("prune") and cfg.prune.target_sparsity:
-            echo(prune.describe(prune.sparsity_report(jax.device_get(state.params),
-                                                      cfg.prune.keep_ends)))
         final, texts = task.end_of_training(state.params, state.model_state)
         if final:
             logger.write(int(state.step), "final", final)
@@ -394,11 +405,14 @@ def _final_evaluation(run: _Run, state) -> dict:
     cfg, step = run.cfg, int(state.step)
     val = run.evaluate(state, step, cfg.train.final_eval_examples)
     summary = {"step": step, **{f"val_{k}": v for k, v in val.items() if is_scalar(v)}}
-    if run.monitor.update(step, val):
+    if run.task.may_be_best(step) and run.monitor.update(step, val):
         run.best_ckpt.save(step, state, cfg.to_dict(), run.monitor.state(), force=True)
     run.best_ckpt.wait()
     delivered, label = state, ""
-    if run.monitor.active and run.monitor.best_step != step:
+    if run.monitor.active and run.monitor.best_step is None:
+        run.echo("No state of this run may count as the best (e.g. pruning never reached its "
+                 "target sparsity): the last state is what the run delivers.")
+    elif run.monitor.active and run.monitor.best_step != step:
         best_step = run.best_ckpt.latest_step()
         delivered = run.setup.restore(run.best_ckpt, best_step)
         val = run.evaluate(delivered, step, cfg.train.final_eval_examples, label="best_val")

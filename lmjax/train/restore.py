@@ -13,7 +13,7 @@ from lmjax.checkpoint import Checkpointer, CheckpointError
 from lmjax.config import from_stored
 from lmjax.eval.evaluate import evaluate
 from lmjax.parallel import mesh as meshlib
-from lmjax.tasks import read_assets
+from lmjax.tasks.assets import read_assets
 from lmjax.train.setup import Setup, setup
 from lmjax.train.state import TrainState
 

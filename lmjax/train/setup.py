@@ -17,10 +17,9 @@ import optax
 from jax.sharding import Mesh
 
 from lmjax import optim, rundir
-from lmjax.optim import prune
 from lmjax.checkpoint import Checkpointer
 from lmjax.config import validate
-from lmjax.models.layers import resolve_attention
+from lmjax.models.layers import TransformerConfig, resolve_attention
 from lmjax.parallel import mesh as meshlib
 from lmjax.tasks import make_task
 from lmjax.train import step as steplib
@@ -67,9 +66,9 @@ def setup(cfg: ml_collections.ConfigDict, *, assets: rundir.Assets | None = None
     if cfg.train.batch_size % parallel:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must divide evenly over the "
                          f"{parallel} data-parallel devices (mesh.data x mesh.fsdp).")
-    task = make_task(cfg, assets=assets, log=log)
-    model_cfg = getattr(getattr(task, "base_model", task.model), "cfg", None)
-    if hasattr(model_cfg, "attention"):
+    task = make_task(cfg, assets=assets, log=log, mesh=mesh)
+    model_cfg = task.model_config
+    if isinstance(model_cfg, TransformerConfig):
         impl, why = resolve_attention(model_cfg)
         if impl == "cudnn" or model_cfg.attention == "cudnn" or jax.default_backend() == "gpu":
             log(f"Attention: {'cuDNN fused attention' if impl == 'cudnn' else why}")
@@ -77,7 +76,6 @@ def setup(cfg: ml_collections.ConfigDict, *, assets: rundir.Assets | None = None
     tx = task.wrap_optimizer(optim.build_optimizer(cfg.optim, num_steps,
                                                    matrix_dims=task.matrix_dims,
                                                    trainable=task.trainable))
-    tx = prune.wrap(tx, cfg.get("prune"), num_steps)  # masks in the state; off: tx itself
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
     abstract, shardings = state_shardings(task, tx, mesh, init_rng)
     return Setup(cfg=cfg, task=task, mesh=mesh, tx=tx,

@@ -20,6 +20,7 @@ from lmjax.infer.classify import TextClassifier  # noqa: E402
 from lmjax.infer.load import load  # noqa: E402
 from lmjax.serve.app import create_app  # noqa: E402
 from lmjax.serve.local import serve_in_thread  # noqa: E402
+from lmjax.tasks.base import TEXT_CLASSES  # noqa: E402
 from lmjax.train.loop import train_and_evaluate  # noqa: E402
 from lmjax.train.restore import evaluate_run  # noqa: E402
 
@@ -119,7 +120,7 @@ def converted_zh(tmp_path_factory):
     to_hf(str(root / "converted"), str(root / "exported"))
     return dict(lang="zh", hf_dir=hf_dir, converted=str(root / "converted"),
                 exported=root / "exported", texts=_texts("zh"),
-                loaded=load(str(root / "converted"), tasks=("text_classify",)))
+                loaded=load(str(root / "converted"), needs=(TEXT_CLASSES,)))
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def flow(tmp_path_factory, run_module, load_config):
     to_hf(str(workdir), str(exported))
     return dict(lang="en", hf_dir=hf_dir, converted=str(converted), workdir=str(workdir),
                 exported=exported, summary=summary, cfg=cfg, texts=_texts("en"),
-                loaded=load(str(converted), tasks=("text_classify",)))
+                loaded=load(str(converted), needs=(TEXT_CLASSES,)))
 
 
 @pytest.fixture(params=["en", "zh"])
@@ -205,7 +206,7 @@ def test_fine_tune_evaluate_serve_and_export(flow):
     assert 0 <= summary["val_accuracy"] <= 1 and "val_f1_macro" in summary
     again = evaluate_run(flow["workdir"], best=False)
     assert set(again) >= {"accuracy", "f1_macro", "loss"} and 0 <= again["accuracy"] <= 1
-    loaded = load(flow["workdir"], tasks=("text_classify",))
+    loaded = load(flow["workdir"], needs=(TEXT_CLASSES,))
     converted = flow["loaded"]
     moved = np.abs(np.asarray(loaded.params["classifier"]["kernel"]) -
                    np.asarray(converted.params["classifier"]["kernel"])).max()

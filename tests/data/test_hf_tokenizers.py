@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lmjax.config import ConfigError, validate
+from lmjax.config import ConfigError, check_text_data
 from lmjax.data import corpora
 from lmjax.data.prepare import prepare
 from lmjax.data.tokenizers import (BPETokenizer, WordPieceTokenizer, load_tokenizer,
@@ -136,7 +136,7 @@ def test_a_directory_without_a_tokenizer_and_the_hf_spelling_are_readable_errors
     cfg = load_config("tiny")
     cfg.data.tokenizer = "hf:/models/bert"
     with pytest.raises(ConfigError, match="data.tokenizer_file='/models/bert'"):
-        validate(cfg)
+        check_text_data(cfg.data)
 
 
 def test_masked_lm_pretraining_on_a_pretrained_bert_vocabulary(tmp_path, load_config):

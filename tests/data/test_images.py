@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from lmjax.data import images
+from lmjax.data import images, sources
 from lmjax.data.corpora import DatasetError
 
 
@@ -15,7 +15,7 @@ def _cfg(load_config, **data):
 
 
 def test_fashion_mnist_files_load_with_the_right_shapes_and_splits(load_config, fashion_dir):
-    ex = images.load_images(_cfg(load_config, dir=fashion_dir, val_size=100))
+    ex = sources.load(_cfg(load_config, dir=fashion_dir, val_size=100), "images")
     assert ex.train.inputs.shape == (500, 28, 28, 1) and ex.train.inputs.dtype == np.uint8
     assert ex.val.inputs.shape == (100, 28, 28, 1) and ex.test.inputs.shape == (200, 28, 28, 1)
     for split in (ex.train, ex.val, ex.test):
@@ -36,7 +36,7 @@ def test_folds_partition_the_training_images(load_config, fashion_dir):
     seen = []
     for fold in range(3):
         cfg.fold = fold
-        ex = images.load_images(cfg)
+        ex = sources.load(cfg, "images")
         assert len(ex.train) + len(ex.val) == 600
         seen.append({r.tobytes() for r in ex.val.inputs.reshape(len(ex.val), -1)})
     assert not (seen[0] & seen[1]) and not (seen[1] & seen[2])
@@ -44,7 +44,7 @@ def test_folds_partition_the_training_images(load_config, fashion_dir):
 
 def test_missing_files_name_the_install_command(load_config, tmp_path):
     with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
-        images.load_images(_cfg(load_config, dir=str(tmp_path)))
+        sources.load(_cfg(load_config, dir=str(tmp_path)), "images")
 
 
 def test_a_truncated_file_is_reported(tmp_path):
@@ -59,6 +59,6 @@ def test_a_truncated_file_is_reported(tmp_path):
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_tfds_catalog_images_through_mock_data(load_config, name):
     with tfds.testing.mock_data(num_examples=40):
-        ex = images.load_images(_cfg(load_config, name=f"tfds:{name}", val_size=10))
+        ex = sources.load(_cfg(load_config, name=f"tfds:{name}", val_size=10), "images")
     assert ex.train.inputs.shape == (30, 28, 28, 1) and ex.test.inputs.shape[1:] == (28, 28, 1)
     assert len(ex.class_names) == 10 and ex.train.labels.max() < 10

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lmjax.config import text_data
-from lmjax.data import pipeline, shards, sources
+from lmjax.data import corpora, pipeline, shards
 from lmjax.data.prepare import prepare
 from lmjax.data.tokenizers import load_tokenizer_file
 
@@ -75,7 +75,7 @@ def test_shards_hold_the_kept_documents_and_no_val_document_has_a_near_duplicate
     train, val = _docs(folder, "train"), _docs(folder, "val")
     # Every unique document is kept whole, on the side its id decides.
     for i, text in enumerate(unique):
-        side = sources.split_of(f"{tmp_path / 'c.jsonl'}:d{i}", 0.2)
+        side = corpora.split_of(f"{tmp_path / 'c.jsonl'}:d{i}", 0.2)
         assert text in (val if side == "val" else train)
     assert 40 < len(val) < 120
     train_sets = [_shingles(t) for t in train]

@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 
 from lmjax.data.tokenizers import WordPieceTokenizer
+from lmjax.cli.explain import run_kind
 from lmjax.explain import sequences
 from lmjax.models import bert, gpt
+from lmjax.tasks.base import CLASSES, IMAGES
+from lmjax.tasks.lm import LanguageModelTask
+from lmjax.tasks.mlm import MaskedLMTask
+from lmjax.tasks.text_classification import TextClassificationTask
 
 WORDS = "the king queen sword crown night day love death war peace river stone".split()
 
@@ -108,11 +113,15 @@ def test_command_explains_a_text_classifier(classifier_run, tmp_path, run_module
 
 
 def test_each_kind_of_run_names_its_methods(gpt_config):
-    def kind(task, model=None, shape=()):
-        return sequences.run_kind(SimpleNamespace(task=task), SimpleNamespace(
-            model=model, example={"shape": list(shape)}))
+    classes = {"classify": frozenset({IMAGES, CLASSES}),  # an image classifier's
+               "text_classify": TextClassificationTask.capabilities,
+               "mlm": MaskedLMTask.capabilities, "lm": LanguageModelTask.capabilities}
 
-    assert kind("classify", shape=(28, 28, 1)) == "image"
+    def kind(task, model=None):
+        return run_kind(SimpleNamespace(task=task), SimpleNamespace(
+            model=model, capabilities=classes[task]))
+
+    assert kind("classify") == "image"
     assert kind("text_classify") == "text" and kind("mlm") == "mlm"
     assert kind("lm", gpt.GPT(gpt_config())) == "gpt"
     with pytest.raises(ValueError, match="'lm' runs \\(LSTM\\) have nothing here to explain"):

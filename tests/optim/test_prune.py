@@ -1,5 +1,7 @@
 """Magnitude pruning against a NumPy reference of Zhu & Gupta's schedule and of the selection."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,9 +9,12 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from lmjax import rundir
 from lmjax.checkpoint import Checkpointer
-from lmjax.config import validate
 from lmjax.optim import prune
+from lmjax.tasks import add_switches, check, make_task, pruned
+from lmjax.train.loop import train_and_evaluate
+from lmjax.train.restore import load_setup
 from lmjax.train.setup import setup
 
 
@@ -111,8 +116,7 @@ def test_masks_get_the_parameters_shardings():
 
 
 def _section(sparsity, **kw):
-    from lmjax.config import prune_section
-    s = prune_section()
+    s = pruned.section()
     s.target_sparsity = sparsity
     s.update(kw)
     return s
@@ -125,15 +129,15 @@ def test_off_leaves_the_optimizer_alone():
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5])
 def test_sparsity_outside_unit_interval_is_an_error(fashion_config, bad):
-    fashion_config.prune.target_sparsity = bad
+    add_switches(fashion_config, "prune").prune.target_sparsity = bad
     with pytest.raises(ValueError, match="prune.target_sparsity"):
-        validate(fashion_config)
+        check(fashion_config)
 
 
 def test_masks_survive_checkpoint_and_resume(fashion_config, tmp_path):
-    """The trainer's own setup (one hook in train/setup.py) puts the masks in the state, shards
-    them like the parameters, and a checkpoint restores them with the step counter."""
-    c = fashion_config
+    """The prune switch (lmjax/tasks/pruned.py) puts the masks in the state, the trainer's setup
+    shards them like the parameters, and a checkpoint restores them with the step counter."""
+    c = add_switches(fashion_config, "prune")
     c.mesh.data = 1
     c.prune.update(target_sparsity=0.6, start_step=0, end_step=4, every=2)
     s = setup(c, log=lambda line: None)
@@ -151,3 +155,33 @@ def test_masks_survive_checkpoint_and_resume(fashion_config, tmp_path):
         restored = s.restore(ckpt, 7)
     assert int(restored.opt_state[1].count) == 7
     jax.tree.map(np.testing.assert_array_equal, restored.opt_state[1].masks, masks)
+
+
+def test_only_states_at_the_target_sparsity_may_be_best(fashion_config):
+    c = add_switches(fashion_config, "prune")
+    c.prune.update(target_sparsity=0.5, end_step=12)
+    task = make_task(c, log=lambda line: None)
+    # The mask update of 0-based update 12 applies the target: states from step 13 on.
+    assert [task.may_be_best(step) for step in (1, 12, 13, 40)] == [False, False, True, True]
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_a_best_checkpoint_at_the_target_sparsity(fashion_config, tmp_path):
+    """A 40-step CNN pruned to 90% between steps 30 and 35: validation accuracy is best at step
+    30, before pruning bites, yet the best checkpoint kept is one at the target sparsity, and
+    it is what the run delivers (before, selection kept the dense step-30 state)."""
+    c = add_switches(fashion_config, "prune")
+    c.prune.update(target_sparsity=0.9, start_step=30, end_step=35, every=5)
+    c.train.update(num_steps=40, eval_every=10, early_stopping_metric="accuracy",
+                   early_stopping_mode="max")
+    c.checkpoint.every = 10
+    workdir = str(tmp_path / "run")
+    out = train_and_evaluate(c, workdir)
+    val = {r["step"]: r["accuracy"] for r in map(json.loads, open(f"{workdir}/metrics.jsonl"))
+           if r.get("split") == "val"}
+    assert max(val, key=val.get) < 36  # the best accuracy came before the target sparsity
+    assert out["best_step"] == 40 and out["prunable_sparsity"] == pytest.approx(0.9, abs=0.01)
+    s, best = load_setup(workdir, best=True)
+    assert rundir.has_best(workdir) and int(best.step) == 40
+    report = prune.sparsity_report(jax.device_get(best.params))
+    assert report["prunable_sparsity"] == pytest.approx(0.9, abs=0.01)

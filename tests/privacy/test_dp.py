@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from lmjax.config import ConfigError, validate
+from lmjax.config import ConfigError
 from lmjax.privacy import accounting, dp
-from lmjax.tasks import make_task
+from lmjax.tasks import add_switches, check, make_task
 
 
 def linear_loss(params, model_state, batch, rng):
@@ -54,7 +54,7 @@ def dp_config(fashion_config):
     c = fashion_config
     c.model.norm = "group"
     c.data.update(crop_padding=0, flip=False)  # deterministic inputs: the loss has no rng use
-    c.privacy.update(dp=True, noise_multiplier=1.0, clip_norm=1.0)
+    add_switches(c, "privacy").privacy.update(dp=True, noise_multiplier=1.0, clip_norm=1.0)
     c.log.tensorboard = False
     return c
 
@@ -118,14 +118,14 @@ def test_noise_has_the_asked_std_and_repeats_on_resume():
 def test_config_refuses_batch_norm_and_bad_privacy_values(dp_config):
     dp_config.model.norm = "batch"
     with pytest.raises(ConfigError, match="batch norm"):
-        validate(dp_config)
+        check(dp_config)
     dp_config.model.norm = "group"
     for field, value in (("clip_norm", 0.0), ("delta", 1.5), ("target_epsilon", -1.0)):
         bad = dp_config.copy_and_resolve_references()
         bad.privacy[field] = value
         with pytest.raises(ConfigError, match=f"privacy.{field}"):
-            validate(bad)
-    validate(dp_config)
+            check(bad)
+    check(dp_config)
 
 
 def test_unreachable_target_epsilon_is_refused_with_a_message(dp_config):

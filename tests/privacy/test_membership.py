@@ -11,6 +11,7 @@ import pytest
 from dp_accounting import pld
 
 from lmjax.privacy import accounting, membership
+from lmjax.tasks import add_switches
 from lmjax.train.loop import train_and_evaluate
 
 
@@ -44,7 +45,7 @@ def test_a_dp_run_logs_dp_accountings_epsilon_and_the_command_attacks_it(
     c = fashion_config
     with c.unlocked():  # a small MLP: the wrapper is model-agnostic, and it compiles quickly
         c.model = ml_collections.ConfigDict({"name": "mlp", "hidden": (16,), "dropout": 0.0})
-    c.privacy.update(dp=True, target_epsilon=8.0)
+    add_switches(c, "privacy").privacy.update(dp=True, target_epsilon=8.0)
     c.train.update(num_steps=4, eval_every=2, log_every=2, eval_examples=64,
                    final_eval_examples=64)
     c.checkpoint.every = 4

@@ -11,6 +11,7 @@ from lmjax.infer.classify import TextClassifier
 from lmjax.infer.load import load
 from lmjax.serve.app import create_app
 from lmjax.serve.local import serve_in_thread
+from lmjax.tasks.base import TEXT_CLASSES
 
 LONG = "Now is the winter of our discontent made glorious summer by this sun of York. " * 8
 
@@ -36,7 +37,7 @@ def run(tmp_path_factory, load_config, data_cache, mock_imdb):
 
 @pytest.fixture(scope="module")
 def loaded(run):
-    return load(run, tasks=("text_classify",))
+    return load(run, needs=(TEXT_CLASSES,))
 
 
 def test_classify_endpoint(loaded):

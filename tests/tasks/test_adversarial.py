@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax.config import load_config, validate
-from lmjax.tasks import make_task
+from lmjax.config import load_config
+from lmjax.tasks import add_switches, check, make_task
 from lmjax.train.loop import train_and_evaluate
 
 
@@ -26,7 +26,7 @@ def mlp_config(fashion_config):
 
 
 def test_adversarial_loss_is_above_the_clean_loss(mlp_config):
-    cfg = mlp_config
+    cfg = add_switches(mlp_config, "robust")
     cfg.robust.update(attack="pgd", eps=0.1, steps=3)
     task = make_task(cfg, log=lambda _: None)
     assert "pgd at eps=0.1" in task.describe()
@@ -41,7 +41,7 @@ def test_adversarial_loss_is_above_the_clean_loss(mlp_config):
 
 def test_training_runs_and_the_robustness_command_attacks_the_run(mlp_config, tmp_path,
                                                                    run_module):
-    cfg = mlp_config
+    cfg = add_switches(mlp_config, "robust")
     cfg.robust.update(attack="fgsm_rs", eps=0.1)
     cfg.train.update(num_steps=4, eval_every=4, final_eval_examples=64, eval_examples=64)
     cfg.checkpoint.every = 4
@@ -64,22 +64,22 @@ def test_training_runs_and_the_robustness_command_attacks_the_run(mlp_config, tm
 
 
 def test_bad_robust_settings_are_refused(fashion_config):
-    cfg = fashion_config
+    cfg = add_switches(fashion_config, "robust")
     cfg.robust.attack = "cw"
     with pytest.raises(Exception, match="robust.attack='cw'"):
-        validate(cfg)
+        check(cfg)
     cfg.robust.update(attack="pgd", eps=0.0)
     with pytest.raises(Exception, match=r"robust.eps=0.0.*\(0, 1\]"):
-        validate(cfg)
+        check(cfg)
     cfg.robust.eps = 0.1
-    cfg.ensemble.members = 2
+    add_switches(cfg, "ensemble").ensemble.members = 2
     with pytest.raises(Exception, match="ensemble.members > 1"):
-        validate(cfg)
-    gpt = load_config("configs/gpt.py:tiny")
+        check(cfg)
+    gpt = load_config("configs/gpt.py:tiny+robust")
     gpt.robust.attack = "pgd"
     with pytest.raises(Exception, match="image classifiers"):
-        validate(gpt)
-    table = load_config("configs/tabular.py:breast_cancer")
+        check(gpt)
+    table = load_config("configs/tabular.py:breast_cancer+robust")
     table.robust.attack = "fgsm_rs"
     with pytest.raises(ValueError, match="not images"):
         make_task(table, log=lambda _: None)

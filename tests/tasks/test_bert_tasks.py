@@ -9,7 +9,6 @@ import numpy as np
 import optax
 import pytest
 
-from lmjax.models import lora
 from lmjax.tasks import make_task
 from lmjax.train.crossval import fit
 from lmjax.train.loop import train_and_evaluate
@@ -122,8 +121,8 @@ def test_lora_trains_adapters_only_and_merges(pretrained, load_config, data_cach
             node = node[k]
         np.testing.assert_array_equal(x, node)
     assert moved == 2 * 3  # two layers x three targets
-    model, merged = task.base_model, lora.merged(tuned, task.cfg.lora)
-    inputs = task.data.val_inputs[:8]
+    model, merged = task.plain_model(tuned)
+    inputs = task.examples("val", np.arange(8))["inputs"]
     np.testing.assert_allclose(model.apply({"params": merged}, inputs),
                                task._logits(tuned, inputs, True), rtol=1e-5, atol=1e-6)
 

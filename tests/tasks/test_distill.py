@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lmjax.data.tokenizers import CharTokenizer
-from lmjax.tasks import make_task
+from lmjax.tasks import add_switches, make_task
 from lmjax.tasks.distill import check_compatible, soft_loss
 from lmjax.train.restore import load_setup
 
@@ -58,7 +58,7 @@ def test_mlp_student_loss_mixes_cnn_teacher_soft_targets(fashion_config, load_co
     student = load_config("mlp", "fashion_mnist.py")
     student.data.update(dir=fashion_dir, val_size=100)
     student.model.update(hidden=(16,), dropout=0.0)
-    student.distill.update(teacher=teacher_dir, temperature=3.0, alpha=0.7)
+    add_switches(student, "distill").distill.update(teacher=teacher_dir, temperature=3.0, alpha=0.7)
     task = make_task(student, log=lambda s: None)
     params = task.init_variables(jax.random.PRNGKey(1))["params"]
     batch = task.train_batch(0)
@@ -77,6 +77,6 @@ def test_mlp_student_loss_mixes_cnn_teacher_soft_targets(fashion_config, load_co
 
     bad = load_config("mlp", "fashion_mnist.py")
     bad.data.update(dir=fashion_dir, val_size=100)
-    bad.distill.teacher = str(tmp_path / "nowhere")
+    add_switches(bad, "distill").distill.teacher = str(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="not a run directory"):
         make_task(bad, log=lambda s: None)

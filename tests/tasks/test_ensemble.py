@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax.config import validate
+from lmjax.tasks import add_switches, check
 from lmjax.eval import metrics
 from lmjax.parallel import mesh as meshlib
 from lmjax.train.loop import _incompatibilities
@@ -30,7 +30,7 @@ def test_member_zero_trains_as_the_single_run_and_eval_averages(fashion_config):
     cfg = fashion_config
     cfg.optim.clip_norm = 0.05  # small enough to clip: clipping must be per member
     single, single_state = trained(cfg)
-    cfg.ensemble.members = 2
+    add_switches(cfg, "ensemble").ensemble.members = 2
     ens, ens_state = trained(cfg)
 
     # Member 0 is the run without the ensemble: same init, same steps, same clipping.
@@ -69,10 +69,10 @@ def test_member_zero_trains_as_the_single_run_and_eval_averages(fashion_config):
 
 
 def test_members_are_checked_and_old_checkpoints_mean_one_member(fashion_config):
-    cfg = fashion_config
+    cfg = add_switches(fashion_config, "ensemble")
     cfg.ensemble.members = 0
     with pytest.raises(Exception, match="ensemble.members=0"):
-        validate(cfg)
+        check(cfg)
     cfg.ensemble.members = 3
     stored = cfg.to_dict()
     del stored["ensemble"]  # a run from before ensembles

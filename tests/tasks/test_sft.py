@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from lmjax.infer.load import load
+from lmjax.models.gpt import GPT
 from lmjax.tasks import make_task
+from lmjax.tasks.base import ANSWERS
 from lmjax.train.loop import train_and_evaluate
 from lmjax.train.restore import load_run
 
@@ -128,11 +130,12 @@ def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
             np.testing.assert_array_equal(np.asarray(v), np.asarray(base[jax.tree_util.keystr(p)]))
 
     # Loading for inference folds the adapters in: a plain GPT with the adapted model's logits.
-    served = load(workdir, tasks=("sft",))
-    assert served.model == task.base_model  # the plain GPT module, no qwix wrapping
+    served = load(workdir, needs=(ANSWERS,))
+    assert served.model == task.plain_model(post.params)[0]  # the plain GPT, no qwix wrapping
+    assert type(served.model) is GPT
     assert not any(is_adapter(p) for p, _ in jax.tree_util.tree_flatten_with_path(
         served.params)[0])
-    tokens = np.random.default_rng(0).integers(0, task.base_model.cfg.vocab_size, (2, 16))
+    tokens = np.random.default_rng(0).integers(0, task.model_config.vocab_size, (2, 16))
     np.testing.assert_allclose(served.model.apply({"params": served.params}, tokens),
                                served.task.model.apply({"params": post.params}, tokens),
                                rtol=1e-4, atol=1e-4)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmjax.checkpoint import CheckpointError
+from lmjax.tasks import add_switches
 from lmjax.train import loop
 from lmjax.train.restore import load_run
 from lmjax.train.loop import train_and_evaluate
@@ -227,9 +228,10 @@ def test_a_cnn_config_resumes_its_own_checkpoint_and_names_a_changed_sparsity(lo
     cfg = load_config("tiny", "fashion_mnist.py")
     stored = json.loads(json.dumps(cfg.to_dict()))
     assert loop._incompatibilities(stored, cfg) == []
-    cfg.prune.target_sparsity = 0.5
+    add_switches(cfg, "prune").prune.target_sparsity = 0.5
     assert loop._incompatibilities(stored, cfg) == [
         "prune.target_sparsity: checkpoint 0.0, config 0.5"]
-    del stored["prune"]  # a run from before pruning existed: it had none
+    stored["prune"] = json.loads(json.dumps(cfg.prune.to_dict()))  # the other way round
+    del cfg["prune"]
     assert loop._incompatibilities(stored, cfg) == [
-        "prune.target_sparsity: checkpoint 0.0, config 0.5"]
+        "prune.target_sparsity: checkpoint 0.5, config 0.0"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lmjax.data.federated import split_clients
+from lmjax.data.clients import split_clients
 
 LABELS = np.random.default_rng(1).integers(0, 10, 2000)
 

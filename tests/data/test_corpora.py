@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from lmjax.data import sources
+from lmjax.data import corpora
 from lmjax.data.corpora import DatasetError
 
 TEXTS = [f"document {i} " + "word " * i for i in range(40)]
 
 
 def _docs(spec, **kw):
-    return list(sources.documents(spec, kw.pop("text_key", "text"), kw.pop("val", 0.25)))
+    return list(corpora.documents(spec, kw.pop("text_key", "text"), kw.pop("val", 0.25)))
 
 
 def test_jsonl_plain_and_gzipped_give_the_same_documents_in_order(tmp_path):
@@ -30,9 +30,9 @@ def test_jsonl_plain_and_gzipped_give_the_same_documents_in_order(tmp_path):
 
 def test_split_is_by_document_id_and_close_to_the_fraction():
     ids = [f"doc{i}" for i in range(20_000)]
-    share = sum(sources.split_of(i, 0.1) == "val" for i in ids) / len(ids)
+    share = sum(corpora.split_of(i, 0.1) == "val" for i in ids) / len(ids)
     assert abs(share - 0.1) < 0.01
-    assert all(sources.split_of(i, 0.0) == "train" for i in ids[:100])
+    assert all(corpora.split_of(i, 0.0) == "train" for i in ids[:100])
 
 
 def test_parquet_text_column_and_text_files(tmp_path):
