@@ -15,8 +15,10 @@ by all three, so that they tokenize the same way:
 On the throughput corpus (the first size) the three alternate for --rounds rounds, so that a
 machine shared with other work slows them alike. The pipeline also runs once at every size,
 with the peak memory of its whole process tree (main + workers: the sum of their
-proportional set sizes, so shared pages count once; sampled every 0.25 s)
-and the dedup figures measured against the planted duplicates' ground truth.
+proportional set sizes, so shared pages count once; sampled every 0.25 s) and of the main
+process alone (which holds the shard buffers), at lmjax's default shard size unless
+--shard_tokens is given, and the dedup figures measured against the planted duplicates'
+ground truth.
 """
 
 from __future__ import annotations
@@ -98,23 +100,25 @@ def hf_datasets(path: str, tok_file: str, workers: int, cache: str) -> float:
 
 
 def pipeline(path: str, tok_file: str, workers: int, cache: str, shard_tokens: int,
-             every: float = 0.25) -> tuple[float, float, str]:
-    """(seconds, peak MB of the process tree sampled every `every` s, prepared folder)."""
+             every: float = 0.25) -> tuple[float, float, float, str]:
+    """(seconds, peak MB of the process tree and of the main process alone, sampled every
+    `every` s, prepared folder). `shard_tokens` 0: lmjax's default (data.shard_tokens)."""
     shutil.rmtree(cache, ignore_errors=True)
     cmd = [sys.executable, "-m", "lmjax.prepare_data", "--config=configs/gpt.py",
            "--config.data.name=stream", f"--config.data.files={path}",
            f"--config.data.tokenizer_file={tok_file}", f"--config.data.cache_dir={cache}",
-           f"--config.data.num_workers={workers}", "--config.data.val_fraction=0.01",
-           f"--config.data.shard_tokens={shard_tokens}"]
+           f"--config.data.num_workers={workers}", "--config.data.val_fraction=0.01"]
+    cmd += [f"--config.data.shard_tokens={shard_tokens}"] if shard_tokens else []
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    peak, root = 0, psutil.Process(proc.pid)
+    peak, main_peak, root = 0, 0, psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
             procs = [root] + root.children(recursive=True)
             # PSS: pages shared between the processes counted once, not once per process
-            peak = max(peak, sum(p.memory_full_info().pss for p in procs))
+            pss = [p.memory_full_info().pss for p in procs]
+            peak, main_peak = max(peak, sum(pss)), max(main_peak, pss[0])
         except psutil.Error:
             pass
         try:  # (reading smaps costs CPU: the throughput rounds sample rarely)
@@ -127,7 +131,7 @@ def pipeline(path: str, tok_file: str, workers: int, cache: str, shard_tokens: i
         raise RuntimeError(out)
     folder = next(line.split(": ", 1)[1] for line in out.splitlines()
                   if line.startswith("shards: "))
-    return seconds, peak / 1e6, folder
+    return seconds, peak / 1e6, main_peak / 1e6, folder
 
 
 def dedup_quality(corpus: str, folder: str, val_fraction: float = 0.01) -> dict:
@@ -204,8 +208,9 @@ def main() -> None:
     p.add_argument("--sample_mb", type=float, default=20)
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--shard_tokens", type=int, default=10_000_000, help="tokens per shard: "
-                   "the shard buffers, not the corpus, bound the memory")
+    p.add_argument("--shard_tokens", type=int, default=0, help="tokens per shard (0: lmjax's "
+                   "default, data.shard_tokens): the shard buffers, not the corpus, bound the "
+                   "memory")
     p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "lmjax-data-bench"))
     p.add_argument("--loader", action="store_true", help="only compare building training "
                    "batches from one array and from shards")
@@ -233,13 +238,14 @@ def main() -> None:
     first = corpora[sizes[0]]
     if a.rounds:
         throughput(first, tok_file, a)
-    print("\nsize MB | pipeline MB/s | peak memory MB (tree PSS) | exact recall | near recall | "
-          "unique removed as dup | unique removed by rules")
+    print("\nsize MB | pipeline MB/s | peak memory MB (tree PSS) | main process | exact recall "
+          "| near recall | unique removed as dup | unique removed by rules")
     for size in sizes:
-        secs, peak, folder = pipeline(corpora[size], tok_file, a.workers,
-                                      os.path.join(a.dir, "out"), a.shard_tokens)
+        secs, peak, main_peak, folder = pipeline(corpora[size], tok_file, a.workers,
+                                                 os.path.join(a.dir, "out"), a.shard_tokens)
         q = dedup_quality(corpora[size], folder)
-        print(f"{size:7g} | {size / secs:13.2f} | {peak:25.0f} | {q['exact_recall']:12.3f} | "
+        print(f"{size:7g} | {size / secs:13.2f} | {peak:25.0f} | {main_peak:12.0f} | "
+              f"{q['exact_recall']:12.3f} | "
               f"{q['near_recall']:11.3f} | {q['unique_removed_as_duplicate']:21.4f} | "
               f"{q['unique_removed_by_quality_rules']:.4f}   planted {q['planted']}; copies "
               f"across the split {q['pairs_across_split']}, both kept "

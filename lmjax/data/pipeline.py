@@ -12,9 +12,9 @@
 Killed at any point (even kill -9), the same command continues: chunks already in .work/ are
 not tokenized again (their saved keys replay the dedup decisions), shards already in the
 manifest are not written again, and the result is byte-identical to an uninterrupted run's.
-Memory is bounded by the chunks in flight (about three per worker) and the two shard buffers,
-with only the dedup index growing with the corpus (0.25 KB a document); docs/data.md has
-what was measured.
+Memory is bounded by the chunks in flight (about three per worker) and the two shard buffers
+(filled in place: data.shard_tokens tokens of 2 bytes each for uint16), with only the dedup
+index growing with the corpus (0.25 KB a document); docs/data.md has what was measured.
 """
 
 from __future__ import annotations
@@ -123,7 +123,10 @@ def prepare_stream(cfg, root: str, log=print) -> str:
         with _bare_main():
             pool = futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
                                                _init, init)
-            pool.submit(int).result()  # starts every worker now, while __main__ is hidden
+            # A spawning executor starts one worker per submit while none is idle (3.11+): one
+            # task per worker starts them all now, while __main__ is hidden, not later.
+            for started in [pool.submit(int) for _ in range(workers)]:
+                started.result()
     else:
         _init(*init)
     removed = open(os.path.join(folder, WORK, "removed.tsv"), "w")  # rewritten on a resume
@@ -344,33 +347,38 @@ def _write(result: dict, writer: "_Writer") -> None:
     ends = np.cumsum(result["lengths"])
     tokens = result["tokens"]
     for i in np.flatnonzero(result["kept"]):
-        # a copy: a view would keep the chunk's whole token array alive in the validation
-        # buffer (1% of documents) until its first shard, which grew memory with the corpus
         writer.add("val" if result["split"][i] else "train",
-                   tokens[ends[i] - result["lengths"][i]:ends[i]].copy())
+                   tokens[ends[i] - result["lengths"][i]:ends[i]])
 
 
 class _Writer:
     """Two buffers (train, val) cut into shards of exactly `size` tokens (the last one of each
-    split shorter); a shard already in the manifest is not written again."""
+    split shorter); a shard already in the manifest is not written again.
+
+    Each buffer is one preallocated array of `size` tokens in the shard's own type, filled in
+    place as documents arrive and written as it is when full (as llm.c's writer does): 2 bytes
+    a token for uint16, where a list of pieces concatenated, cast and copied into the file's
+    bytes held about 9 (docs/data.md). The OS maps its pages in only as they are written."""
 
     def __init__(self, folder: str, size: int, dtype, done: dict, settings: dict):
         self.folder, self.size, self.dtype, self.done = folder, size, dtype, done
         self.settings = settings
-        self.buffers = {"train": [], "val": []}
-        self.pending = {"train": 0, "val": 0}
+        self.buffers: dict[str, np.ndarray | None] = {"train": None, "val": None}
+        self.pending = {"train": 0, "val": 0}  # tokens in each buffer
         self.counts = {"train": 0, "val": 0}  # shards written per split
         self.records: list[dict] = []
 
     def add(self, split: str, tokens: np.ndarray) -> None:
-        self.buffers[split].append(tokens)
-        self.pending[split] += len(tokens)
-        if self.pending[split] >= self.size:
-            whole = np.concatenate(self.buffers[split])
-            while len(whole) >= self.size:
-                self._shard(split, whole[:self.size])
-                whole = whole[self.size:]
-            self.buffers[split], self.pending[split] = [whole], len(whole)
+        while len(tokens):
+            if self.buffers[split] is None:  # a fresh one after each shard (pages on use)
+                self.buffers[split] = np.empty(self.size, self.dtype)
+            at = self.pending[split]
+            n = min(len(tokens), self.size - at)
+            self.buffers[split][at:at + n] = tokens[:n]
+            self.pending[split], tokens = at + n, tokens[n:]
+            if self.pending[split] == self.size:
+                self._shard(split, self.buffers[split])
+                self.buffers[split], self.pending[split] = None, 0
 
     def _shard(self, split: str, tokens: np.ndarray) -> None:
         name = f"{split}_{self.counts[split]:06d}.bin"
@@ -382,7 +390,7 @@ class _Writer:
             record = old  # finished before an interruption: not written again
         else:
             record = {"file": name, "split": split, "tokens": int(len(tokens)),
-                      "sha256": shards.write_shard(path, tokens.astype(self.dtype))}
+                      "sha256": shards.write_shard(path, tokens)}
         self.records.append(record)
         self.counts[split] += 1
         self._manifest(False)
@@ -390,7 +398,7 @@ class _Writer:
     def finish(self, report: dict) -> None:
         for split in ("train", "val"):
             if self.pending[split]:
-                self._shard(split, np.concatenate(self.buffers[split]))
+                self._shard(split, self.buffers[split][:self.pending[split]])
         report["train_tokens"] = sum(r["tokens"] for r in self.records if r["split"] == "train")
         report["val_tokens"] = sum(r["tokens"] for r in self.records if r["split"] == "val")
         _write_json(os.path.join(self.folder, "report.json"), report)

@@ -35,18 +35,22 @@ class ShardError(ValueError):
 
 def write_shard(path: str, tokens: np.ndarray) -> str:
     """Writes tokens in llm.c's format, atomically (a temporary file renamed into place);
-    returns the file's sha256."""
+    returns the file's sha256. Tokens already uint16/uint32 and contiguous are written and
+    hashed where they lie: no copy of a shard is made."""
     version = 1 if tokens.dtype == np.uint16 else 2
     header = np.zeros(HEADER_INTS, np.int32)
     header[:3] = MAGIC, version, len(tokens)
-    data = header.tobytes() + np.ascontiguousarray(tokens, DTYPES[version]).tobytes()
+    body = np.ascontiguousarray(tokens, DTYPES[version])
+    digest = hashlib.sha256(header)
+    digest.update(body)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
-        f.write(data)
+        f.write(header)
+        f.write(body)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
+    return digest.hexdigest()
 
 
 def file_sha256(path: str) -> str:

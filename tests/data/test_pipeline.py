@@ -156,6 +156,31 @@ def test_kill_9_then_rerun_redoes_only_unfinished_shards(tmp_path):
         [(r["file"], r["sha256"]) for r in reference["shards"]]  # as if never interrupted
 
 
+HEAVY_MAIN = """
+import json, sys
+print("main module imported", file=sys.stderr, flush=True)  # what a worker must not do
+from lmjax.config import text_data
+from lmjax.data import pipeline
+
+if __name__ == "__main__":
+    pipeline.prepare_stream(text_data(**json.loads(sys.argv[1])), sys.argv[2])
+"""
+
+
+def test_no_worker_imports_the_main_module(tmp_path):
+    # Spawned workers would import the command's __main__ again (JAX, hundreds of MB each);
+    # every one of them, not only the first, must start while it is hidden.
+    _corpus(tmp_path / "c.jsonl")
+    (tmp_path / "main.py").write_text(HEAVY_MAIN)
+    fields = dict(_cfg(tmp_path / "c.jsonl", tmp_path / "cache").to_dict(), num_workers=2,
+                  chunk_bytes=5_000)
+    r = subprocess.run([sys.executable, str(tmp_path / "main.py"), json.dumps(fields),
+                        str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT), timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("main module imported") == 1, r.stderr
+
+
 def test_an_empty_split_is_refused_and_never_marked_complete(tmp_path):
     _corpus(tmp_path / "c.jsonl", n=3, near=0, exact=0)
     cfg = _cfg(tmp_path / "c.jsonl", tmp_path / "cache", tokenizer_sample_bytes=10_000)

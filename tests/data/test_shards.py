@@ -39,6 +39,41 @@ def llmc(tmp_path):
     return tmp_path, np.concatenate(parts), val
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_prepared_shards_equal_llmc_files_of_the_concatenated_documents(tmp_path, dtype):
+    # The preparation's writer fills each shard in place; the reference is what it did before:
+    # each split's kept documents concatenated in order, cut every `size` tokens, each piece
+    # written as llm.c writes a shard. The files must be the same bytes.
+    import hashlib
+
+    from lmjax.data import pipeline
+
+    rng = np.random.default_rng(0)
+    size, top = 1000, np.iinfo(dtype).max
+    docs = [rng.integers(0, top, n, endpoint=True).astype(dtype)
+            for n in rng.integers(1, 2500, 90)]  # some longer than a shard
+    is_val, kept = rng.random(90) < 0.3, rng.random(90) < 0.9
+    writer = pipeline._Writer(str(tmp_path), size, dtype, {}, {})
+    for part in np.array_split(np.arange(90), 4):  # tokenized chunks, as the workers send them
+        lengths = np.array([len(docs[i]) if kept[i] else 0 for i in part])
+        pipeline._write({"split": is_val[part].astype(np.uint8), "kept": kept[part],
+                         "lengths": lengths,
+                         "tokens": np.concatenate([docs[i] for i in part if kept[i]])}, writer)
+    writer.finish({})
+    manifest = shards.read_manifest(str(tmp_path))
+    for split, side in (("train", ~is_val), ("val", is_val)):
+        whole = np.concatenate([docs[i] for i in np.flatnonzero(side & kept)])
+        pieces = [whole[i:i + size] for i in range(0, len(whole), size)]
+        records = [r for r in manifest["shards"] if r["split"] == split]
+        assert [r["file"] for r in records] == [f"{split}_{i:06d}.bin" for i in range(len(pieces))]
+        for piece, record in zip(pieces, records):
+            write_llmc(tmp_path / "ref.bin", piece, version=1 if dtype == np.uint16 else 2)
+            want = (tmp_path / "ref.bin").read_bytes()
+            assert (tmp_path / record["file"]).read_bytes() == want
+            assert record["sha256"] == hashlib.sha256(want).hexdigest()
+            assert record["tokens"] == len(piece)
+
+
 def test_llmc_shards_read_as_one_sequence(llmc):
     root, whole, val = llmc
     data = prepare(_cfg(shards=str(root / "fineweb_train_*.bin")), log=lambda s: None)
