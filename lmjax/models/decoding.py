@@ -1,5 +1,6 @@
 """Decoding with a cache: prefill, one step, the jitted loop and sampling, for any model that
-keeps one.
+keeps one; and `score`, the log-probability of given tokens (evaluation harnesses, OpenAI's
+echo and logprobs, preference losses).
 
 The decoder knows a model only through this protocol (GPT and RNNLM implement it):
 
@@ -153,6 +154,49 @@ def step(model, params, cache, last: jax.Array, position: jax.Array, sampling: S
     logits, cache = model.apply({"params": params}, last[:, None], positions=position[:, None],
                                 cache=cache)
     return sample(logits[:, 0], sampling, n), cache
+
+
+@flax.struct.dataclass
+class Scores:
+    """What `score` returns; entry [b, i] is about token i + 1 of row b, predicted from the
+    tokens before it (token 0 has no prediction). Zero past each row's end."""
+    logprobs: jax.Array      # (batch, length - 1) float32: log p(token i + 1 | tokens <= i)
+    greedy: jax.Array        # (batch, length - 1) int32: the most likely token there
+    top_logprobs: jax.Array  # (batch, length - 1, k) float32: the k most likely, descending
+    top_ids: jax.Array       # (batch, length - 1, k) int32: their ids
+
+
+def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """log p(target) under each position's logits, in float32: logits (..., vocab), targets
+    (...). Pure and differentiable, for losses that need sequence log-probabilities (DPO)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "top_k"))
+def score(model, params, tokens: jax.Array, lengths: jax.Array, *, top_k: int = 0) -> Scores:
+    """How likely each token of each row is given the ones before it, in one forward pass.
+
+    tokens (batch, length): row b is tokens[b, :lengths[b]], right-padded with anything. The
+    model reads tokens[:, :-1] with plain causal attention (the training forward pass), so
+    padding after a row's end is never seen by its tokens, and a row may be one token longer
+    than the model's context. With `top_k` > 0 the k most likely tokens at each position come
+    too (OpenAI's top logprobs). The sum of a row's logprobs over a span (a continuation, a
+    response) is that span's log-likelihood given what precedes it.
+    """
+    batch, length = tokens.shape
+    chex.assert_shape(lengths, (batch,))
+    logits = model.apply({"params": params}, tokens[:, :-1]).astype(jnp.float32)
+    live = jnp.arange(1, length)[None] < lengths[:, None]
+    if top_k:
+        top_values, top_ids = jax.lax.top_k(jax.nn.log_softmax(logits, axis=-1), top_k)
+    else:
+        top_values = jnp.zeros((batch, length - 1, 0), jnp.float32)
+        top_ids = jnp.zeros((batch, length - 1, 0), jnp.int32)
+    return Scores(logprobs=jnp.where(live, token_logprobs(logits, tokens[:, 1:]), 0.0),
+                  greedy=jnp.where(live, jnp.argmax(logits, axis=-1), 0).astype(jnp.int32),
+                  top_logprobs=jnp.where(live[..., None], top_values, 0.0),
+                  top_ids=jnp.where(live[..., None], top_ids, 0).astype(jnp.int32))
 
 
 def _stopped(recent: jax.Array, stops: jax.Array, generated: jax.Array) -> jax.Array:
