@@ -12,9 +12,11 @@ The default template is plain QA, `Question: {prompt}\\nAnswer: {response}`, wit
 marker "\\n\\n" after each response: a blank line works with every tokenizer (characters
 included), never occurs inside a one-line answer, and is the natural separator between
 few-shot examples. Generation stops at the run's stop strings (by default the end marker).
-A chat is rendered as consecutive QA turns: each user message goes through the template's
-prompt part, each assistant message is a response (learned), a system message is a prompt
-line of its own (not learned).
+A chat is rendered by lmjax/data/chat.py, the rendering /v1/chat/completions uses too: by
+default as consecutive QA turns (each user message goes through the template's prompt part,
+each assistant message is a response, learned, a system message is a prompt line of its own),
+or with the tokenizer's Hugging Face chat template where the run has one; either way only the
+assistant messages are learned.
 
 Prompt and response are tokenized separately and concatenated: at inference the prompt is
 tokenized alone and the model continues it, so training sees the same token boundary.
@@ -30,10 +32,8 @@ import numpy as np
 
 from lmjax.config import require
 from lmjax.data import sources
-
-DEFAULT_TEMPLATE = "Question: {prompt}\nAnswer: {response}"
-DEFAULT_END = "\n\n"
-ROLES = ("system", "user", "assistant")
+from lmjax.data.chat import DEFAULT_END, DEFAULT_TEMPLATE  # noqa: F401 (used from here too)
+from lmjax.data.chat import ROLES, ChatError, ChatFormat, HFChat, qa_prompt
 
 
 class SFTDataError(ValueError):
@@ -53,33 +53,33 @@ def format_prompt(template: str, question: str) -> str:
 
     Plain replacement, not str.format, so braces in a question are kept as they are."""
     check_template(template)
-    return template[:-len("{response}")].replace("{prompt}", question)
+    return qa_prompt(template, question)
 
 
-def pieces(record: dict, template: str, end: str, where: str = "") -> list[tuple[str, bool]]:
-    """One JSONL record -> [(text, is_response), ...] (see the module docstring)."""
+def pieces(record: dict, template: str, end: str, where: str = "",
+           hf: HFChat | None = None) -> list[tuple[str, bool]]:
+    """One JSONL record -> [(text, is_response), ...] (see the module docstring). A chat is
+    rendered with the Hugging Face template `hf` (chat.hf_chat of the run's tokenizer), or
+    else lmjax's default with `template` and `end`."""
     at = f"{where}: " if where else ""
     if "messages" in record:
         msgs = record["messages"]
         if not isinstance(msgs, list) or not msgs:
             raise SFTDataError(f"{at}'messages' must be a non-empty list of "
                                "{'role': ..., 'content': ...}.")
-        out = []
         for m in msgs:
             role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (None,
                                                                                         None)
             if role not in ROLES or not isinstance(content, str):
                 raise SFTDataError(f"{at}each message needs a 'role' among {', '.join(ROLES)} "
                                    f"and a string 'content'; got {m!r}.")
-            if role == "system":
-                out.append((content + "\n", False))
-            elif role == "user":
-                out.append((format_prompt(template, content), False))
-            else:
-                out.append((content + end, True))
-        if not any(r for _, r in out):
+        if not any(m["role"] == "assistant" for m in msgs):
             raise SFTDataError(f"{at}the chat has no 'assistant' message: nothing to learn.")
-        return out
+        check_template(template)
+        try:
+            return ChatFormat(hf=hf, template=template, end=end).pieces(msgs)
+        except ChatError as e:
+            raise SFTDataError(f"{at}{e}") from None
     prompt, response = record.get("prompt"), record.get("response")
     if not isinstance(prompt, str) or not isinstance(response, str):
         raise SFTDataError(f"{at}a record needs string 'prompt' and 'response' fields, or "
