@@ -1,0 +1,66 @@
+"""Two-digit addition as a task with a checkable answer: SFT's and GRPO's records, with a
+held-out split of problems never trained on.
+
+    {"prompt": "47+38", "response": "85"}
+
+Every pair (a, b) of two-digit numbers is a problem (8,100 of them); a seeded permutation holds
+out `val` of them. `write` also saves a character tokenizer for them (the characters of SFT's
+default template, the digits and '+'), so that a GPT can be trained from scratch on the records with
+`data.tokenizer_file=<out>/tokenizer.json` (docs/posttraining.md):
+
+    python -m lmjax.data.arithmetic --out=runs/add   # train.jsonl, val.jsonl, tokenizer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from lmjax.data import sft
+from lmjax.data.tokenizers import CharTokenizer
+
+
+def build(seed: int = 0, val: int = 500, low: int = 10, high: int = 99) -> dict[str, list]:
+    """{'train': [...], 'val': [...]}: every a + b with low <= a, b <= high, split by problem."""
+    pairs = [(a, b) for a in range(low, high + 1) for b in range(low, high + 1)]
+    if not 0 < val < len(pairs):
+        raise ValueError(f"val={val}: hold out between 1 and {len(pairs) - 1} problems.")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    records = [{"prompt": f"{a}+{b}", "response": str(a + b)} for a, b in
+               (pairs[i] for i in order)]
+    return {"train": records[val:], "val": records[:val]}
+
+
+def tokenizer() -> CharTokenizer:
+    """The characters of every record rendered with SFT's default template and end marker."""
+    return CharTokenizer.train([sft.format_prompt(sft.DEFAULT_TEMPLATE, "0123456789+") +
+                                sft.DEFAULT_END])
+
+
+def write(out: str, seed: int = 0, val: int = 500) -> dict[str, int]:
+    os.makedirs(out, exist_ok=True)
+    sets = build(seed, val)
+    for split, records in sets.items():
+        with open(os.path.join(out, f"{split}.jsonl"), "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+    tokenizer().save(out)
+    return {k: len(v) for k, v in sets.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="directory for the records and tokenizer")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val", type=int, default=500, help="problems held out")
+    args = parser.parse_args(argv)
+    sizes = write(args.out, args.seed, args.val)
+    print(f"Wrote {sizes['train']} training and {sizes['val']} held-out problems and "
+          f"tokenizer.json to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
