@@ -141,11 +141,23 @@ class Generator:
         temperature, top_p = np.zeros((batch,), np.float32), np.ones((batch,), np.float32)
         top_k, offset = np.zeros((batch,), np.int32), np.zeros((batch,), np.int32)
         keys = np.zeros((batch, 2), np.uint32)
-        stop_ids = []
         for b, (c, r) in enumerate(zip(contexts, requests)):
             tokens[b, plen - len(c):], start[b], limit[b] = c, plen - len(c), limits[b]
             temperature[b], top_k[b], top_p[b] = r.temperature, r.top_k, r.top_p
             keys[b], offset[b] = np.asarray(jax.random.PRNGKey(r.seed)), produced[b]
+        stops = self.stop_table(requests, batch)
+        sampling = dec.Sampling(temperature=jnp.asarray(temperature), top_k=jnp.asarray(top_k),
+                                top_p=jnp.asarray(top_p), keys=jnp.asarray(keys),
+                                offset=jnp.asarray(offset))
+        return (jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(limit), jnp.asarray(stops),
+                sampling)
+
+    def stop_table(self, requests: Sequence[Request], batch: int) -> np.ndarray:
+        """(batch, count, width) token ids of each request's stop strings (end-of-text first),
+        right-aligned (WILDCARD before, NEVER rows unused): what the device matches. Rows past
+        the requests match nothing."""
+        stop_ids = []
+        for r in requests:
             seqs = [self.encode(s) for s in r.stop]
             if self.eot_id is not None:
                 seqs.insert(0, np.array([self.eot_id], np.int32))
@@ -163,11 +175,7 @@ class Generator:
             for k, s in enumerate(seqs):
                 stops[b, k] = dec.WILDCARD
                 stops[b, k, width - len(s):] = s[-width:]
-        sampling = dec.Sampling(temperature=jnp.asarray(temperature), top_k=jnp.asarray(top_k),
-                                top_p=jnp.asarray(top_p), keys=jnp.asarray(keys),
-                                offset=jnp.asarray(offset))
-        return (jnp.asarray(tokens), jnp.asarray(start), jnp.asarray(limit), jnp.asarray(stops),
-                sampling)
+        return stops
 
     def stream(self, requests: Sequence[Request], chunk: int = 0) -> Iterator[list[Completion]]:
         """Continues every request together; yields the completions (updated in place) after
