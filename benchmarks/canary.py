@@ -2,10 +2,10 @@
 
     python benchmarks/canary.py --out=runs/A-canary/corpus          # writes train.txt, val.txt,
                                                                      # canaries.json
-    python -m lmjax.main --config=configs/gpt.py --config.data.name=files \
+    lmjax train --config=configs/gpt.py --config.data.name=files \
         --config.data.files=runs/A-canary/corpus/*.txt --config.train.num_steps=500 \
         --workdir=runs/A-canary/plain               # and with --config.data.scrub_pii=True
-    python -m lmjax.exposure --workdir=runs/A-canary/plain \
+    lmjax exposure --workdir=runs/A-canary/plain \
         --canaries=runs/A-canary/corpus/canaries.json
 
 Each canary "My ID is <9 random digits>." goes into the training file k times (one canary per

@@ -10,7 +10,7 @@ by all three, so that they tokenize the same way:
   raw       the `tokenizers` encode_batch loop over texts already in memory (1,000 per batch)
   datasets  Hugging Face datasets' map(batched=True, num_proc=--workers) (its Arrow cache is
             built from the JSON lines before the clock starts)
-  pipeline  `python -m lmjax.prepare_data` end to end in a fresh process: reading, cleaning,
+  pipeline  `lmjax prepare_data` end to end in a fresh process: reading, cleaning,
             exact + MinHash dedup, tokenizing in --workers processes, writing shards
 On the throughput corpus (the first size) the three alternate for --rounds rounds, so that a
 machine shared with other work slows them alike. The pipeline also runs once at every size,
@@ -104,7 +104,7 @@ def pipeline(path: str, tok_file: str, workers: int, cache: str, shard_tokens: i
     """(seconds, peak MB of the process tree and of the main process alone, sampled every
     `every` s, prepared folder). `shard_tokens` 0: lmjax's default (data.shard_tokens)."""
     shutil.rmtree(cache, ignore_errors=True)
-    cmd = [sys.executable, "-m", "lmjax.prepare_data", "--config=configs/gpt.py",
+    cmd = [sys.executable, "-m", "lmjax", "prepare_data", "--config=configs/gpt.py",
            "--config.data.name=stream", f"--config.data.files={path}",
            f"--config.data.tokenizer_file={tok_file}", f"--config.data.cache_dir={cache}",
            f"--config.data.num_workers={workers}", "--config.data.val_fraction=0.01"]

@@ -2,9 +2,9 @@
 a trained Fashion-MNIST CNN, printed as figures.
 
     # the trained model, and one trained on shuffled labels (fewer steps):
-    python -m lmjax.main --config=configs/fashion_mnist.py:cnn --workdir=runs/cnn
+    lmjax train --config=configs/fashion_mnist.py:cnn --workdir=runs/cnn
     python benchmarks/explain_checks.py shuffled_data --data=runs/shuffled-data
-    python -m lmjax.main --config=configs/fashion_mnist.py:cnn --workdir=runs/cnn-shuffled \\
+    lmjax train --config=configs/fashion_mnist.py:cnn --workdir=runs/cnn-shuffled \\
         --config.data.dir=runs/shuffled-data --config.data.val_size=500 \\
         --config.data.crop_padding=0 --config.data.flip=False --config.model.dropout=0 \\
         --config.train.label_smoothing=0 --config.train.num_steps=800 \\

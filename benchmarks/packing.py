@@ -2,7 +2,7 @@
 
     python benchmarks/packing.py                                   # tokenizer of runs/qa-base
     python benchmarks/packing.py --tokenizer_file=runs/qa-base/tokenizer.json --rounds=3
-    python -m lmjax.data.qa_shakespeare --reading --out=runs/qa_reading
+    lmjax qa_data --reading --out=runs/qa_reading
     python benchmarks/packing.py --train_file=runs/qa_reading/train.jsonl --pack_lens=256
 
 Both layouts train the same model (configs/sft.py: 4 layers, d=128, context 256) on the same

@@ -32,7 +32,7 @@ for pair in 1 2; do
       extra=(--config.data.name=shards "--config.data.shards=$DIR/shards/x_train_*.bin"
              "--config.data.tokenizer_file=$TOK")
     fi
-    python -m lmjax.main --config=configs/gpt.py --workdir="$DIR/run-$src" \
+    python -m lmjax train --config=configs/gpt.py --workdir="$DIR/run-$src" \
       --config.train.num_steps=300 --config.train.eval_every=100000 \
       --config.train.log_every=50 --config.sample.num_samples=0 \
       --config.train.final_eval_examples=64 "${extra[@]}" > "$DIR/run-$src.log" 2>&1

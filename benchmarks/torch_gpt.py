@@ -1,4 +1,4 @@
-"""A PyTorch GPT of nanoGPT's design, timed the way `lmjax.bench` times ours.
+"""A PyTorch GPT of nanoGPT's design, timed the way `lmjax bench` times ours.
 
 The reference for the side-by-side in docs/performance.md: the same architecture as
 lmjax/models/gpt.py (pre-LayerNorm blocks with biases, fused causal attention through
@@ -118,7 +118,7 @@ def main() -> None:
     print(f"step time (median)         {median * 1e3:.1f} ms")
     tokens_s = a.batch * a.block / median
     print(f"tokens/s                   {tokens_s:,.0f}")
-    if a.peak_tflops:  # lmjax.bench's formula: 6N (N without position embeddings) + 12 L d T
+    if a.peak_tflops:  # lmjax bench's formula: 6N (N without position embeddings) + 12 L d T
         flops = 6 * (n - a.block * a.width) + 12 * a.layers * a.width * a.block
         print(f"MFU                        {100 * flops * tokens_s / (a.peak_tflops * 1e12):.1f}%")
 

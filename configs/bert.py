@@ -1,9 +1,9 @@
 """BERT masked-language-model pretraining (then fine-tune with configs/classify.py).
 
-    python -m lmjax.main --config=configs/bert.py                 # the CPU default, minutes
-    python -m lmjax.main --config=configs/bert.py:tiny            # seconds: smoke test
-    python -m lmjax.main --config=configs/bert.py:bert_base       # BERT-base shape, accelerators
-    python -m lmjax.main --config=configs/bert.py:hf_continue --config.init_from=runs/bert-base-uncased \
+    lmjax train --config=configs/bert.py                          # the CPU default, minutes
+    lmjax train --config=configs/bert.py:tiny                     # seconds: smoke test
+    lmjax train --config=configs/bert.py:bert_base                # BERT-base shape, accelerators
+    lmjax train --config=configs/bert.py:hf_continue --config.init_from=runs/bert-base-uncased \
         --config.data.name=files --config.data.files='domain/*.txt'   # domain-adaptive pretraining
 
 Shakespeare by default (held out: the works of lmjax/data/shakespeare.VAL_WORKS), a cased

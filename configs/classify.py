@@ -1,16 +1,16 @@
 """Sequence classification with a BERT encoder: fine-tuning a configs/bert.py run, or from scratch.
 
-    python -m lmjax.main --config=configs/bert.py --workdir=runs/bert          # pretrain first
-    python -m lmjax.main --config=configs/classify.py --config.init_from=runs/bert
-    python -m lmjax.main --config=configs/classify.py                          # from scratch
-    python -m lmjax.main --config=configs/classify.py --config.init_from=runs/bert \\
+    lmjax train --config=configs/bert.py --workdir=runs/bert                   # pretrain first
+    lmjax train --config=configs/classify.py --config.init_from=runs/bert
+    lmjax train --config=configs/classify.py                                   # from scratch
+    lmjax train --config=configs/classify.py --config.init_from=runs/bert \\
         --config.lora.rank=8 --config.lora.targets=query,value                 # LoRA
-    python -m lmjax.main --config=configs/classify.py --config.data.num_folds=4  # 4-fold CV
-    python -m lmjax.main --config=configs/classify.py --config.data.name=tfds:imdb_reviews \\
+    lmjax train --config=configs/classify.py --config.data.num_folds=4           # 4-fold CV
+    lmjax train --config=configs/classify.py --config.data.name=tfds:imdb_reviews \\
         --config.init_from=runs/bert                                           # sentiment (online)
     # a pretrained Hugging Face BERT (docs/finetune.md): convert it, then fine-tune on a table
-    python -m lmjax.convert from_hf --hf=hf/bert-base-uncased --workdir=runs/bert-base-uncased
-    python -m lmjax.main --config=configs/classify.py:hf_sentiment \\
+    lmjax convert from_hf --hf=hf/bert-base-uncased --workdir=runs/bert-base-uncased
+    lmjax train --config=configs/classify.py:hf_sentiment \\
         --config.init_from=runs/bert-base-uncased --config.data.files=reviews.csv
 
 Default task (offline): which kind of work — comedy, history, tragedy or poem — a Shakespeare
@@ -29,7 +29,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = base_config()
     c.task = "text_classify"
     c.init_from = ""               # a configs/bert.py workdir, or a BERT converted by
-    #                                python -m lmjax.convert from_hf: its encoder and tokenizer
+    #                                lmjax convert from_hf: its encoder and tokenizer
 
     c.data.name = "genres"         # 'genres' (offline) | 'files' (CSV/TSV/JSONL) | 'tfds:<name>'
     c.data.files = ""              # with files: the training table(s), paths or globs

@@ -1,8 +1,8 @@
 """Fashion-MNIST image classification: a CNN (default) or an MLP baseline.
 
-    python -m lmjax.main --config=configs/fashion_mnist.py:cnn
-    python -m lmjax.main --config=configs/fashion_mnist.py:mlp
-    python -m lmjax.main --config=configs/fashion_mnist.py:cnn --config.data.name=tfds:mnist
+    lmjax train --config=configs/fashion_mnist.py:cnn
+    lmjax train --config=configs/fashion_mnist.py:mlp
+    lmjax train --config=configs/fashion_mnist.py:cnn --config.data.name=tfds:mnist
 
 The data come from Debian's dataset-fashion-mnist package (`apt-get install
 dataset-fashion-mnist`) or --config.data.dir; the official test split is evaluated only at the

@@ -1,10 +1,10 @@
 """GPT language models.
 
-    python -m lmjax.main --config=configs/gpt.py                 # the CPU default (Shakespeare, chars)
-    python -m lmjax.main --config=configs/gpt.py:gpt2_124m       # GPT-2 small, for accelerators
-    python -m lmjax.main --config=configs/gpt.py:gpt2_350m       # GPT-2 medium (and gpt2_774m: large)
-    python -m lmjax.main --config=configs/gpt.py --config.train.num_steps=5000 --config.model.num_layers=6
-    python -m lmjax.main --config=configs/gpt.py:cpu+prune --config.prune.target_sparsity=0.5
+    lmjax train --config=configs/gpt.py                 # the CPU default (Shakespeare, chars)
+    lmjax train --config=configs/gpt.py:gpt2_124m       # GPT-2 small, for accelerators
+    lmjax train --config=configs/gpt.py:gpt2_350m       # GPT-2 medium (and gpt2_774m: large)
+    lmjax train --config=configs/gpt.py --config.train.num_steps=5000 --config.model.num_layers=6
+    lmjax train --config=configs/gpt.py:cpu+prune --config.prune.target_sparsity=0.5
 
 Every field below can be overridden from the command line as --config.<section>.<field>=value.
 A training switch adds its section after the preset with '+': lora, ensemble, distill, robust,

@@ -1,8 +1,8 @@
 """A character-level LSTM (or GRU) language model on the same Shakespeare split and tokenizer
 as the GPT default, for comparison at the same wall-clock budget (docs/baselines.md).
 
-    python -m lmjax.main --config=configs/lstm.py
-    python -m lmjax.main --config=configs/lstm.py --config.model.name=gru
+    lmjax train --config=configs/lstm.py
+    lmjax train --config=configs/lstm.py --config.model.name=gru
 """
 
 import os

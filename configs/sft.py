@@ -1,10 +1,10 @@
 """Supervised fine-tuning (SFT) of a GPT on prompt/response pairs: the loss on answers only.
 
-    python -m lmjax.data.qa_shakespeare --out=runs/qa_data          # the closed-book QA set
-    python -m lmjax.main --config=configs/sft.py --config.init_from=runs/qa-base --workdir=runs/qa-sft
-    python -m lmjax.main --config=configs/sft.py --config.init_from=runs/qa-base \\
+    lmjax qa_data --out=runs/qa_data                       # the closed-book QA set
+    lmjax train --config=configs/sft.py --config.init_from=runs/qa-base --workdir=runs/qa-sft
+    lmjax train --config=configs/sft.py --config.init_from=runs/qa-base \\
         --config.data.name=jsonl --config.data.train_file=my.jsonl --workdir=runs/my-sft
-    python -m lmjax.main --config=configs/sft.py:tiny ...           # seconds: smoke test
+    lmjax train --config=configs/sft.py:tiny ...           # seconds: smoke test
 
 The model's shape must be the pretrained run's (init_from), whose tokenizer.json is used. The
 walkthrough with figures is docs/finetune.md. Every field can be overridden as --config.<a>.<b>=v.

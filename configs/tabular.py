@@ -1,8 +1,8 @@
 """Small tabular tasks from scikit-learn's bundled datasets, with an MLP.
 
-    python -m lmjax.main --config=configs/tabular.py:diabetes        # regression, MSE
-    python -m lmjax.main --config=configs/tabular.py:breast_cancer   # binary, log loss
-    python -m lmjax.sklearn_baseline --config=configs/tabular.py:diabetes  # the linear reference
+    lmjax train --config=configs/tabular.py:diabetes        # regression, MSE
+    lmjax train --config=configs/tabular.py:breast_cancer   # binary, log loss
+    lmjax sklearn_baseline --config=configs/tabular.py:diabetes   # the linear reference
 """
 
 import ml_collections

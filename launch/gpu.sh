@@ -24,4 +24,4 @@ fi
 # Reruns reuse compiled steps (JAX's persistent compilation cache).
 [[ " ${ARGS[*]} " == *" --config.compilation_cache="* ]] || \
   ARGS+=(--config.compilation_cache="${LMJAX_COMPILATION_CACHE:-$HOME/.cache/lmjax/jax}")
-exec python -m lmjax.main "${ARGS[@]}"
+exec python -m lmjax train "${ARGS[@]}"  # from the checkout: lmjax may not be installed

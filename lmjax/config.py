@@ -164,7 +164,7 @@ def text_data(**fields) -> ml_collections.ConfigDict:
     #                                typed placeholders (<EMAIL>...) before tokenizing (lmjax/data/
     #                                pii.py; the 'privacy' extra; not with shards or stream)
     # name='shards': train on token shards (docs/data.md): llm.c .bin, nanoGPT train.bin, or
-    # a folder from `python -m lmjax.prepare_data`
+    # a folder from `lmjax prepare_data`
     d.shards = ""                  # a glob of training shards, or a prepared folder
     d.val_shards = ""              # '': the shards glob with 'train' replaced by 'val'
     d.max_val_tokens = 10_485_760  # with shards: validate on at most the first this many tokens

@@ -1,4 +1,5 @@
-"""`python -m lmjax.main`: train, evaluate, checkpoint and sample a run.
+"""`python -m lmjax.main`: the same as `lmjax train` (the spelling the design card and the
+README's first command use).
 
 The command is lmjax/cli/train.py; this file only hands over to it.
 """

@@ -4,7 +4,7 @@
                                shape of one input, the training config
     <workdir>/tokenizer.json   the tokenizer (tasks that read text)
     <workdir>/checkpoints/     training state by step (and best/ with early stopping)
-    <workdir>/params/          an int8 export's quantized parameters instead (lmjax.quantize)
+    <workdir>/params/          an int8 export's quantized parameters instead (lmjax quantize)
 
 Training writes `run.json` and the tokenizer before its first step. Generating, serving,
 quantizing, converting and evaluating a run read them, so a run directory copied to another

@@ -30,12 +30,14 @@ def load_config_fixture():
 
 @pytest.fixture(scope="session")
 def run_module():
-    """`run_module("lmjax.report", *args)`: `python -m` a command in a fresh interpreter at the
+    """`run_module("report", *args)`: `python -m lmjax report ...` in a fresh interpreter at the
     repository root, on the CPU with JAX's own device count; returns the CompletedProcess
-    (text stdout and stderr). Commands define absl flags at import, so the test process never
-    imports lmjax.cli."""
-    def run(module: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+    (text stdout and stderr). A module name instead of a command runs that module:
+    `run_module("lmjax.main", ...)`, or `run_module("lmjax", ...)` with the command among the
+    arguments. Commands define absl flags at import, so the test process never imports them."""
+    def run(command: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+        module = [command] if command.split(".")[0] == "lmjax" else ["lmjax", command]
+        return subprocess.run([sys.executable, "-m", *module, *map(str, args)], cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout,
                               env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""))
 

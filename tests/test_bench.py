@@ -67,7 +67,7 @@ def test_the_compilation_cache_keeps_the_compiled_step(tmp_path, data_cache):
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    cmd = [sys.executable, "-m", "lmjax.bench", "--config=configs/gpt.py:tiny", "--steps=2",
+    cmd = [sys.executable, "-m", "lmjax", "bench", "--config=configs/gpt.py:tiny", "--steps=2",
            "--warmup=1", f"--config.data.cache_dir={data_cache}",
            "--config.mesh.host_cpu_devices=1", f"--config.compilation_cache={tmp_path}"]
     first = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)

@@ -1,4 +1,4 @@
-"""`python -m lmjax.report`: curves and a side-by-side summary of runs from their metrics.jsonl
+"""`lmjax report`: curves and a side-by-side summary of runs from their metrics.jsonl
 (the library lmjax/eval/report.py, and the command through a subprocess)."""
 
 import json
@@ -75,7 +75,7 @@ def test_the_library_writes_curves_and_a_side_by_side_table(runs, tmp_path):
 
 def test_the_command_prints_the_report_it_writes(runs, tmp_path, run_module):
     out = tmp_path / "out"
-    r = run_module("lmjax.report", *runs, f"--out={out}")
+    r = run_module("report", *runs, f"--out={out}")
     assert r.returncode == 0, r.stderr
     text = (out / "report.md").read_text()
     assert text == r.stdout.split("Curves and report.md")[0].rstrip("\n") + "\n"
@@ -89,7 +89,7 @@ def test_a_directory_without_metrics_is_a_clear_error(tmp_path, run_module):
     message = f"{tmp_path} has no metrics.jsonl: pass the --workdir of a training run."
     with pytest.raises(report.ReportError, match=re.escape(message)):
         report.report([str(tmp_path)], str(tmp_path / "out"))
-    r = run_module("lmjax.report", tmp_path, f"--out={tmp_path / 'out'}")
+    r = run_module("report", tmp_path, f"--out={tmp_path / 'out'}")
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("lmjax:")]
     assert errors == [f"lmjax: error: {message} (LMJAX_DEBUG=1 shows the traceback)"], r.stderr
@@ -98,7 +98,7 @@ def test_a_directory_without_metrics_is_a_clear_error(tmp_path, run_module):
 
 
 def test_the_command_without_workdirs_says_what_to_give(run_module):
-    r = run_module("lmjax.report")
+    r = run_module("report")
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("lmjax:")]
     assert len(errors) == 1 and errors[0].startswith(

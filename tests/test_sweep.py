@@ -302,7 +302,7 @@ def test_the_command_runs_real_trials_and_writes_the_report(tmp_path, data_cache
         space={"model.num_heads": ("categorical", [2, 3])})  # 3 does not divide d_model=32
     workdir = tmp_path / "sweep"
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-m", "lmjax.sweep", "--config=configs/gpt.py:tiny",
+    r = subprocess.run([sys.executable, "-m", "lmjax", "sweep", "--config=configs/gpt.py:tiny",
                         f"--sweep={sweep_file}", f"--workdir={workdir}",
                         f"--config.data.cache_dir={data_cache}",
                         "--config.mesh.host_cpu_devices=1"],
@@ -311,7 +311,7 @@ def test_the_command_runs_real_trials_and_writes_the_report(tmp_path, data_cache
     assert "1 complete, 1 failed" in r.stdout
     assert "ConfigError: model.d_model=32 must be divisible by model.num_heads=3" in r.stdout
     best = (workdir / "best_command.txt").read_text()
-    assert best.startswith("python -m lmjax.main --config=configs/gpt.py:tiny --config.train."
+    assert best.startswith("lmjax train --config=configs/gpt.py:tiny --config.train."
                            "num_steps=4 ") and "--config.model.num_heads=2 " in best
     study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{workdir / 'study.db'}")
     trial = workdir / study.best_trial.user_attrs["workdir"]  # an ordinary run

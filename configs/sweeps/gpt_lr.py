@@ -1,6 +1,6 @@
 """Learning rate and warmup of the CPU GPT, 12 TPE trials of 600 steps, median pruning.
 
-    python -m lmjax.sweep --config=configs/gpt.py --sweep=configs/sweeps/gpt_lr.py
+    lmjax sweep --config=configs/gpt.py --sweep=configs/sweeps/gpt_lr.py
 """
 
 

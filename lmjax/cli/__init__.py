@@ -1,7 +1,9 @@
-"""The commands: one module each, run as `python -m lmjax.<command>` or `lmjax <command>`.
+"""The commands: `lmjax <command> [flags]` (the console script, after `pip install -e .`), or
+`python -m lmjax <command> [flags]` from a checkout. One module each, lmjax/cli/<command>.py.
 
 Each command module has a docstring (its --help text, with an example), absl flags, and
 `main(args)`; `common.run` gives them all the same flag parsing and the same one-line errors.
+COMMANDS is the one list of them: `lmjax --help` prints it and the tests read it.
 """
 
 from __future__ import annotations
@@ -11,28 +13,36 @@ import sys
 
 from lmjax.cli import common
 
-# command -> how `python -m` spells it
+# command -> what it does, in one line (lmjax --help)
 COMMANDS = {
-    "train": "lmjax.main",
-    "evaluate": "lmjax.evaluate",
-    "generate": "lmjax.generate",
-    "serve": "lmjax.serve",
-    "quantize": "lmjax.quantize",
-    "convert": "lmjax.convert",
-    "bench": "lmjax.bench",
-    "bench_generate": "lmjax.bench_generate",
-    "sweep": "lmjax.sweep",
-    "report": "lmjax.report",
-    "sklearn_baseline": "lmjax.sklearn_baseline",
-    "prepare_data": "lmjax.prepare_data",
-    "scrub": "lmjax.scrub",
-    "exposure": "lmjax.exposure",
-    "membership": "lmjax.membership",
-    "robustness": "lmjax.robustness",
-    "explain": "lmjax.explain",
-    "compress_report": "lmjax.compress_report",
+    "train": "train (or resume) a run, evaluate it, checkpoint it and sample from it",
+    "evaluate": "evaluate a saved run over a whole split",
+    "generate": "continue prompts (or answer questions) with a trained language model",
+    "serve": "serve a run over HTTP: OpenAI's completions, the playground, metrics",
+    "quantize": "int8 weight quantization of a trained GPT, as its own run directory",
+    "convert": "convert weights between lmjax and Hugging Face (to_hf, from_hf)",
+    "bench": "benchmark a config's train step: step time, tokens/s, MFU, memory",
+    "bench_generate": "benchmark generation: tokens/s, time to first token, the server",
+    "sweep": "hyperparameter search on Optuna, and its report",
+    "report": "compare runs: curves and a side-by-side summary",
+    "sklearn_baseline": "scikit-learn's linear models on a tabular config's split",
+    "prepare_data": "stream, clean, deduplicate and tokenize a large corpus into shards",
+    "qa_data": "write the Shakespeare QA set (closed-book, or the open-book twin) as JSONL",
+    "scrub": "mask personal data (PII) in a text or JSONL file",
+    "exposure": "the Secret Sharer test: how much a run memorised canaries",
+    "membership": "a membership-inference attack on a trained classifier",
+    "robustness": "accuracy of an image classifier under FGSM and PGD attacks",
+    "explain": "explain a run's predictions: attributions and attention maps",
+    "compress_report": "a table of a run and its compressed variants",
 }
 POSITIONAL = {"convert": 1, "report": 64}  # convert to_hf|from_hf; report <workdir> ...
+
+
+def usage() -> str:
+    rows = "\n".join(f"  {name:<17} {summary}" for name, summary in COMMANDS.items())
+    return ("usage: lmjax <command> [flags]   (or python -m lmjax <command> [flags])\n"
+            "       lmjax <command> --help    its flags and examples\n\n"
+            f"commands:\n{rows}")
 
 
 def launch(name: str) -> None:
@@ -40,12 +50,16 @@ def launch(name: str) -> None:
 
 
 def main() -> None:
-    """The `lmjax` console script: `lmjax <command> [flags]`."""
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        rows = "\n".join(f"  lmjax {c:<17} (python -m {m})" for c, m in COMMANDS.items())
-        print(f"usage: lmjax <command> [flags]; lmjax <command> --help for its flags.\n\n"
-              f"commands:\n{rows}", file=sys.stderr)
-        sys.exit(0 if sys.argv[1:2] in (["--help"], ["-h"]) else 2)
-    name = sys.argv.pop(1)
-    sys.argv[0] = f"lmjax {name}"
+    """`lmjax <command> [flags]`: the console script and `python -m lmjax`."""
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    if name in ("--help", "-h", "help"):
+        print(usage())
+        return
+    if not name:
+        print(usage(), file=sys.stderr)
+        sys.exit(2)
+    if name not in COMMANDS:
+        common.fail(f"unknown command {name!r}: give one of {', '.join(COMMANDS)} "
+                    "(lmjax --help says what each does)")
+    sys.argv[:] = [f"lmjax {name}", *sys.argv[2:]]
     launch(name)

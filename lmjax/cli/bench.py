@@ -1,8 +1,8 @@
 """Benchmark the real train step of a config: compile time, median step, tokens/s (examples/s
 for other families), model TFLOP/s, MFU, parameters + optimizer state per device, peak memory.
 
-    python -m lmjax.bench --config=configs/gpt.py --steps=30
-    python -m lmjax.bench --config=configs/gpt.py:gpt2_124m --config.train.batch_size=16
+    lmjax bench --config=configs/gpt.py --steps=30
+    lmjax bench --config=configs/gpt.py:gpt2_124m --config.train.batch_size=16
 
 How it measures: lmjax/train/benchmark.py.
 """

@@ -2,18 +2,18 @@
 Hugging Face `generate` on the same weights.
 
     # a trained run (the CPU default), batch 1 and 32, prompt 32, 256 greedy tokens
-    python -m lmjax.bench_generate --workdir=runs/gpt
+    lmjax bench_generate --workdir=runs/gpt
     # GPT-2 124M with random weights (no data needed), against transformers on the same weights
-    python -m lmjax.bench_generate --config=configs/gpt.py:gpt2_124m --hf_compare
+    lmjax bench_generate --config=configs/gpt.py:gpt2_124m --hf_compare
     # batch 1 against the memory-bandwidth bound this run measures, and the int8 weights
-    python -m lmjax.bench_generate --config=configs/gpt.py:gpt2_124m --batch_sizes=1 --bound \
+    lmjax bench_generate --config=configs/gpt.py:gpt2_124m --batch_sizes=1 --bound \
         --int8 --hf_compare
     # the server: requests/s and p50/p99 latency under 16 concurrent clients
-    python -m lmjax.bench_generate --workdir=runs/gpt --server --clients=16
+    lmjax bench_generate --workdir=runs/gpt --server --clients=16
     # the slot engine against the static batcher, same run: 32 streaming clients, prompts of
     # 16-256 tokens, 8-256 new tokens (a context of 512 fits them); then 200 requests at once
     # against a queue limit of 50
-    python -m lmjax.bench_generate --config=configs/gpt.py --config.model.block_size=512 \
+    lmjax bench_generate --config=configs/gpt.py --config.model.block_size=512 \
         --batch_sizes= --server --clients=32 --mixed --overload
 
 Decoding is timed on the device path (prefill, then the jitted decode loop) after a warm-up
@@ -49,7 +49,7 @@ _BOUND = flags.DEFINE_bool("bound", False, "Measure the memory read bandwidth an
 _BOUND_GIB = flags.DEFINE_float("bound_gib", 1.0, "--bound: GiB read to measure the bandwidth "
                                 "(well above the caches).")
 _INT8 = flags.DEFINE_bool("int8", False, "Also time the model with int8 weights (qwix, what "
-                          "python -m lmjax.quantize exports) in the same run.")
+                          "lmjax quantize exports) in the same run.")
 _SERVER = flags.DEFINE_bool("server", False, "Also benchmark the HTTP server on localhost.")
 _CLIENTS = flags.DEFINE_integer("clients", 16, "Server: concurrent clients.")
 _REQUESTS = flags.DEFINE_integer("requests", 160, "Server: requests in total.")

@@ -1,11 +1,11 @@
 """A table of a run and its compressed variants: size on disk, parameters (and nonzero ones),
 sparsity counted in the checkpoint, inference throughput, test metric.
 
-    python -m lmjax.compress_report --workdir=runs/cnn \
+    lmjax compress_report --workdir=runs/cnn \
         --variants=pruned80=runs/cnn-p80,channels50=runs/cnn-c50,distilled=runs/mlp-kd --int8
 
 Each variant is NAME=RUN_DIRECTORY (any run: pruned with prune.target_sparsity, distilled with
-distill.teacher, or narrowed by python -m lmjax.compress_report --structured=FRACTION). --int8
+distill.teacher, or narrowed by lmjax compress_report --structured=FRACTION). --int8
 adds the run's int8-weight model. --structured=0.5 --out=DIR first writes the run with half of
 its CNN channels / MLP units removed (L1 norm) as a new run directory, and lists it. The table
 is printed and written to <workdir>/compression.md (and .json). How: lmjax/compress/.

@@ -2,19 +2,19 @@
 
     # lmjax run -> a directory transformers loads: GPT2LMHeadModel for a GPT run,
     # BertForMaskedLM / BertForSequenceClassification for a BERT masked-LM / classifier run
-    python -m lmjax.convert to_hf --workdir=runs/gpt --out=exports/gpt-hf
+    lmjax convert to_hf --workdir=runs/gpt --out=exports/gpt-hf
 
     # Hugging Face GPT-2 (hub id or local directory) -> an lmjax run at step 0, with the data
     # tokenized by GPT-2's own tokenizer, ready to fine-tune, generate from or serve
-    python -m lmjax.convert from_hf --hf=gpt2 --workdir=runs/gpt2-shakespeare \\
+    lmjax convert from_hf --hf=gpt2 --workdir=runs/gpt2-shakespeare \\
         --config=configs/gpt.py:gpt2_124m --config.train.num_steps=2000
-    python -m lmjax.main --config=runs/gpt2-shakespeare/finetune.py --workdir=runs/gpt2-shakespeare
+    lmjax train --config=runs/gpt2-shakespeare/finetune.py --workdir=runs/gpt2-shakespeare
 
     # Hugging Face BERT (BertForSequenceClassification, BertForMaskedLM or BertModel; a local
     # directory or a Hub id) -> an lmjax run at step 0 with its own WordPiece tokenizer, which
     # configs/classify.py fine-tunes with init_from (docs/finetune.md)
-    python -m lmjax.convert from_hf --hf=hf/bert-base-uncased --workdir=runs/bert-base-uncased
-    python -m lmjax.main --config=configs/classify.py:hf_sentiment \\
+    lmjax convert from_hf --hf=hf/bert-base-uncased --workdir=runs/bert-base-uncased
+    lmjax train --config=configs/classify.py:hf_sentiment \\
         --config.init_from=runs/bert-base-uncased --config.data.files=reviews.csv \\
         --workdir=runs/sentiment
 
@@ -59,7 +59,7 @@ DEFAULT_CONFIGS = {"text_classify": "configs/classify.py", "mlm": "configs/bert.
 
 def main(args: list[str]) -> None:
     if len(args) != 1 or args[0] not in COMMANDS:
-        fail(f"give one command: {' or '.join(COMMANDS)} (see python -m lmjax.convert --help)")
+        fail(f"give one command: {' or '.join(COMMANDS)} (see lmjax convert --help)")
     if args[0] == "to_hf":
         if not (_WORKDIR.value and _OUT.value):
             fail("to_hf needs --workdir (the run) and --out (the new directory).")
@@ -80,9 +80,9 @@ def main(args: list[str]) -> None:
         result = from_hf(_HF.value, _WORKDIR.value, cfg, tokenizer=_TOKENIZER.value)
         if task != "lm":
             print(f"Wrote step 0 of {_WORKDIR.value} ({task}) from {_HF.value}. Fine-tune a "
-                  f"classifier from it:\n  {result}\nor export it back: python -m "
-                  f"lmjax.convert to_hf --workdir={_WORKDIR.value} --out=<dir>")
+                  f"classifier from it:\n  {result}\nor export it back: lmjax "
+                  f"convert to_hf --workdir={_WORKDIR.value} --out=<dir>")
             return
         print(f"Wrote step 0 of {_WORKDIR.value} from {_HF.value}. Fine-tune with:\n"
-              f"  python -m lmjax.main --config={result} --workdir={_WORKDIR.value}\n"
-              f"or generate: python -m lmjax.generate --workdir={_WORKDIR.value} --prompt=...")
+              f"  lmjax train --config={result} --workdir={_WORKDIR.value}\n"
+              f"or generate: lmjax generate --workdir={_WORKDIR.value} --prompt=...")

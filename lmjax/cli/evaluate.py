@@ -1,7 +1,7 @@
 """Evaluate a saved run over a whole split, on one device.
 
-    python -m lmjax.evaluate --workdir=runs/fashion_mnist-cnn --split=test
-    python -m lmjax.evaluate --workdir=runs/gpt --split=val --max_examples=512
+    lmjax evaluate --workdir=runs/fashion_mnist-cnn --split=test
+    lmjax evaluate --workdir=runs/gpt --split=val --max_examples=512
 
 Takes the run's best checkpoint where it kept one (early stopping), else its latest; the model
 and tokenizer come from the run directory, and the split is read (text re-encoded with the

@@ -1,8 +1,8 @@
 """Explain a trained run's predictions: attribution pictures and their values as JSON.
 
-    python -m lmjax.explain --workdir=runs/fashion_mnist-cnn --method=ig --examples=0:16
-    python -m lmjax.explain --workdir=runs/fashion_mnist-cnn --method=gradcam --layer=block1
-    python -m lmjax.explain --workdir=runs/fashion_mnist-cnn --method=lime --segments=grid:4
+    lmjax explain --workdir=runs/fashion_mnist-cnn --method=ig --examples=0:16
+    lmjax explain --workdir=runs/fashion_mnist-cnn --method=gradcam --layer=block1
+    lmjax explain --workdir=runs/fashion_mnist-cnn --method=lime --segments=grid:4
 
 Image runs (CNN, MLP): saliency, smoothgrad, ig (integrated gradients from uniform noise),
 gradcam (CNN only, at --layer), occlusion, guided_backprop, lime. For each method it writes
@@ -15,9 +15,9 @@ background).
 Text and attention (BERT text classifiers: ig, lime, attention; GPT and BERT masked-LM
 runs: attention):
 
-    python -m lmjax.explain --workdir=runs/classify --method=ig --examples=0:8
-    python -m lmjax.explain --workdir=runs/classify --method=lime --text="Exit, pursued by a bear."
-    python -m lmjax.explain --workdir=runs/gpt --method=attention --examples=0:4 --length=32
+    lmjax explain --workdir=runs/classify --method=ig --examples=0:8
+    lmjax explain --workdir=runs/classify --method=lime --text="Exit, pursued by a bear."
+    lmjax explain --workdir=runs/gpt --method=attention --examples=0:4 --length=32
 
 ig: integrated gradients over the token embeddings from [PAD]'s; lime: lime's
 LimeTextExplainer over the words (a removed word becomes [UNK]); both write <out>/<method>.html

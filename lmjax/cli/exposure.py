@@ -1,7 +1,7 @@
 """The Secret Sharer test (Carlini et al., 2019): how much a language-model run memorised canaries.
 
-    python -m lmjax.exposure --workdir=runs/gpt --canary="My ID is 281739452."
-    python -m lmjax.exposure --workdir=runs/A-canary/plain --canaries=corpus/canaries.json
+    lmjax exposure --workdir=runs/gpt --canary="My ID is 281739452."
+    lmjax exposure --workdir=runs/A-canary/plain --canaries=corpus/canaries.json
 
 Prints each canary's exposure in bits: log2 of the candidate space (10^9 for 9 digits) minus
 log2 of the canary's rank by the model's likelihood among random candidates of the same

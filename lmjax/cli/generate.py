@@ -1,16 +1,16 @@
 """Continue prompts with a trained language model: a GPT or LSTM/GRU run, or an int8 export.
 
-    python -m lmjax.generate --workdir=runs/gpt --prompt="ROMEO:" --max_new_tokens=200
-    python -m lmjax.generate --workdir=runs/gpt --prompt="ROMEO:" --prompt="JULIET:" \\
+    lmjax generate --workdir=runs/gpt --prompt="ROMEO:" --max_new_tokens=200
+    lmjax generate --workdir=runs/gpt --prompt="ROMEO:" --prompt="JULIET:" \\
         --temperature=0.8 --top_k=40 --top_p=0.95 --seed=1 --stop=$'\\n\\n'
-    python -m lmjax.generate --workdir=runs/gpt-int8 --prompt="KING:" --stream
-    python -m lmjax.generate --workdir=runs/qa-sft --prompt="In which play does Prospero appear?"
-    python -m lmjax.generate --workdir=runs/qa-sft --questions=runs/qa_data/val.jsonl
-    python -m lmjax.generate --workdir=runs/qa-base --template=qa --few_shot=3 \\
+    lmjax generate --workdir=runs/gpt-int8 --prompt="KING:" --stream
+    lmjax generate --workdir=runs/qa-sft --prompt="In which play does Prospero appear?"
+    lmjax generate --workdir=runs/qa-sft --questions=runs/qa_data/val.jsonl
+    lmjax generate --workdir=runs/qa-base --template=qa --few_shot=3 \\
         --few_shot_file=runs/qa_data/train.jsonl --questions=runs/qa_data/val.jsonl
 
 --workdir is a training run (its latest checkpoint, or --best) or an int8 export written by
-`python -m lmjax.quantize`; only the directory is read, not the corpus. Several --prompt flags
+`lmjax quantize`; only the directory is read, not the corpus. Several --prompt flags
 run as one batch; --num_samples repeats each prompt with seeds seed, seed+1, ... Temperature 0
 is greedy decoding.
 

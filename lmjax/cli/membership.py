@@ -1,8 +1,8 @@
 """A loss-threshold membership-inference attack on a trained classifier: how well the
 per-example loss tells the training examples (members) from test examples (non-members).
 
-    python -m lmjax.membership --workdir=runs/dp-eps3
-    python -m lmjax.membership --workdir=runs/cnn --examples=5000 --best
+    lmjax membership --workdir=runs/dp-eps3
+    lmjax membership --workdir=runs/cnn --examples=5000 --best
 
 Prints the attack's ROC AUC (0.5 = chance; scikit-learn) and advantage (max TPR - FPR) over
 --examples training vs --examples test examples; with --out, writes them as JSON. A DP-SGD run

@@ -2,7 +2,7 @@
 parallel worker processes and write token shards (llm.c's .bin format) with a manifest.
 Interrupted (even kill -9), the same command continues where it stopped.
 
-    python -m lmjax.prepare_data --config=configs/gpt.py:gpt2_124m \\
+    lmjax prepare_data --config=configs/gpt.py:gpt2_124m \\
         --config.data.name=stream --config.data.files='corpus/*.jsonl.gz' \\
         --config.data.vocab_size=32768
 

@@ -1,8 +1,8 @@
 """int8 weight quantization of a trained GPT, saved as its own run directory.
 
-    python -m lmjax.quantize --workdir=runs/gpt --out=runs/gpt-int8
-    python -m lmjax.generate --workdir=runs/gpt-int8 --prompt="ROMEO:"
-    python -m lmjax.serve --workdir=runs/gpt-int8
+    lmjax quantize --workdir=runs/gpt --out=runs/gpt-int8
+    lmjax generate --workdir=runs/gpt-int8 --prompt="ROMEO:"
+    lmjax serve --workdir=runs/gpt-int8
 
 Prints the size of the weights before and after (in memory and on disk) and, unless
 --eval_examples=-1, the validation loss of both models on the run's held-out data (the only

@@ -1,7 +1,7 @@
 """Compare runs: curves and a side-by-side summary from their metrics.jsonl.
 
-    python -m lmjax.report runs/gpt runs/lstm --out=reports/gpt-vs-lstm
-    python -m lmjax.report runs/gpt          # writes runs/gpt/report/
+    lmjax report runs/gpt runs/lstm --out=reports/gpt-vs-lstm
+    lmjax report runs/gpt          # writes runs/gpt/report/
 
 Writes one PNG per curve (training loss, every validation metric) with all runs overlaid, and
 report.md: the runs side by side with steps, wall time, throughput, and the final and best
@@ -25,7 +25,7 @@ _OUT = flags.DEFINE_string("out", "", "Where to write the PNGs and report.md (de
 def main(args: list[str]) -> None:
     if not args:
         fail("give one or more run directories (the --workdir of training), e.g. "
-             "python -m lmjax.report runs/gpt runs/lstm")
+             "lmjax report runs/gpt runs/lstm")
     out = _OUT.value or (os.path.join(args[0], "report") if len(args) == 1 else "report")
     print(report(args, out))
     print(f"Curves and report.md in {out}")

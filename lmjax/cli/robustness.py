@@ -1,7 +1,7 @@
 """Accuracy of an image-classifier run under L-infinity attacks (FGSM, PGD), one row per eps.
 
-    python -m lmjax.robustness --workdir=runs/fashion_mnist --eps=0.05,0.1,0.15 --attack=pgd --steps=20
-    python -m lmjax.robustness --workdir=runs/fashion_mnist --eps=0.1 --steps=100 --restarts=5
+    lmjax robustness --workdir=runs/fashion_mnist --eps=0.05,0.1,0.15 --attack=pgd --steps=20
+    lmjax robustness --workdir=runs/fashion_mnist --eps=0.1 --steps=100 --restarts=5
 
 Images are attacked as pixels in [0, 1] (the model's own scaling is folded in); PGD starts from
 a random point in the eps-ball, takes --steps signed-gradient steps of --step_size (default
@@ -61,7 +61,7 @@ def main(args: list[str]) -> None:
     check(_BATCH.value >= 1 and _EXAMPLES.value >= 0, "--batch_size >= 1, --examples >= 0.")
     s, state = load_setup(workdir, best=_BEST.value and rundir.has_best(workdir))
     task = s.task
-    check_image_task(task, "python -m lmjax.robustness")
+    check_image_task(task, "lmjax robustness")
     params, model_state = state.params, state.model_state
     members = task.members
     if members > 1:

@@ -1,8 +1,8 @@
 """Mask personal data (PII) in a text or JSONL file with typed placeholders, and report counts.
 
-    python -m lmjax.scrub --in=notes.txt --out=notes.scrubbed.txt
-    python -m lmjax.scrub --in=chats.jsonl --out=chats.scrubbed.jsonl --text_key=text
-    python -m lmjax.scrub --in=notes.txt --out=notes.scrubbed.txt --types=EMAIL,PHONE
+    lmjax scrub --in=notes.txt --out=notes.scrubbed.txt
+    lmjax scrub --in=chats.jsonl --out=chats.scrubbed.jsonl --text_key=text
+    lmjax scrub --in=notes.txt --out=notes.scrubbed.txt --types=EMAIL,PHONE
 
 E-mail addresses, phone numbers, card numbers (Luhn-valid), IBANs, IP addresses, URLs,
 national IDs and person names become <EMAIL>, <PHONE>, <CARD>, <IBAN>, <IP>, <URL>, <ID> and

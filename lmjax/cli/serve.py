@@ -3,7 +3,7 @@ run (or int8 export), POST /v1/qa as well for an SFT run (its template and stop 
 greedy), /v1/classify for a BERT text classifier run, /health, /metrics, the playground page
 at / and the API docs at /docs.
 
-    python -m lmjax.serve --workdir=runs/gpt --port=8000
+    lmjax serve --workdir=runs/gpt --port=8000
     curl -s localhost:8000/v1/completions \
          -d '{"model": "gpt", "prompt": "ROMEO:", "max_tokens": 50}'
     curl -s localhost:8000/v1/generate -d '{"prompt": "ROMEO:", "max_new_tokens": 50}'

@@ -1,7 +1,7 @@
 """scikit-learn's linear models on exactly the split an lmjax tabular config trains on.
 
-    python -m lmjax.sklearn_baseline --config=configs/tabular.py:diabetes
-    python -m lmjax.sklearn_baseline --config=configs/tabular.py:breast_cancer
+    lmjax sklearn_baseline --config=configs/tabular.py:diabetes
+    lmjax sklearn_baseline --config=configs/tabular.py:breast_cancer
 
 Linear regression (for regression tasks) or logistic regression (for classification) is fitted
 on the same standardised training rows and scored on the same test rows with lmjax's metrics.

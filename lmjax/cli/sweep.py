@@ -1,8 +1,8 @@
 """Hyperparameter search on Optuna: run trials of a sweep until its budget is used, then write
 the report (trials sorted by the objective, the best config as a command, plots).
 
-    python -m lmjax.sweep --config=configs/gpt.py --sweep=configs/sweeps/gpt_lr.py
-    python -m lmjax.sweep --config=configs/gpt.py --sweep=configs/sweeps/gpt_default.py \\
+    lmjax sweep --config=configs/gpt.py --sweep=configs/sweeps/gpt_lr.py
+    lmjax sweep --config=configs/gpt.py --sweep=configs/sweeps/gpt_default.py \\
         --workdir=runs/sweeps/gpt --config.train.num_steps=400
 
 Run the same command again to resume, or in several processes at once to share the work

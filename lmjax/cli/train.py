@@ -1,8 +1,8 @@
 """Train (or resume) a run, evaluate it, checkpoint it and sample from it.
 
-    python -m lmjax.main --config=configs/gpt.py
-    python -m lmjax.main --config=configs/gpt.py:gpt2_124m --workdir=runs/gpt2
-    python -m lmjax.main --config=configs/gpt.py --config.model.num_layers=6
+    lmjax train --config=configs/gpt.py
+    lmjax train --config=configs/gpt.py:gpt2_124m --workdir=runs/gpt2
+    lmjax train --config=configs/gpt.py --config.model.num_layers=6
 
 Every config field can be overridden as --config.<section>.<field>=value. Running the same
 command again resumes from the workdir's latest checkpoint. With data.num_folds=k (and

@@ -1,5 +1,5 @@
 """The compression table: a run and its compressed variants side by side (the library of
-`python -m lmjax.compress_report`).
+`lmjax compress_report`).
 
 For each run directory: size on disk (its parameters and model state saved alone, as Orbax
 writes them), parameters and the nonzero ones among them, the sparsity of the prunable weights

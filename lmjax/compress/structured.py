@@ -5,7 +5,7 @@ Masks alone give no speed-up under dense XLA; here each convolution keeps its ou
 with the largest kernel L1 norms (its batch norm and the next layer's input rows follow), each
 hidden dense layer of the CNN head or the MLP its units with the largest incoming L1 norms. The
 classifier's outputs are never removed. The result is a run directory with the narrower model
-config and the sliced weights: `python -m lmjax.evaluate` and `lmjax.compress_report` load it
+config and the sliced weights: `lmjax evaluate` and `lmjax compress_report` load it
 like any run, and training it with `--config.init_from=<it>` (same narrower widths) fine-tunes
 it.
 """

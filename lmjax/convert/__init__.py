@@ -1,1 +1,1 @@
-"""Weight conversion between lmjax and Hugging Face GPT-2: `python -m lmjax.convert`."""
+"""Weight conversion between lmjax and Hugging Face GPT-2: `lmjax convert`."""

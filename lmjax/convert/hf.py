@@ -1,5 +1,5 @@
 """Conversions between an lmjax run and Hugging Face (the library behind
-`python -m lmjax.convert`): export a run, import GPT-2 or BERT weights as a run ready to
+`lmjax convert`): export a run, import GPT-2 or BERT weights as a run ready to
 fine-tune (GPT-2: in place; BERT: as the init_from of configs/classify.py)."""
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def from_hf(source: str, workdir: str, cfg, tokenizer: str = "", log=print,
     write_run(cfg, workdir, lambda model: gpt2.params_from_hf(tensors, model), log=log)
     path = os.path.join(workdir, "finetune.py")
     with open(path, "w") as f:
-        f.write(f'"""Fine-tunes {source} (converted by python -m lmjax.convert from_hf).\n\n'
-                f'    python -m lmjax.main --config={path} --workdir={workdir}\n"""\n\n'
+        f.write(f'"""Fine-tunes {source} (converted by lmjax convert from_hf).\n\n'
+                f'    lmjax train --config={path} --workdir={workdir}\n"""\n\n'
                 "import ml_collections\n\n\ndef get_config(preset=None):\n"
                 f"    return ml_collections.ConfigDict(\n"
                 f"{pprint.pformat(cfg.to_dict(), indent=1, width=96, sort_dicts=False)})\n")
@@ -209,5 +209,5 @@ def _from_hf_bert(source: str, workdir: str, cfg, task: str, tokenizer: str, log
         log(f"{source} is a BertModel: the masked-LM head of the run starts fresh (the encoder "
             "is what configs/classify.py's init_from takes).")
     write_run(cfg, workdir, params_for, log=log, assets=assets, fresh=fresh)
-    return ("python -m lmjax.main --config=configs/classify.py:hf_sentiment "
+    return ("lmjax train --config=configs/classify.py:hf_sentiment "
             f"--config.init_from={workdir} --config.data.files=<train.csv> --workdir=<new dir>")

@@ -73,7 +73,7 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
     or, with `data.tokenizer_file`, read from that file: a run's own tokenizer.json, or a
     pretrained one such as GPT-2's. The file's contents are part of the cache's fingerprint.
     `data.name='shards'` reads token shards instead (data/shards.py: llm.c, nanoGPT, or a
-    folder written by `python -m lmjax.prepare_data`), memory-mapped, nothing cached;
+    folder written by `lmjax prepare_data`), memory-mapped, nothing cached;
     `data.name='stream'` prepares such a folder from a large corpus (data/pipeline.py).
     """
     tokenizer_file = cfg.get("tokenizer_file", "")
@@ -87,7 +87,7 @@ def prepare(cfg: ml_collections.ConfigDict, log=print) -> Prepared:
     if cfg.get("scrub_pii", False) and kind == "tokens":
         raise ValueError(f"data.scrub_pii=True works on texts the cache tokenizes (shakespeare, "
                          f"files, tfds:...), not data.name={cfg.name!r}: scrub the source files "
-                         "first with python -m lmjax.scrub --in=... --out=...")
+                         "first with lmjax scrub --in=... --out=...")
     if kind == "tokens":  # token shards, read as they are or prepared by data/pipeline.py
         return Prepared(**sources.function(source.load)(cfg, log))
     scrub = cfg.get("scrub_pii", False)

@@ -13,19 +13,18 @@ works pretraining trains on are used (not shakespeare.VAL_WORKS): the lines were
 is what closed-book means. The split is by question (each line or character is one question),
 so no validation question's line or character is among the training questions.
 
-    python -m lmjax.data.qa_shakespeare --out=runs/qa_data   # train, val and shots .jsonl
+    lmjax qa_data --out=runs/qa_data   # train, val and shots .jsonl
 
 `--reading` writes the open-book twin instead (SQuAD's shape, offline): each prompt is a passage
 of 1-8 consecutive speeches followed by a line question whose answer is a speaker tag in the
 passage. Its passages vary in length from a few tokens to a few hundred, which is what
 packing is for (docs/finetune.md).
 
-    python -m lmjax.data.qa_shakespeare --reading --out=runs/qa_reading
+    lmjax qa_data --reading --out=runs/qa_reading
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -177,19 +176,3 @@ def write(out: str, seed: int = 0, open_book: bool = False) -> dict[str, int]:
             for r in records:
                 f.write(json.dumps(r) + "\n")
     return {k: len(v) for k, v in qa.items()}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="directory for train.jsonl and val.jsonl")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reading", action="store_true",
-                        help="the open-book set: a passage, then a question on it")
-    args = parser.parse_args(argv)
-    sizes = write(args.out, args.seed, args.reading)
-    print(f"Wrote {sizes['train']} training and {sizes['val']} validation questions to "
-          f"{args.out}/{{train,val}}.jsonl")
-
-
-if __name__ == "__main__":
-    main()

@@ -3,7 +3,7 @@
 Formats read (`data.name='shards'`, `data.shards=<glob or prepared folder>`):
 - llm.c's `.bin`: a header of 256 int32 (magic 20240520, version, token count), then the tokens,
   uint16 for version 1 (GPT-2) and uint32 for version 2 (LLaMA 3). lmjax's own preparation
-  (`python -m lmjax.prepare_data`) writes this format too, plus `manifest.json`.
+  (`lmjax prepare_data`) writes this format too, plus `manifest.json`.
 - nanoGPT's headerless `train.bin` / `val.bin`: uint16 tokens only.
 
 `ShardedTokens` looks like a 1-D array to `data/batches.py` (`len`, integer-array indexing), so
@@ -158,12 +158,12 @@ def find(cfg, folder: str = "") -> tuple[list[str], list[str], str]:
     if not spec:
         raise ShardError("data.name='shards' needs --config.data.shards=<glob of .bin shards> "
                          "(e.g. 'fineweb10B/fineweb_train_*.bin' or 'data/train.bin') or a "
-                         "folder written by `python -m lmjax.prepare_data`.")
+                         "folder written by `lmjax prepare_data`.")
     if os.path.isdir(spec):
         manifest = read_manifest(spec)
         if manifest is None or not manifest.get("complete"):
             raise ShardError(f"data.shards={cfg.shards!r}: the folder has no finished "
-                             f"{MANIFEST}; run `python -m lmjax.prepare_data` again to "
+                             f"{MANIFEST}; run `lmjax prepare_data` again to "
                              "finish it, or give a glob of .bin files.")
         by_split = {s: [os.path.join(spec, r["file"]) for r in manifest["shards"]
                         if r["split"] == s] for s in ("train", "val")}

@@ -1,4 +1,4 @@
-"""Comparing runs (the library of `python -m lmjax.report <workdir> [<workdir> ...]`).
+"""Comparing runs (the library of `lmjax report <workdir> [<workdir> ...]`).
 
 Reads each run's metrics.jsonl (and run_info.json for its wall time) and writes one PNG per
 curve (training loss, every validation metric) with all runs overlaid, and report.md: the

@@ -1,5 +1,5 @@
 """scikit-learn's linear models on exactly the split an lmjax tabular config trains on
-(the command: python -m lmjax.sklearn_baseline --config=configs/tabular.py:diabetes).
+(the command: lmjax sklearn_baseline --config=configs/tabular.py:diabetes).
 
 Linear regression (for regression tasks) or logistic regression (for classification) is fitted
 on the same standardised training rows and scored on the same test rows with lmjax's metrics.

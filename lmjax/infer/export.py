@@ -1,5 +1,5 @@
 """Exporting a run as int8: quantize its weights, save the export directory, and compare sizes
-and validation losses (the library of `python -m lmjax.quantize`)."""
+and validation losses (the library of `lmjax quantize`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A model ready for inference from a run directory: a training run, or an int8 export.
 
     loaded = load("runs/gpt")            # the run's latest checkpoint (or best=True)
-    loaded = load("runs/gpt-int8")       # written by `python -m lmjax.quantize`
+    loaded = load("runs/gpt-int8")       # written by `lmjax quantize`
     Generator(loaded.model, loaded.params, loaded.tokenizer)
 
 Everything comes from the directory itself (lmjax/rundir.py): no corpus or data cache is read.
@@ -40,10 +40,10 @@ def load(path: str, best: bool = False, log=lambda s: None, needs=(DECODES,)) ->
     the directory and what it should contain."""
     if not os.path.isdir(path):
         raise CheckpointError(f"{path!r} is not a directory: give a run's --workdir (with "
-                              "checkpoints/) or a directory written by python -m lmjax.quantize.")
+                              "checkpoints/) or a directory written by lmjax quantize.")
     if int8.is_old_export(path):
         raise CheckpointError(f"{path} is an int8 export written by an earlier lmjax: export it "
-                              "again from its run with python -m lmjax.quantize.")
+                              "again from its run with lmjax quantize.")
     assets = rundir.read(path) if rundir.exists(path) else None
     if assets is not None and assets.weights == "int8":
         model, params = int8.load_export(path, assets)

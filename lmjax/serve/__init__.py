@@ -1,1 +1,1 @@
-"""HTTP serving of lmjax models: `python -m lmjax.serve --workdir=runs/gpt`."""
+"""HTTP serving of lmjax models: `lmjax serve --workdir=runs/gpt`."""

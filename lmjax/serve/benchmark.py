@@ -1,4 +1,4 @@
-"""Timing generation (the library of `python -m lmjax.bench_generate`): tokens/s and time to
+"""Timing generation (the library of `lmjax bench_generate`): tokens/s and time to
 first token through the Generator's own prefill and decode, Hugging Face `generate` on the
 same weights, and the HTTP server under concurrent clients.
 

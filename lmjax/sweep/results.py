@@ -87,8 +87,8 @@ def _arg(value) -> str:
 
 
 def command(config_arg: str, values: dict, workdir: str) -> str:
-    """`python -m lmjax.main ...` that trains the given config (fixed fields, then searched)."""
-    parts = ["python", "-m", "lmjax.main", f"--config={config_arg}"]
+    """`lmjax train ...` that trains the given config (fixed fields, then searched)."""
+    parts = ["lmjax", "train", f"--config={config_arg}"]
     parts += [f"--config.{k}={_arg(v)}" for k, v in values.items()]
     parts.append(f"--workdir={workdir}")
     return " ".join(shlex.quote(p) for p in parts)

@@ -5,7 +5,7 @@ adversarial version before the loss, as in Madry et al. (2018, PGD) and Wong et 
 The attack runs on the augmented batch, against the current parameters in training mode (batch
 statistics of the batch, as PyTorch's `model.train()` in the papers' code); its batch-norm
 updates are thrown away, the model's loss on the adversarial images is what trains. Evaluation
-is unchanged (clean); `python -m lmjax.robustness` measures robust accuracy (docs/robustness.md).
+is unchanged (clean); `lmjax robustness` measures robust accuracy (docs/robustness.md).
 """
 
 from __future__ import annotations

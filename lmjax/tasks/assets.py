@@ -29,7 +29,7 @@ def read_assets(workdir: str, log=print) -> rundir.Assets:
     if stored is None:
         raise CheckpointError(f"{workdir!r} is not a run directory: it has no {rundir.META} and "
                               "no checkpoints/. Give the --workdir of a run that has saved at "
-                              "least once, or an export written by python -m lmjax.quantize.")
+                              "least once, or an export written by lmjax quantize.")
     cfg = from_stored(stored)
     log(f"{workdir} predates run directories with assets: rebuilding its tokenizer and model "
         "config from its data once, and writing them into it.")

@@ -1,5 +1,5 @@
 """Starting a BERT task from a pretrained encoder run (config.init_from): a masked-LM run of
-configs/bert.py or a Hugging Face BERT converted by `python -m lmjax.convert from_hf`.
+configs/bert.py or a Hugging Face BERT converted by `lmjax convert from_hf`.
 
 Both BERT tasks use these checks: fine-tuning a classifier (tasks/text_classification.py) and
 continuing masked-LM pretraining (tasks/mlm.py). The encoder's shape and tokenizer are the
@@ -35,7 +35,7 @@ def check_shape_given(cfg: ml_collections.ConfigDict) -> None:
     if zero and not cfg.init_from:
         raise ValueError(f"model.{zero[0]}=0 means the pretrained run's: set "
                          "--config.init_from=<a masked-LM run or a converted Hugging Face "
-                         "BERT> (python -m lmjax.convert from_hf), or give the shape.")
+                         "BERT> (lmjax convert from_hf), or give the shape.")
 
 
 def pretrained_model(cfg: ml_collections.ConfigDict, tasks: Sequence[str],
@@ -46,8 +46,8 @@ def pretrained_model(cfg: ml_collections.ConfigDict, tasks: Sequence[str],
     if pre.task not in tasks:
         raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; this task starts "
                          f"from a {' or '.join(map(repr, tasks))} run: a masked-LM run "
-                         "(configs/bert.py) or a converted Hugging Face BERT (python -m "
-                         "lmjax.convert from_hf).")
+                         "(configs/bert.py) or a converted Hugging Face BERT (lmjax "
+                         "convert from_hf).")
     model, section = pre.model, cfg.model.to_dict()
     for f in SHAPE_FIELDS:
         if section[f] == 0:

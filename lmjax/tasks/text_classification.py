@@ -1,5 +1,5 @@
 """Sequence classification with a BERT encoder: fine-tuned from a masked-LM run or a converted
-Hugging Face BERT (python -m lmjax.convert from_hf), or from scratch.
+Hugging Face BERT (lmjax convert from_hf), or from scratch.
 
 With `init_from` the tokenizer and the encoder come from the pretrained run's directory (its
 tokenizer.json and checkpoint; its corpus is not read again). Model shape fields left at 0

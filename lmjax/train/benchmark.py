@@ -1,4 +1,4 @@
-"""Timing the real train step of a config (the library of `python -m lmjax.bench`).
+"""Timing the real train step of a config (the library of `lmjax bench`).
 
 Compiles the same jitted, sharded step the trainer runs, excludes warm-up, synchronises the
 device after every step and reports the median. MFU counts nanoGPT's/PaLM's model FLOPs:
@@ -78,7 +78,7 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
         "step_ms": step_s * 1e3,
         "step_ms_p90": float(np.percentile(times, 90)) * 1e3,
         "unit": unit,
-        f"{unit}_per_s": items / step_s,  # the key the trainer's metrics and lmjax.report use
+        f"{unit}_per_s": items / step_s,  # the key the trainer's metrics and lmjax report use
         "model_tflops_per_s": achieved / 1e12,
         "mfu": achieved / (peak * mesh.devices.size) if peak else None,
         "peak_memory_GiB": stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats

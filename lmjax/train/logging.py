@@ -250,7 +250,7 @@ def write_run_info(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     info = {
         "lmjax_version": _version("lmjax"),
         "git": _git_commit(),
-        "command": getattr(sys, "orig_argv", sys.argv),  # python -m lmjax.main --config=...
+        "command": getattr(sys, "orig_argv", sys.argv),  # lmjax train --config=...
         "python": platform.python_version(),
         "host": socket.gethostname(),
         "libraries": {n: v for n in LIBRARIES if (v := _version(n))},

@@ -42,7 +42,7 @@ def test_table_of_a_run_and_its_narrow_export(fashion_config, save_untrained, tm
 
 
 def test_bad_variant_is_one_error_line(run_module, tmp_path):
-    r = run_module("lmjax.compress_report", f"--workdir={tmp_path}", "--variants=oops",
+    r = run_module("compress_report", f"--workdir={tmp_path}", "--variants=oops",
                    timeout=120)
     assert r.returncode == 2 and "lmjax: error: --variants: 'oops' is not NAME=RUN_DIRECTORY" \
         in r.stderr

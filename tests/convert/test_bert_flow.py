@@ -1,6 +1,6 @@
 """Sentiment from a pretrained Hugging Face BERT, the way a user runs it, offline: a tiny random
 BertForSequenceClassification with its own vocabulary (English, then Chinese) is converted by
-`python -m lmjax.convert from_hf`, fine-tuned with configs/classify.py:hf_sentiment on a local
+`lmjax convert from_hf`, fine-tuned with configs/classify.py:hf_sentiment on a local
 table, evaluated, served on POST /v1/classify and exported back with to_hf. The HF model and
 lmjax give the same logits on the same tokenized inputs before and after the round trip."""
 
@@ -134,7 +134,7 @@ def flow(tmp_path_factory, run_module, load_config):
     _write_table(val, _table("en", 16, 1))
 
     converted = root / "converted"
-    r = run_module("lmjax.convert", "from_hf", f"--hf={hf_dir}", f"--workdir={converted}")
+    r = run_module("convert", "from_hf", f"--hf={hf_dir}", f"--workdir={converted}")
     assert r.returncode == 0, r.stderr
     assert "--config.init_from=" in r.stdout
 

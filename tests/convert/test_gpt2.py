@@ -122,7 +122,7 @@ def _gpt2_style_tokenizer(text: str, path) -> None:
 def test_from_hf_without_a_tokenizer_says_which_file_and_flag(tmp_path, run_module):
     hf_dir = tmp_path / "hf"
     _hf_model().save_pretrained(hf_dir)  # weights and config.json only: no tokenizer.json
-    r = run_module("lmjax.convert", "from_hf", f"--hf={hf_dir}", f"--workdir={tmp_path / 'run'}")
+    r = run_module("convert", "from_hf", f"--hf={hf_dir}", f"--workdir={tmp_path / 'run'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"{hf_dir} has no tokenizer.json" in r.stderr
     assert "--tokenizer=<dir or tokenizer.json>" in r.stderr

@@ -94,7 +94,7 @@ def test_scrub_pii_gets_its_own_cache_and_masks_emails(tmp_path):
 def test_the_scrub_command_on_text_and_jsonl(tmp_path, run_module):
     (tmp_path / "a.jsonl").write_text('{"text": "mail a@b.com", "id": 1}\n'
                                       '{"text": "call 10.0.0.1"}\n')
-    r = run_module("lmjax.scrub", f"--in={tmp_path / 'a.jsonl'}", f"--out={tmp_path / 'b.jsonl'}")
+    r = run_module("scrub", f"--in={tmp_path / 'a.jsonl'}", f"--out={tmp_path / 'b.jsonl'}")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "b.jsonl").read_text() == ('{"text": "mail <EMAIL>", "id": 1}\n'
                                                   '{"text": "call <IP>"}\n')

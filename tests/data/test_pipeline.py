@@ -96,7 +96,7 @@ def test_shards_hold_the_kept_documents_and_no_val_document_has_a_near_duplicate
 
 def test_prepare_data_command(tmp_path, run_module):
     _corpus(tmp_path / "c.jsonl", n=100, near=10, exact=5)
-    r = run_module("lmjax.prepare_data", "--config=configs/gpt.py:tiny",
+    r = run_module("prepare_data", "--config=configs/gpt.py:tiny",
                    "--config.data.name=stream", f"--config.data.files={tmp_path / 'c.jsonl'}",
                    f"--config.data.cache_dir={tmp_path}", "--config.data.num_workers=1",
                    "--config.data.val_fraction=0.3")

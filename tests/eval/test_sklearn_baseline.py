@@ -63,7 +63,7 @@ def test_breast_cancer_matches_logistic_regression_fitted_directly(load_config):
 
 
 def test_the_command_prints_the_test_metrics_as_json(load_config, run_module):
-    r = run_module("lmjax.sklearn_baseline", "--config=configs/tabular.py:diabetes")
+    r = run_module("sklearn_baseline", "--config=configs/tabular.py:diabetes")
     assert r.returncode == 0, r.stderr
     printed = json.loads(r.stdout)
     want = linear_baseline(load_config("diabetes", "tabular.py"))

@@ -1,4 +1,4 @@
-"""`python -m lmjax.explain` on a tiny trained CNN: the grid PNG and the JSON, integrated
+"""`lmjax explain` on a tiny trained CNN: the grid PNG and the JSON, integrated
 gradients' default baseline and the black one by name, and a one-line error for a bad
 --examples range (Grad-CAM on an MLP: tests/explain/test_gradients.py)."""
 
@@ -17,7 +17,7 @@ def test_explain_writes_a_picture_and_json_and_refuses_bad_input(
     run = str(tmp_path / "cnn")
     train_and_evaluate(cfg, run)
     out = str(tmp_path / "out")
-    r = run_module("lmjax.explain", f"--workdir={run}", "--method=gradcam", "--examples=3:7",
+    r = run_module("explain", f"--workdir={run}", "--method=gradcam", "--examples=3:7",
                    f"--out={out}")
     assert r.returncode == 0, r.stderr
     with open(os.path.join(out, "gradcam.png"), "rb") as f:
@@ -30,11 +30,11 @@ def test_explain_writes_a_picture_and_json_and_refuses_bad_input(
 
     # Integrated gradients start from uniform noise unless the literature's black is named.
     for flag, baseline in (((), "uniform"), (("--baseline=black",), "black")):
-        r = run_module("lmjax.explain", f"--workdir={run}", "--method=ig", "--examples=0:2",
+        r = run_module("explain", f"--workdir={run}", "--method=ig", "--examples=0:2",
                        "--steps=4", f"--out={out}", *flag)
         assert r.returncode == 0, r.stderr
         with open(os.path.join(out, "ig.json")) as f:
             assert json.load(f)["options"]["baseline"] == baseline
 
-    r = run_module("lmjax.explain", f"--workdir={run}", "--examples=5:900")
+    r = run_module("explain", f"--workdir={run}", "--examples=5:900")
     assert r.returncode == 2 and "lmjax: error: --examples='5:900': the split has 200" in r.stderr

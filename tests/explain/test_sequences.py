@@ -1,6 +1,6 @@
 """Text and attention explanations: the library pieces in-process (chunked IG equals one call,
 attention cropped to the real tokens, LIME over words with [UNK] as the removed word), and
-`python -m lmjax.explain` on a tiny BERT classifier run and a tiny GPT run."""
+`lmjax explain` on a tiny BERT classifier run and a tiny GPT run."""
 
 import csv
 import json
@@ -93,7 +93,7 @@ def classifier_run(tmp_path_factory, load_config, save_untrained):
 
 def test_command_explains_a_text_classifier(classifier_run, tmp_path, run_module):
     out = str(tmp_path / "out")
-    r = run_module("lmjax.explain", f"--workdir={classifier_run}", "--method=ig",
+    r = run_module("explain", f"--workdir={classifier_run}", "--method=ig",
                    "--examples=1:4", "--steps=4", f"--out={out}")
     assert r.returncode == 0, r.stderr
     with open(os.path.join(out, "ig.json")) as f:
@@ -107,7 +107,7 @@ def test_command_explains_a_text_classifier(classifier_run, tmp_path, run_module
     with open(os.path.join(out, "ig.png"), "rb") as f:
         assert f.read(4) == b"\x89PNG"
     # Text IG starts from [PAD]'s embeddings: an image baseline, even the black one, is refused.
-    r = run_module("lmjax.explain", f"--workdir={classifier_run}", "--method=ig",
+    r = run_module("explain", f"--workdir={classifier_run}", "--method=ig",
                    "--baseline=black", f"--out={out}")
     assert r.returncode == 2 and "lmjax: error: --baseline is for image runs" in r.stderr
 

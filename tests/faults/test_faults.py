@@ -374,10 +374,11 @@ def test_sigterm_saves_then_resumes(reference, cfg, tmp_path, monkeypatch):
 
 
 def _train_command(workdir, overrides) -> subprocess.CompletedProcess:
-    """`python -m lmjax.main` on the tiny run, as a user runs it."""
+    """`lmjax train` on the tiny run, as a user runs it."""
     env = {k: v for k, v in os.environ.items() if k != "LMJAX_DEBUG"}
     return subprocess.run(
-        [sys.executable, "-m", "lmjax.main", "--config=configs/gpt.py:tiny", f"--workdir={workdir}",
+        [sys.executable, "-m", "lmjax", "train", "--config=configs/gpt.py:tiny",
+         f"--workdir={workdir}",
          *(f"--config.{k}={v}" for k, v in overrides.items())], cwd=ROOT,
         env=dict(env, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
 

@@ -56,7 +56,7 @@ def test_quantize_then_generate_and_serve_from_the_export(run, tmp_path):
 
 
 def test_generate_command(run, run_module):
-    result = run_module("lmjax.generate", f"--workdir={run}", "--prompt=ROMEO:",
+    result = run_module("generate", f"--workdir={run}", "--prompt=ROMEO:",
                         "--prompt=KING:", "--max_new_tokens=40", "--top_k=5", "--top_p=0.9",
                         "--seed=2")
     assert result.returncode == 0, result.stderr

@@ -64,11 +64,11 @@ def test_a_dp_run_logs_dp_accountings_epsilon_and_the_command_attacks_it(
     assert 7.5 < logged[4] <= 8.0  # calibrated to spend the whole budget, no more
 
     out = tmp_path / "mia.json"
-    r = run_module("lmjax.membership", f"--workdir={work}", "--examples=150", f"--out={out}",
+    r = run_module("membership", f"--workdir={work}", "--examples=150", f"--out={out}",
                    timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["dp"] and result["members"] == result["non_members"] == 150
     assert 0.0 <= result["auc"] <= 1.0 and "AUC" in r.stdout
-    bad = run_module("lmjax.membership", f"--workdir={tmp_path / 'nothing'}", timeout=300)
+    bad = run_module("membership", f"--workdir={tmp_path / 'nothing'}", timeout=300)
     assert bad.returncode == 2 and "lmjax: error:" in bad.stderr

@@ -1,5 +1,5 @@
-"""The generation benchmark (lmjax/serve/benchmark.py, the library of `python -m
-lmjax.bench_generate`): a random-weight model from a config, and timings through the
+"""The generation benchmark (lmjax/serve/benchmark.py, the library of `lmjax
+bench_generate`): a random-weight model from a config, and timings through the
 Generator's own prefill and decode."""
 
 import jax
@@ -49,7 +49,7 @@ def test_time_generation_reports_positive_rates(generator, batch):
     [],                                                                  # neither
 ], ids=["both", "neither"])
 def test_the_command_takes_exactly_one_of_config_and_workdir(args, run_module):
-    r = run_module("lmjax.bench_generate", *args)
+    r = run_module("bench_generate", *args)
     assert r.returncode == 2, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("lmjax:")]
     assert errors == ["lmjax: error: give exactly one of --workdir (a trained run) and "
@@ -87,7 +87,7 @@ def test_read_bandwidth_is_a_plausible_rate():
 
 
 def test_the_command_times_int8_beside_float_against_the_bound(run_module):
-    r = run_module("lmjax.bench_generate", "--config=configs/gpt.py:tiny", "--batch_sizes=1",
+    r = run_module("bench_generate", "--config=configs/gpt.py:tiny", "--batch_sizes=1",
                    "--prompt_len=8", "--new_tokens=8", "--repeats=1", "--bound",
                    "--bound_gib=0.05", "--int8")
     assert r.returncode == 0, r.stderr

@@ -1,5 +1,5 @@
 """robust.attack: adversarial training runs on the tiny image config, its loss is the loss on
-attacked images, and python -m lmjax.robustness attacks the saved run; bad input is refused."""
+attacked images, and lmjax robustness attacks the saved run; bad input is refused."""
 
 import json
 
@@ -50,7 +50,7 @@ def test_training_runs_and_the_robustness_command_attacks_the_run(mlp_config, tm
     assert np.isfinite(summary["val_loss"])
 
     out = tmp_path / "rows.json"
-    result = run_module("lmjax.robustness", f"--workdir={tmp_path / 'run'}", "--eps=0.3,0.02",
+    result = run_module("robustness", f"--workdir={tmp_path / 'run'}", "--eps=0.3,0.02",
                         "--steps=3", "--examples=48", "--batch_size=24", f"--out={out}")
     assert result.returncode == 0, result.stderr
     assert "PGD-3 on 48 test images" in result.stdout
@@ -59,7 +59,7 @@ def test_training_runs_and_the_robustness_command_attacks_the_run(mlp_config, tm
     assert rows[1]["robust_accuracy"] <= rows[0]["robust_accuracy"] <= rows[0]["clean_accuracy"]
     assert all(r["max_perturbation"] <= r["eps"] + 1e-6 for r in rows)
 
-    bad = run_module("lmjax.robustness", f"--workdir={tmp_path / 'run'}", "--eps=1.5")
+    bad = run_module("robustness", f"--workdir={tmp_path / 'run'}", "--eps=1.5")
     assert bad.returncode == 2 and "lmjax: error: --eps=1.5" in bad.stderr
 
 

@@ -96,7 +96,7 @@ def test_response_mask_covers_exactly_the_answers(sft_config):
 def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
         sft_config, pretrained, tmp_path, run_module, capsys):
     """One short run covers init_from, LoRA (only the adapters change), the QA report at the
-    end, and answering through python -m lmjax.generate with the run's template."""
+    end, and answering through lmjax generate with the run's template."""
     sft_config.lora.update(rank=2, targets="qkv,out,fc")  # qkv: GPT's fused projection
     task = make_task(sft_config, log=lambda s: None)
     _, _, pre = load_run(pretrained, None)
@@ -140,7 +140,7 @@ def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
                                served.task.model.apply({"params": post.params}, tokens),
                                rtol=1e-4, atol=1e-4)
 
-    r = run_module("lmjax.generate", f"--workdir={workdir}", "--prompt=Who is number 3?",
+    r = run_module("generate", f"--workdir={workdir}", "--prompt=Who is number 3?",
                    "--max_new_tokens=4", "--temperature=0")
     assert r.returncode == 0, r.stderr
     assert "Question: Who is number 3?\nAnswer: " in r.stdout

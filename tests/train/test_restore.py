@@ -1,5 +1,5 @@
 """Evaluating a saved run from its directory alone (lmjax.train.restore.evaluate_run, the
-library of `python -m lmjax.evaluate`), against the evaluation the trainer itself logged."""
+library of `lmjax evaluate`), against the evaluation the trainer itself logged."""
 
 import json
 import os
