@@ -9,7 +9,8 @@
 
 A string prompt goes through the template; each answer is followed by the end marker and is
 the only part that counts (answer-only log-probabilities, as SFT's loss). Messages are rendered
-by SFT's chat path (`sft.pieces`), and only the final assistant message counts; with an
+by SFT's chat path (`sft.pieces`: lmjax/data/chat.py, the tokenizer's Hugging Face chat
+template where it has one), and only the final assistant message counts; with an
 implicit prompt, both chats must agree up to it. A record may carry "answers" (references for
 exact match at the end of training; otherwise the chosen answer is the reference).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmjax.data import sft
+from lmjax.data.chat import HFChat
 from lmjax.data.sft import Example, SFTDataError
 
 Pair = tuple[Example, Example]  # (chosen, rejected)
@@ -47,8 +49,10 @@ def _parts(record: dict, where: str) -> tuple[list | str, list | str, list | str
                        f"alone); got keys {sorted(record)}.")
 
 
-def pieces(record: dict, template: str, end: str, where: str = "") -> tuple[list, list]:
-    """The chosen and the rejected example as SFT pieces [(text, counts), ...]."""
+def pieces(record: dict, template: str, end: str, where: str = "",
+           hf: HFChat | None = None) -> tuple[list, list]:
+    """The chosen and the rejected example as SFT pieces [(text, counts), ...]; `hf` renders
+    messages as sft.pieces does."""
     prompt, chosen, rejected = _parts(record, where)
     if isinstance(prompt, str):
         head = [(sft.format_prompt(template, prompt), False)]
@@ -58,16 +62,16 @@ def pieces(record: dict, template: str, end: str, where: str = "") -> tuple[list
         if len(answer) != 1 or answer[0].get("role") != "assistant":
             raise SFTDataError(f"{where + ': ' if where else ''}'chosen' and 'rejected' must "
                                "each hold one assistant message.")
-        parts = sft.pieces({"messages": prompt + answer}, template, end, where)
+        parts = sft.pieces({"messages": prompt + answer}, template, end, where, hf)
         out.append([(t, False) for t, _ in parts[:-1]] + parts[-1:])
     return out[0], out[1]
 
 
 def encode(tokenizer, record: dict, template: str, end: str, max_len: int,
-           where: str = "") -> Pair | None:
+           where: str = "", hf: HFChat | None = None) -> Pair | None:
     """Both examples, at most `max_len` tokens each (the prompt loses its beginning first), or
     None when an answer alone does not fit."""
-    chosen, rejected = pieces(record, template, end, where)
+    chosen, rejected = pieces(record, template, end, where, hf)
     pair = sft.encode(tokenizer, chosen, max_len), sft.encode(tokenizer, rejected, max_len)
     return None if None in pair else pair
 

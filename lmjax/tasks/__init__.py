@@ -27,11 +27,14 @@ TASKS = {
     "mlm": "lmjax.tasks.mlm:MaskedLMTask",
     "text_classify": "lmjax.tasks.text_classification:TextClassificationTask",
     "sft": "lmjax.tasks.sft:SFTTask",
+    "dpo": "lmjax.tasks.dpo:DPOTask",
+    "grpo": "lmjax.tasks.grpo:GRPOTask",
 }
 # The config file that trains each task, for messages.
 CONFIGS = {"lm": "configs/gpt.py", "classify": "configs/fashion_mnist.py",
            "regress": "configs/tabular.py:diabetes", "mlm": "configs/bert.py",
-           "text_classify": "configs/classify.py", "sft": "configs/sft.py"}
+           "text_classify": "configs/classify.py", "sft": "configs/sft.py",
+           "dpo": "configs/dpo.py", "grpo": "configs/grpo.py"}
 
 # Training switches, innermost first: config section -> the module that owns it. The order is
 # the order of wrapping: DP-SGD clips the whole (distilled, adversarial, ensembled) loss;

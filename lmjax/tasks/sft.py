@@ -33,6 +33,8 @@ from lmjax.tasks.assets import read_assets
 from lmjax.tasks.base import ANSWERS, DECODES, Task, epoch_indices, padded_batches
 from lmjax.tasks.lm import chunked_losses
 
+# The GPT tasks whose runs fine-tuning may start from (init_from).
+DECODERS = ("lm", "sft", "dpo", "grpo")
 # Model fields that must agree with the pretrained run's (the rest only change how the same
 # weights are computed).
 SHAPE_FIELDS = ("block_size", "num_layers", "num_heads", "d_model", "mlp_ratio", "use_bias",
@@ -45,9 +47,9 @@ def _tokenizer(cfg: ml_collections.ConfigDict, log):
     pre = None
     if cfg.init_from:
         pre = read_assets(cfg.init_from, log=log)
-        if pre.task not in ("lm", "sft"):
-            raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; supervised "
-                             "fine-tuning starts from a GPT language-model run (task 'lm').")
+        if pre.task not in DECODERS:
+            raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; task="
+                             f"{cfg.task} starts from a GPT run (task {', '.join(DECODERS)}).")
         diffs = [f"model.{f}: pretrained {pre.model.get(f)!r}, here {cfg.model[f]!r}"
                  for f in SHAPE_FIELDS if f in cfg.model and pre.model.get(f) != cfg.model[f]]
         if diffs:
@@ -57,8 +59,8 @@ def _tokenizer(cfg: ml_collections.ConfigDict, log):
     if cfg.data.tokenizer_file:
         return load_tokenizer_file(cfg.data.tokenizer_file)
     if pre is None or pre.tokenizer is None:
-        raise ValueError("task=sft needs a tokenizer: set init_from to a pretrained run (its "
-                         "tokenizer.json is used) or data.tokenizer_file.")
+        raise ValueError(f"task={cfg.task} needs a tokenizer: set init_from to a pretrained "
+                         "run (its tokenizer.json is used) or data.tokenizer_file.")
     return pre.tokenizer
 
 
