@@ -14,7 +14,7 @@
 run as one batch; --num_samples repeats each prompt with seeds seed, seed+1, ... Temperature 0
 is greedy decoding.
 
-Question answering: a run fine-tuned with task=sft wraps each prompt in its template
+Question answering: a run fine-tuned with task=sft (or dpo, grpo) wraps each prompt in its template
 (`Question: {prompt}\\nAnswer: {response}` by default) and stops at its stop strings, both
 from its run.json; --template=qa (or a template string) does the same for any run, --template=none
 turns it off. --questions=FILE.jsonl answers every record's prompt greedily and prints exact
@@ -36,6 +36,7 @@ from lmjax.data import sft
 from lmjax.eval import qa
 from lmjax.infer.load import load
 from lmjax.models.generator import Generator, Request
+from lmjax.tasks.base import ANSWERS
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir or an int8 export directory.")
 _PROMPT = flags.DEFINE_multi_string("prompt", ["\n"], "Prompt text; repeat for a batch.")
@@ -62,9 +63,9 @@ _SHOW = flags.DEFINE_integer("show", 10, "With --questions: answers printed next
                              "references.")
 
 
-def _template(cfg) -> tuple[str, tuple[str, ...]]:
+def _template(loaded) -> tuple[str, tuple[str, ...]]:
     """(template or '', default stop strings) for this run and the flags."""
-    run_sft = cfg.get("sft") if cfg.get("task") == "sft" else None
+    run_sft = loaded.cfg.sft if ANSWERS in loaded.capabilities else None
     choice = _TEMPLATE.value
     if choice == "none" or (not choice and run_sft is None):
         return "", ()
@@ -140,7 +141,7 @@ def main(args: list[str]) -> None:
     requests = _requests()
     loaded = load(workdir, best=_BEST.value)
     model, params = loaded.model, loaded.params  # LoRA adapters already folded in (load)
-    template, stop = _template(loaded.cfg)
+    template, stop = _template(loaded)
     shots = _shots(template, sft.DEFAULT_END if not loaded.cfg.get("sft") else
                    loaded.cfg.sft.end)
     print(f"Model: {loaded.source}", file=sys.stderr)
