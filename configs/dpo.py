@@ -1,10 +1,10 @@
 """Direct preference optimisation (DPO, IPO) of a GPT run on chosen/rejected answers.
 
-    python -m lmjax.main --config=configs/dpo.py --config.init_from=runs/qa-sft \\
+    lmjax train --config=configs/dpo.py --config.init_from=runs/qa-sft \\
         --config.data.train_file=runs/qa_pairs/train.jsonl \\
         --config.data.val_file=runs/qa_pairs/val.jsonl --workdir=runs/qa-dpo
-    python -m lmjax.main --config=configs/dpo.py --config.lora.rank=8 ...  # LoRA adapters only
-    python -m lmjax.main --config=configs/dpo.py:tiny ...       # seconds: smoke test
+    lmjax train --config=configs/dpo.py --config.lora.rank=8 ...  # LoRA adapters only
+    lmjax train --config=configs/dpo.py:tiny ...       # seconds: smoke test
 
 Records are TRL's preference shapes (lmjax/data/preferences.py), one per line of
 data.train_file. Everything but the data and the loss is configs/sft.py's (template, end marker,

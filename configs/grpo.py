@@ -1,12 +1,12 @@
 """Group relative policy optimisation (GRPO) of a GPT run with verifiable rewards.
 
-    python -m lmjax.data.arithmetic --out=runs/add               # two-digit addition
-    python -m lmjax.main --config=configs/grpo.py --config.init_from=runs/add-sft \\
+    lmjax addition_data --out=runs/add                           # two-digit addition
+    lmjax train --config=configs/grpo.py --config.init_from=runs/add-sft \\
         --config.data.train_file=runs/add/train.jsonl --config.data.val_file=runs/add/val.jsonl \\
         --config.sft.max_answer_tokens=6 --workdir=runs/add-grpo
-    python -m lmjax.main --config=configs/grpo.py --config.init_from=runs/qa-sft \\
+    lmjax train --config=configs/grpo.py --config.init_from=runs/qa-sft \\
         --config.data.name=qa_shakespeare --workdir=runs/qa-grpo   # exact match on the QA set
-    python -m lmjax.main --config=configs/grpo.py:tiny ...       # seconds: smoke test
+    lmjax train --config=configs/grpo.py:tiny ...       # seconds: smoke test
 
 Prompts are JSONL records with a string 'prompt' (and 'response' / 'answers' for the built-in
 rewards), put through sft.template; completions stop at sft.stop and at most

@@ -28,6 +28,7 @@ COMMANDS = {
     "sklearn_baseline": "scikit-learn's linear models on a tabular config's split",
     "prepare_data": "stream, clean, deduplicate and tokenize a large corpus into shards",
     "qa_data": "write the Shakespeare QA set (closed-book, or the open-book twin) as JSONL",
+    "addition_data": "write two-digit addition problems (a held-out split) as JSONL",
     "scrub": "mask personal data (PII) in a text or JSONL file",
     "exposure": "the Secret Sharer test: how much a run memorised canaries",
     "membership": "a membership-inference attack on a trained classifier",

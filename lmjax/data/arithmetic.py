@@ -8,12 +8,11 @@ out `val` of them. `write` also saves a character tokenizer for them (the charac
 default template, the digits and '+'), so that a GPT can be trained from scratch on the records with
 `data.tokenizer_file=<out>/tokenizer.json` (docs/posttraining.md):
 
-    python -m lmjax.data.arithmetic --out=runs/add   # train.jsonl, val.jsonl, tokenizer.json
+    lmjax addition_data --out=runs/add   # train.jsonl, val.jsonl, tokenizer.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -50,17 +49,3 @@ def write(out: str, seed: int = 0, val: int = 500) -> dict[str, int]:
     tokenizer().save(out)
     return {k: len(v) for k, v in sets.items()}
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="directory for the records and tokenizer")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val", type=int, default=500, help="problems held out")
-    args = parser.parse_args(argv)
-    sizes = write(args.out, args.seed, args.val)
-    print(f"Wrote {sizes['train']} training and {sizes['val']} held-out problems and "
-          f"tokenizer.json to {args.out}")
-
-
-if __name__ == "__main__":
-    main()

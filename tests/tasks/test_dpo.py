@@ -197,7 +197,7 @@ def test_bad_settings_name_the_field(dpo_config):
 @pytest.mark.slow
 def test_dpo_trains_from_the_command_line_and_serves_like_any_run(dpo_config, pairs_dir,
                                                                  run_module, tmp_path):
-    """python -m lmjax.main trains (resuming finishes the run), the reward accuracy on the
+    """lmjax train trains (resuming finishes the run), the reward accuracy on the
     training pairs rises above the starting 0.5, and the run generates and converts."""
     work = tmp_path / "dpo"
     common = ["--config=configs/dpo.py:tiny", f"--workdir={work}",
@@ -208,18 +208,18 @@ def test_dpo_trains_from_the_command_line_and_serves_like_any_run(dpo_config, pa
               "--config.optim.learning_rate=3e-3", "--config.log.tensorboard=False"]
     # A run stopped at step 15 of 30 (a first command with fewer steps would decay its
     # schedule sooner: the stop is a SIGTERM in the slow faults tests; here the same steps).
-    first = run_module("lmjax.main", *common, "--config.train.num_steps=15")
+    first = run_module("train", *common, "--config.train.num_steps=15")
     assert first.returncode == 0, first.stderr[-2000:]
-    done = run_module("lmjax.main", *common, "--config.train.num_steps=30")
+    done = run_module("train", *common, "--config.train.num_steps=30")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Resumed from step 15" in done.stdout + done.stderr
     evals = [json.loads(line) for line in open(work / "metrics.jsonl")]
     val = [r for r in evals if r["split"] == "val"]
     assert val[-1]["reward_accuracy"] > 0.8 and val[-1]["reward_margin"] > 0
-    gen = run_module("lmjax.generate", f"--workdir={work}", "--prompt=12+30",
+    gen = run_module("generate", f"--workdir={work}", "--prompt=12+30",
                      "--max_new_tokens=4")
     assert gen.returncode == 0, gen.stderr[-2000:]
     out = tmp_path / "hf"
-    conv = run_module("lmjax.convert", "to_hf", f"--workdir={work}", f"--out={out}")
+    conv = run_module("convert", "to_hf", f"--workdir={work}", f"--out={out}")
     assert conv.returncode == 0, conv.stderr[-2000:]
     assert os.path.exists(out / "config.json")
