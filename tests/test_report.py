@@ -1,5 +1,5 @@
 """`lmjax report`: curves and a side-by-side summary of runs from their metrics.jsonl
-(the library lmjax/eval/report.py, and the command through a subprocess)."""
+(the library lmjax/eval/curves.py, and the command through a subprocess)."""
 
 import json
 import re
@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from lmjax.eval import report
+from lmjax.eval import curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -47,7 +47,7 @@ def runs(tmp_path):
 
 
 def test_summary_takes_final_best_and_throughput_from_the_records(runs):
-    s = report.summarize(report.load_run(runs[0]))
+    s = curves.summarize(curves.load_run(runs[0]))
     assert s["steps"] == 30
     assert s["wall time"] == pytest.approx(10.0 + 30.0)  # two sessions, the idle gap left out
     assert s["tokens/s"] == np.median([100.0, 200.0])  # the resumed step 20 replaced 300
@@ -58,7 +58,7 @@ def test_summary_takes_final_best_and_throughput_from_the_records(runs):
 
 def test_the_library_writes_curves_and_a_side_by_side_table(runs, tmp_path):
     out = tmp_path / "out"
-    returned = report.report(list(runs), str(out))
+    returned = curves.report(list(runs), str(out))
     text = (out / "report.md").read_text()
     assert text == returned
     assert "| | a | b |" in text
@@ -87,8 +87,8 @@ def test_the_command_prints_the_report_it_writes(runs, tmp_path, run_module):
 
 def test_a_directory_without_metrics_is_a_clear_error(tmp_path, run_module):
     message = f"{tmp_path} has no metrics.jsonl: pass the --workdir of a training run."
-    with pytest.raises(report.ReportError, match=re.escape(message)):
-        report.report([str(tmp_path)], str(tmp_path / "out"))
+    with pytest.raises(curves.ReportError, match=re.escape(message)):
+        curves.report([str(tmp_path)], str(tmp_path / "out"))
     r = run_module("report", tmp_path, f"--out={tmp_path / 'out'}")
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("lmjax:")]
@@ -106,6 +106,6 @@ def test_the_command_without_workdirs_says_what_to_give(run_module):
 
 
 def test_runs_with_the_same_folder_name_get_distinct_labels():
-    assert report.labels(["x/trials/0000", "y/trials/0000"]) == ["x/trials/0000",
+    assert curves.labels(["x/trials/0000", "y/trials/0000"]) == ["x/trials/0000",
                                                                  "y/trials/0000"]
-    assert report.labels(["runs/a", "runs/b"]) == ["a", "b"]
+    assert curves.labels(["runs/a", "runs/b"]) == ["a", "b"]

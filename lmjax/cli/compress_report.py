@@ -19,7 +19,7 @@ import os
 from absl import flags
 
 from lmjax.cli.common import fail, require
-from lmjax.compress import report, structured
+from lmjax.compress import compare, structured
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run (the dense, float baseline).")
 _VARIANTS = flags.DEFINE_list("variants", [], "NAME=RUN_DIRECTORY pairs, comma-separated.")
@@ -49,8 +49,8 @@ def main(args: list[str]) -> None:
         except ValueError as e:
             fail(str(e))
         variants.append((f"channels -{_STRUCTURED.value:.0%}", out))
-    rows = report.measure(variants, _REPEATS.value, with_int8=_INT8.value)
-    text = report.table(rows)
+    rows = compare.measure(variants, _REPEATS.value, with_int8=_INT8.value)
+    text = compare.table(rows)
     print(text)
     with open(os.path.join(workdir, "compression.md"), "w") as f:
         f.write(text + "\n")

@@ -16,7 +16,7 @@ import os
 from absl import flags
 
 from lmjax.cli.common import fail
-from lmjax.eval.report import report
+from lmjax.eval.curves import report
 
 _OUT = flags.DEFINE_string("out", "", "Where to write the PNGs and report.md (default: "
                            "<workdir>/report for one run, ./report for several).")

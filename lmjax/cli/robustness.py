@@ -19,7 +19,7 @@ from absl import flags
 
 from lmjax import rundir
 from lmjax.cli.common import fail, require
-from lmjax.robust.evaluate import format_table, plot, robust_accuracy
+from lmjax.robust.accuracy import format_table, plot, robust_accuracy
 from lmjax.robust import attacks
 from lmjax.tasks.adversarial import check_image_task, image_pixels
 from lmjax.train.restore import load_setup

@@ -14,7 +14,7 @@ import json
 from ml_collections import config_flags
 
 from lmjax.cli.common import require
-from lmjax.eval.sklearn_baseline import linear_baseline
+from lmjax.eval.linear import linear_baseline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/tabular.py config.")
 

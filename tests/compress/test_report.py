@@ -4,7 +4,7 @@ its structured-pruned export measured end to end (the export loads like any run)
 import numpy as np
 import pytest
 
-from lmjax.compress import report, structured
+from lmjax.compress import compare, structured
 from lmjax.train.restore import evaluate_run
 
 
@@ -12,7 +12,7 @@ def test_int8_weights_are_per_channel_absmax():
     r = np.random.default_rng(0)
     params = {"Dense_0": {"kernel": r.normal(size=(6, 4)).astype(np.float32),
                           "bias": r.normal(size=4).astype(np.float32)}}
-    restored, stored = report.int8_weights(params)
+    restored, stored = compare.int8_weights(params)
     k = params["Dense_0"]["kernel"]
     q, scale = stored["Dense_0"]["kernel"]["q"], stored["Dense_0"]["kernel"]["scale"]
     assert q.dtype == np.int8 and np.abs(q).max() == 127
@@ -29,7 +29,7 @@ def test_table_of_a_run_and_its_narrow_export(fashion_config, save_untrained, tm
     # the export is a run directory the usual commands load: its accuracy is the shrunk model's
     assert 0.0 <= evaluate_run(narrow, "test")["accuracy"] <= 1.0
 
-    rows = report.measure([("dense", run), ("narrow", narrow)], repeats=2, with_int8=True,
+    rows = compare.measure([("dense", run), ("narrow", narrow)], repeats=2, with_int8=True,
                           log=lambda s: None)
     assert [r["variant"] for r in rows] == ["dense", "dense int8", "narrow"]
     dense, int8, small = rows
@@ -37,7 +37,7 @@ def test_table_of_a_run_and_its_narrow_export(fashion_config, save_untrained, tm
     assert small["disk_MB"] < dense["disk_MB"]
     assert int8["metric"] == pytest.approx(dense["metric"], abs=0.05)
     assert dense["throughput"] > 0 and int8["throughput"] is None
-    text = report.table(rows)
+    text = compare.table(rows)
     assert "| narrow |" in text and "images/s" in text and "test accuracy" in text
 
 

@@ -1,4 +1,4 @@
-"""The scikit-learn linear baseline of the tabular configs (lmjax/eval/sklearn_baseline.py),
+"""The scikit-learn linear baseline of the tabular configs (lmjax/eval/linear.py),
 checked against scikit-learn fitted and scored directly on the same arrays, and its command."""
 
 import json
@@ -13,7 +13,7 @@ from sklearn import metrics as skm  # noqa: E402
 from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
 
 from lmjax.data.tabular import load_table  # noqa: E402
-from lmjax.eval.sklearn_baseline import linear_baseline  # noqa: E402
+from lmjax.eval.linear import linear_baseline  # noqa: E402
 
 
 def test_diabetes_matches_linear_regression_fitted_directly(load_config):

@@ -9,7 +9,7 @@ import pytest
 
 from lmjax.models.baselines import MLP
 from lmjax.robust import attacks
-from lmjax.robust.evaluate import robust_accuracy
+from lmjax.robust.accuracy import robust_accuracy
 
 
 @pytest.fixture(scope="module")
