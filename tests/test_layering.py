@@ -3,6 +3,7 @@ and the commands on top (docs/architecture.md). Read from the source, so a new i
 breaks the order fails here before it turns into a circle."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lmjax"
@@ -111,6 +112,16 @@ def test_every_command_is_a_cli_module_with_help_and_an_example():
     for command in COMMANDS:
         doc = ast.get_docstring(ast.parse((PACKAGE / "cli" / f"{command}.py").read_text()))
         assert doc and f"lmjax {command} " in doc, f"lmjax/cli/{command}.py: no example"
+
+
+def test_the_only_entry_points_are_lmjax_and_lmjax_main():
+    """One command surface: no module of the package runs as a script of its own."""
+    scripts = {name for name, path in _modules().items()
+               if re.search(r"^if __name__ == .__main__.:", path.read_text(), re.M)}
+    assert scripts == ENTRY_POINTS, (f"{sorted(scripts - ENTRY_POINTS)}: make it a command, "
+                                     "lmjax/cli/<command>.py listed in lmjax.cli.COMMANDS")
+    shim = (PACKAGE / "main.py").read_text()
+    assert 'launch("train")' in shim
 
 
 def _task_probes(path: Path) -> list[str]:
