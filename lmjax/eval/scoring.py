@@ -70,7 +70,7 @@ class Scorer:
                     tokens[j, :lengths[i]] = rows[i]
                     row_lengths[j] = lengths[i]
                 s = dec.score(self.model, self.params, tokens, row_lengths, top_k=k)
-                logprobs, greedy, top_lp, top_ids = (np.asarray(x) for x in (
+                logprobs, greedy, top_lp, top_ids = (np.array(x) for x in (
                     s.logprobs, s.greedy, s.top_logprobs, s.top_ids))
                 for j, i in enumerate(take):
                     n = lengths[i] - 1

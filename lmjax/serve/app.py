@@ -1,13 +1,15 @@
 """The HTTP API (FastAPI), assembled from its parts: schemas.py (request and response bodies),
 middleware.py (body limit, error shapes, Prometheus metrics), jobs.py (from a body to the
 engine and back), routes.py (lmjax's endpoints, the playground page and /metrics) and
-openai_api.py (OpenAI's /v1/completions and /v1/models). Interactive docs are at /docs, the
-schema at /openapi.json. local.py runs the app on localhost for tests and benchmarks."""
+openai_api.py (OpenAI's /v1/completions, /v1/chat/completions and /v1/models, and vLLM's
+tokenizer routes). Interactive docs are at /docs, the schema at /openapi.json. local.py runs
+the app on localhost for tests and benchmarks."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
+from lmjax.data.chat import ChatFormat
 from lmjax.models.generator import Generator
 from lmjax.serve.batcher import Batcher
 from lmjax.serve.engine import Engine
@@ -23,14 +25,16 @@ def create_app(generator: Generator | None = None, *, classifier=None, source: s
                max_queue: int = 64, max_tokens: int = 0, prefill_tokens: int = 512,
                max_batch: int = 32, max_wait_s: float = 0.005, stream_chunk: int = 1,
                max_body_bytes: int = 64 * 1024, qa: QA | None = None) -> FastAPI:
-    """The API for a `Generator` (OpenAI's /v1/completions and /v1/models, POST /v1/generate)
-    or a `TextClassifier` (POST /v1/classify).
+    """The API for a `Generator` (OpenAI's completions, chat completions and models, vLLM's
+    tokenizer routes, POST /v1/generate) or a `TextClassifier` (POST /v1/classify).
 
     engine: 'slots' (continuous batching over `max_slots` KV-cache slots, the default) or
     'static' (the batcher that runs whole batches of up to `max_batch`, for comparison).
     At most `max_queue` requests wait for the device (429 beyond); `max_tokens` > 0 caps the
     new tokens one request may ask for. `model_name` is the id /v1/models lists. With `qa` (an
-    SFT run's template and stop strings), POST /v1/qa answers questions greedily.
+    SFT run's template and stop strings), POST /v1/qa answers questions greedily. Chats are
+    rendered by the tokenizer's Hugging Face template, else lmjax's QA format with the SFT
+    run's template (lmjax/data/chat.py).
     """
     if (generator is None) == (classifier is None):
         raise ValueError("give a generator or a classifier")
@@ -58,7 +62,8 @@ def create_app(generator: Generator | None = None, *, classifier=None, source: s
     app.router.on_shutdown.append(worker.close)
     limits = Limits(generator.block_size, max_tokens or generator.block_size, model_name)
     add_generate_routes(app, generator, source, worker, limits)
-    add_openai_routes(app, generator, source, worker, limits)
+    chat = ChatFormat.for_run(generator.tokenizer, *((qa.template, qa.end) if qa else ()))
+    add_openai_routes(app, generator, source, worker, limits, chat=chat)
     if qa is not None:
         add_qa_route(app, generator, worker, limits, qa)
     return app

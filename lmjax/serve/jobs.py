@@ -33,7 +33,11 @@ class Refused(Exception):
 
 def check_fit(generator, limits: Limits, prompt: str, new: int, field: str) -> tuple:
     """The prompt's token ids, once it is known that prompt + new tokens fit."""
-    ids = generator.encode(prompt)
+    return fit_ids(limits, generator.encode(prompt).tolist(), new, field)
+
+
+def fit_ids(limits: Limits, ids, new: int, field: str) -> tuple:
+    """The token ids of a prompt, once it is known that they and `new` tokens fit."""
     n, block = len(ids), limits.context
     if n + new > block:
         raise Refused(422, f"the prompt is {n} tokens and {field} is {new}: together more "
@@ -43,7 +47,7 @@ def check_fit(generator, limits: Limits, prompt: str, new: int, field: str) -> t
     if new > limits.max_tokens:
         raise Refused(422, f"{field} is {new}; this server allows at most {limits.max_tokens} "
                            "new tokens per request (its --max_tokens).", field)
-    return tuple(ids.tolist())
+    return tuple(int(i) for i in ids)
 
 
 async def submit_and_wait(worker, requests: list[Request], http: HTTPRequest):

@@ -63,7 +63,9 @@ def error(status: int, message: str) -> JSONResponse:
 # A prefix, not the route table: an unknown path under them (or on a classifier's server) is
 # still answered in OpenAI's shape. A route of openai_api.py must start with one of these
 # (tests/serve/test_middleware.py checks it).
-OPENAI_PATHS = ("/v1/completions", "/v1/models")
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/models",
+                # vLLM's tokenizer routes at the root, which lm-eval's remote tokenizer calls
+                "/tokenize", "/detokenize", "/tokenizer_info")
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error",
                  405: "invalid_request_error", 413: "invalid_request_error",
                  429: "rate_limit_error", 503: "server_overloaded", 500: "server_error"}
@@ -77,11 +79,11 @@ def openai_error(status: int, message: str, param: str | None = None,
         status, "invalid_request_error"), "param": param, "code": code}}, status_code=status)
 
 
-def error_for(path: str, status: int, message: str) -> JSONResponse:
+def error_for(path: str, status: int, message: str, param: str | None = None) -> JSONResponse:
     """The error shape of the endpoint asked: OpenAI's under its paths (where every invalid
-    request is a 400), lmjax's elsewhere."""
+    request is a 400, `param` naming the field at fault), lmjax's elsewhere."""
     if path.startswith(OPENAI_PATHS):
-        return openai_error(400 if status == 422 else status, message)
+        return openai_error(400 if status == 422 else status, message, param)
     return error(status, message)
 
 
@@ -96,12 +98,14 @@ def add_error_handlers(app: FastAPI) -> None:
             ctx = errors[0].get("ctx", {}).get("error", "")
             return error_for(request.url.path, 400,
                              f"malformed JSON{': ' + str(ctx) if ctx else ''}")
-        parts = []
+        parts, fields = [], []
         for e in errors:
-            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+            loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+            where = ".".join(loc) or "body"
             extra = f", not {e['input']}" if e.get("type") == "finite_number" else ""
             parts.append(f"{where}: {e.get('msg')}{extra}")
-        return error_for(request.url.path, 422, "; ".join(parts))
+            fields.append(loc[0] if loc else None)  # OpenAI's param: the top-level field
+        return error_for(request.url.path, 422, "; ".join(parts), fields[0] if fields else None)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: HTTPRequest, exc: HTTPException):

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 
-from lmjax.data.sft import format_prompt
+from lmjax.data.sft import DEFAULT_END, format_prompt
 from lmjax.models.generator import Request
 from lmjax.serve.batcher import Busy
 from lmjax.serve.jobs import Limits, Refused, check_fit, submit_and_wait
@@ -25,10 +25,12 @@ from lmjax.serve.schemas import (ClassifyBody, ClassifyResponse, GenerateBody,
 
 @dataclasses.dataclass(frozen=True)
 class QA:
-    """An SFT run's answer format: the prompt template (ending in '{response}') and the stop
-    strings that end an answer (its config's sft.template and sft.stop)."""
+    """An SFT run's answer format: the prompt template (ending in '{response}'), the stop
+    strings that end an answer and the marker after each response (its config's
+    sft.template, sft.stop and sft.end; a chat's turns end with the marker too)."""
     template: str
     stop: tuple[str, ...]
+    end: str = DEFAULT_END
 
 
 def add_page_routes(app: FastAPI, metrics: Metrics) -> None:

@@ -1,5 +1,6 @@
 """The tiny character GPT the server tests share (random weights, scaled up so that its
-predictions are peaked and differ from prompt to prompt)."""
+predictions are peaked and differ from prompt to prompt), and the OpenAI-API server most of
+them talk to (a module may define its own `generator` and `url`)."""
 
 import flax.linen as nn
 import jax
@@ -9,6 +10,8 @@ import pytest
 from lmjax.data.tokenizers import CharTokenizer
 from lmjax.models.generator import Generator
 from lmjax.models.gpt import GPT
+from lmjax.serve.app import create_app
+from lmjax.serve.local import serve_in_thread
 
 CHARS = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.:\n"
 
@@ -27,3 +30,23 @@ def tiny_generator(gpt_config):
         return Generator(model, params, tokenizer, max_batch=max_batch)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_generator):
+    return tiny_generator(32)
+
+
+@pytest.fixture(scope="module")
+def url(generator):
+    """A real server (uvicorn on 127.0.0.1) for `generator`, its model named 'tiny'."""
+    app = create_app(generator, source="tiny test model", model_name="tiny", max_slots=4)
+    with serve_in_thread(app) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    """The official `openai` client of `url`."""
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)

@@ -13,24 +13,7 @@ from lmjax.serve.local import serve_in_thread
 
 openai = pytest.importorskip("openai")
 
-BLOCK = 32
-
-
-@pytest.fixture(scope="module")
-def generator(tiny_generator):
-    return tiny_generator(BLOCK)
-
-
-@pytest.fixture(scope="module")
-def url(generator):
-    app = create_app(generator, source="tiny test model", model_name="tiny", max_slots=4)
-    with serve_in_thread(app) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(url):
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+BLOCK = 32  # the shared server's context (conftest.py)
 
 
 def _alone(generator, prompt, n, **kw):
