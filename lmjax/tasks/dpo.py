@@ -30,7 +30,7 @@ from lmjax.config import require
 from lmjax.data import chat, preferences
 from lmjax.data import sft as sft_data
 from lmjax.tasks.base import Task, padded_batches
-from lmjax.tasks.policy import PolicyTask, token_logps
+from lmjax.tasks.policy import PolicyTask
 
 LOSSES = ("sigmoid", "ipo")
 SIDES = ("chosen", "rejected")
@@ -53,10 +53,10 @@ def pair_metrics(policy: jax.Array, reference: jax.Array, beta: float,
             "rejected_reward": rewards[1]}
 
 
-def answer_logps(logits: jax.Array, targets: jax.Array, weights: jax.Array,
-                 average: bool) -> jax.Array:
-    """(rows,) the answers' log-probabilities: summed over weighted positions, or averaged."""
-    total = (token_logps(logits, targets) * weights).sum(-1)
+def answer_logps(logps: jax.Array, weights: jax.Array, average: bool) -> jax.Array:
+    """(rows,) the answers' log-probabilities from each position's (rows, length): summed over
+    weighted positions, or averaged."""
+    total = (logps * weights).sum(-1)
     return total / jnp.maximum(weights.sum(-1), 1.0) if average else total
 
 
@@ -68,6 +68,8 @@ class DPOTask(PolicyTask):
         require(d.loss in LOSSES, f"dpo.loss={d.loss!r}: use {' or '.join(LOSSES)}.")
         require(d.beta > 0, f"dpo.beta={d.beta}: the strength of the pull towards the "
                 "reference, must be positive (0.1 is usual).")
+        require(c.train.get("loss_chunk", 0) == 0, f"train.loss_chunk={c.train.loss_chunk}: "
+                "DPO forms the answers' whole logits; set --config.train.loss_chunk=0.")
 
     # -- data ------------------------------------------------------------------------------
 
@@ -129,9 +131,8 @@ class DPOTask(PolicyTask):
         average = self.cfg.dpo.loss == "ipo"
 
         def logps(model, p):
-            logits = self.logits(model, p, both["inputs"], both["segment_ids"])
-            return answer_logps(logits, both["targets"], both["loss_weights"],
-                                average).reshape(2, -1)
+            lp = self.logps(model, p, both["inputs"], both["targets"], both["segment_ids"])
+            return answer_logps(lp, both["loss_weights"], average).reshape(2, -1)
 
         policy = logps(self.model, params)
         reference = logps(self.plain, self.reference_params(params, model_state))

@@ -50,7 +50,7 @@ from lmjax.models import lora
 from lmjax.models.generator import Completion, Generator, Request
 from lmjax.parallel.mesh import local_rows
 from lmjax.tasks.base import Task, epoch_indices, padded_batches
-from lmjax.tasks.policy import PolicyTask, token_logps
+from lmjax.tasks.policy import PolicyTask
 
 LOSS_NORMS = ("sequence", "token", "constant")
 ROLLOUTS = "rollouts"  # the model-state collection holding a rollout batch (rl.mu > 1)
@@ -137,6 +137,10 @@ class GRPOTask(PolicyTask):
                 f"{', '.join(LOSS_NORMS)}.")
         require(r.temperature > 0, f"rl.temperature={r.temperature}: rollouts sample, must be "
                 "positive.")
+        chunk = c.train.get("loss_chunk", 0)
+        require(not chunk or c.sft.max_answer_tokens % chunk == 0, f"train.loss_chunk={chunk}:"
+                " completions' logits are formed this many positions at a time, use a divisor "
+                f"of sft.max_answer_tokens={c.sft.max_answer_tokens}.")
         require(c.train.grad_accum == 1, f"train.grad_accum={c.train.grad_accum}: a GRPO step "
                 "is one rollout batch and one update; lower train.batch_size instead.")
         require(r.prompt_length >= 0 and r.prompt_length + c.sft.max_answer_tokens <=
@@ -299,8 +303,8 @@ class GRPOTask(PolicyTask):
 
     def completion_logps(self, model, params, ro: dict) -> jax.Array:
         """log p of each completion token (rows, T) under `model`."""
-        logits = self.logits(model, params, ro["tokens"][:, :-1], ro["segment_ids"])
-        return token_logps(logits, ro["tokens"][:, 1:])[:, -self.new_tokens:]
+        return self.logps(model, params, ro["tokens"][:, :-1], ro["tokens"][:, 1:],
+                          ro["segment_ids"], last=self.new_tokens)
 
     # -- the step --------------------------------------------------------------------------
 

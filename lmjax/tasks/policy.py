@@ -13,6 +13,8 @@ It never receives gradients (stop_gradient), and a config that needs none (GRPO 
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,8 +22,8 @@ import ml_collections
 import optax
 
 from lmjax import rundir
-from lmjax.config import require
-from lmjax.models import lora
+from lmjax.models import gpt, lora
+from lmjax.tasks.lm import chunked_losses
 from lmjax.tasks.sft import SFTTask
 
 REFERENCE = "reference"  # the model-state collection holding the reference's parameters
@@ -48,12 +50,6 @@ class PolicyTask(SFTTask):
         # after this; the reference and the decoder apply this one.
         self.plain = self.model
 
-    @classmethod
-    def check(cls, c: ml_collections.ConfigDict) -> None:
-        super().check(c)
-        require(c.train.get("loss_chunk", 0) == 0, f"train.loss_chunk={c.train.loss_chunk}: "
-                f"task={c.task} needs whole logits; set --config.train.loss_chunk=0.")
-
     def uses_reference(self) -> bool:
         return True
 
@@ -79,8 +75,19 @@ class PolicyTask(SFTTask):
         return {**model_state, REFERENCE: {"params": self.reference_params(params, model_state),
                                            "ready": jnp.ones((), bool)}}
 
-    def logits(self, model, params, inputs, segment_ids=None) -> jax.Array:
+    def logps(self, model, params, inputs, targets, segment_ids, last: int = 0) -> jax.Array:
+        """log p(target) at each position (rows, length) under `model`, or at the last `last`
+        positions only (the others' logits are never formed); the output layer in pieces of
+        train.loss_chunk positions when it is set (lmjax/tasks/lm.py: chunked_losses)."""
         # qwix finds kernels only among jax.Arrays (a restored checkpoint holds NumPy arrays).
         params = jax.tree.map(jnp.asarray, params)
-        return model.apply({"params": params}, inputs, deterministic=True,
-                           segment_ids=segment_ids)
+        kwargs = dict(deterministic=True, segment_ids=segment_ids)
+        if not last and not self.loss_chunk:
+            return token_logps(model.apply({"params": params}, inputs, **kwargs), targets)
+        hidden = model.apply({"params": params}, inputs, hidden=True, **kwargs)
+        if last:
+            hidden, targets = hidden[:, -last:], targets[:, -last:]
+        head = functools.partial(gpt.head_logits, params, dtype=self.model_config.dtype)
+        if self.loss_chunk:
+            return -chunked_losses(hidden, targets, head, self.loss_chunk)
+        return token_logps(head(hidden), targets)

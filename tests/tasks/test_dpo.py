@@ -15,7 +15,7 @@ from lmjax.data import sft as sft_data
 from lmjax.models.gpt import GPT
 from lmjax.tasks import make_task
 from lmjax.tasks.dpo import answer_logps, pair_metrics
-from lmjax.tasks.policy import REFERENCE
+from lmjax.tasks.policy import REFERENCE, token_logps
 
 QUIET = dict(log=lambda s: None)
 
@@ -85,8 +85,8 @@ def test_loss_and_gradient_equal_numpy_on_fixed_logits(loss):
 
     def fn(x):
         average = loss == "ipo"
-        pol = answer_logps(x, targets, weights, average).reshape(2, -1)
-        ref = answer_logps(jnp.asarray(ref_logits, jnp.float32), targets, weights,
+        pol = answer_logps(token_logps(x, targets), weights, average).reshape(2, -1)
+        ref = answer_logps(token_logps(jnp.asarray(ref_logits, jnp.float32), targets), weights,
                            average).reshape(2, -1)
         return pair_metrics(pol, ref, beta, loss)["loss"].mean()
 
@@ -148,7 +148,7 @@ def test_with_lora_the_reference_is_the_base_model(dpo_config):
 
     def logps(model, p):
         logits = model.apply({"params": p}, both["inputs"], segment_ids=both["segment_ids"])
-        return answer_logps(logits, both["targets"], both["loss_weights"], False)
+        return answer_logps(token_logps(logits, both["targets"]), both["loss_weights"], False)
 
     plain = GPT(task.model_config)
     adapted, reference = logps(task.model, params), logps(plain, params)
