@@ -43,8 +43,8 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
     if preset == "cnn":
         # One 3x3 convolution per block and a dense head: XLA's CPU convolutions are slow at
         # narrow widths, dense layers are cheap capacity. Light regularisation, since the model
-        # underfits in 10 minutes; flip test-time augmentation. The recipe search (93.64% test
-        # at 6,000 steps) is in docs/baselines.md.
+        # underfits in 10 minutes; flip test-time augmentation. The recipe search and the
+        # preset's accuracy: docs/baselines.md#results.
         c.model.update(name="cnn", channels=(16, 32, 64), convs_per_block=1, head_hidden=(256,),
                        dropout=0.1, bn_momentum=0.9)
         c.data.update(crop_padding=1, eval_flip=True)
@@ -58,8 +58,8 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
             add_switches(c, "robust")
             c.robust.update(attack="fgsm_rs", eps=0.1)
             c.data.eval_flip = False  # the attacked model is the plain one
-            # FGSM-RS costs two plain steps: 2,000 fit the 10 minutes (84.75% clean, 72.6%
-            # PGD-20 at eps 0.1; docs/robustness.md).
+            # FGSM-RS costs about two plain steps: 2,000 fit the 10 minutes (clean and PGD-20
+            # accuracy: docs/robustness.md#results).
             c.train.update(num_steps=2000, eval_every=1000)
         else:
             add_switches(c, "ensemble")
@@ -79,7 +79,7 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
                        dropout=0.0, norm="group")
         c.data.update(crop_padding=0, flip=False, eval_flip=False)
         c.train.update(num_steps=600, batch_size=512, eval_every=200, log_every=20,
-                       label_smoothing=0.0, eval_examples=2000)  # 84.9% test, ~10 minutes
+                       label_smoothing=0.0, eval_examples=2000)  # docs/privacy.md#results
         c.checkpoint.every = 200
         c.optim.update(name="adamw", learning_rate=3e-3, warmup_steps=20, clip_norm=0.0,
                        weight_decay=0.0)
@@ -88,8 +88,9 @@ def get_config(preset: str = "cnn") -> ml_collections.ConfigDict:
     elif preset == "fedavg":
         # Federated averaging (docs/federated.md): the cnn preset's model on 100 clients, 10
         # sampled per round, 5 local epochs of SGD at batch 10 (McMahan et al.'s C=0.1, E=5,
-        # B=10); 50 rounds, each a step of the loop. Clients in turn (lax.map), not vmapped: vmapped convolutions
-        # over per-client weights are 2x slower on XLA's CPU backend (benchmarks/federated.py).
+        # B=10); 50 rounds, each a step of the loop. Clients in turn (lax.map), not vmapped:
+        # vmapped convolutions over per-client weights are slower on XLA's CPU backend
+        # (benchmarks/federated.py; docs/federated.md#results).
         c = get_config("cnn")
         add_switches(c, "federated")
         c.federated.update(clients=100, fraction=0.1, local_epochs=5, local_batch=10,

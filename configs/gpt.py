@@ -47,7 +47,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.model.scan_layers = False    # nn.scan over the blocks: faster compiles for deep models
     c.model.remat = "none"         # activation checkpointing per block: 'none' | 'dots' | 'full'
 
-    c.train.num_steps = 2450       # about 8 minutes on a 2-core CPU (docs/experiments.md)
+    c.train.num_steps = 2450       # fits the 10-minute CPU budget (docs/experiments.md#results)
     c.train.batch_size = 16        # sequences
     c.train.eval_examples = 128     # validation windows for the periodic evaluations
 

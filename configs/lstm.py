@@ -30,8 +30,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.optim.update(name="adamw", learning_rate=4e-3, weight_decay=0.0)
     if preset == "cpu":
         # The recurrence is 128 small sequential matmuls: on XLA's CPU backend one device runs
-        # it 2.7x faster than two (14.9k against 5.6k tokens/s), and a wider batch amortises each
-        # time step (24.6k at 64). 1,400 steps take about the GPT default's 8 minutes here.
+        # it faster than two, and a wider batch amortises each time step. 1,400 steps take about
+        # the GPT default's wall time here (docs/baselines.md#results).
         c.mesh.host_cpu_devices = 1
         c.train.update(batch_size=64, num_steps=1400)
     if preset not in ("cpu", "tiny"):

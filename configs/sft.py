@@ -37,9 +37,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.sft.response_only = True     # loss on response tokens only; False: whole sequences
     c.sft.packing = True           # several examples per row, segment ids keep them apart
     c.sft.pack_length = 128        # packed row length (0: model.block_size; at least the
-    #                                longest example, at most the context): on the QA set,
-    #                                rows of 128 trained 1.09x faster than padding, rows of
-    #                                256 0.96x (docs/finetune.md)
+    #                                longest example, at most the context): 128 is the
+    #                                fastest on the QA set (docs/finetune.md#results)
     c.sft.eval_questions = 200     # validation questions answered (EM/F1) at the end; 0: none
     c.sft.max_answer_tokens = 24   # greedy tokens per answer
 
