@@ -110,6 +110,61 @@ def rnn_config():
     return build
 
 
+@pytest.fixture(scope="session")
+def decoder_config():
+    """`decoder_config("gemma3", num_layers=6)`: a tiny float32 DecoderConfig of a family (its
+    class's features: lmjax.models.decoder.FAMILY_FEATURES); keywords override fields."""
+    from lmjax.models.decoder import FAMILY_FEATURES, family_config
+
+    def build(family: str = "llama", **overrides):
+        fields = dict(vocab_size=61, block_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                      head_dim=8, d_model=32, mlp_dim=48)
+        if "L" in overrides.get("layer_pattern", FAMILY_FEATURES[family].get("layer_pattern",
+                                                                                 "")):
+            fields["sliding_window"] = 8
+        return family_config(family, **{**fields, **overrides})
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def hf_decoder():
+    """`hf_decoder("qwen3", directory, **config)`: a transformers model of a decoder family
+    with random weights, built offline and saved to `directory` (save_pretrained). Tiny by
+    default: hidden 64, 4 layers, 4 heads over 2 key/value heads of 16, 97 tokens, windows of
+    16 where the family slides (Gemma 3: local and global layers alternate). Weights are drawn
+    10x wider than at initialisation and norms and biases moved off their starting values,
+    so every part shows in the logits. Keywords override the Hugging Face config."""
+    import torch
+    import transformers as t
+
+    families = {
+        "llama": (t.LlamaConfig, t.LlamaForCausalLM, {}),
+        "qwen2": (t.Qwen2Config, t.Qwen2ForCausalLM, {}),
+        "qwen3": (t.Qwen3Config, t.Qwen3ForCausalLM, {}),
+        "mistral": (t.MistralConfig, t.MistralForCausalLM, {"sliding_window": 16}),
+        "gemma2": (t.Gemma2Config, t.Gemma2ForCausalLM, {"sliding_window": 16}),
+        "gemma3": (t.Gemma3TextConfig, t.Gemma3ForCausalLM,
+                   {"sliding_window": 16, "sliding_window_pattern": 2}),
+    }
+
+    def build(family: str, directory, **config):
+        config_cls, model_cls, extra = families[family]
+        torch.manual_seed(0)
+        fields = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      max_position_embeddings=512, initializer_range=0.2)
+        model = model_cls(config_cls(**{**fields, **extra, **config})).eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name or name.endswith("bias"):
+                    p.add_(0.2 * torch.randn_like(p))
+        model.save_pretrained(directory)
+        return model
+
+    return build
+
+
 def write_idx(path, array):
     """An IDX file as Fashion-MNIST ships them (gzip, big-endian header)."""
     import gzip

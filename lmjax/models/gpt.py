@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from lmjax.models import attention
+from lmjax.models.attention import capturing
 from lmjax.models.decoding import KVCache
 from lmjax.models.layers import TransformerConfig, dense, require
 
@@ -38,52 +40,13 @@ def _layer_norm(cfg, name):
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
 
 
-def _cached_attention(q, k, v, cache: KVCache, layer):
-    """Writes this step's keys/values into `layer`'s slots, then attends over the cache.
-
-    The same computation as jax.nn.dot_product_attention's XLA path (scores in the compute
-    dtype, softmax in float32), written out so that the cache is read in place.
-    """
-    if cache.index.ndim == 0:
-        where = (layer, 0, 0, cache.index, 0)
-        new_k, new_v = (x.transpose(0, 2, 1, 3)[None].astype(cache.k.dtype) for x in (k, v))
-        ck = jax.lax.dynamic_update_slice(cache.k, new_k, where)
-        cv = jax.lax.dynamic_update_slice(cache.v, new_v, where)
-    else:  # per-row slots: a scatter, in place; rows past the end (freed ones) are dropped
-        rows = jnp.arange(q.shape[0])[:, None]
-        at = cache.index[:, None] + jnp.arange(q.shape[1])[None]  # (batch, length)
-        ck = cache.k.at[layer, rows, :, at].set(k.astype(cache.k.dtype), mode="drop")
-        cv = cache.v.at[layer, rows, :, at].set(v.astype(cache.v.dtype), mode="drop")
-    keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, keepdims=False).astype(q.dtype)
-    values = jax.lax.dynamic_index_in_dim(cv, layer, 0, keepdims=False).astype(q.dtype)
-    scores = jnp.einsum("bthd,bhsd->bhts", q, keys) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-    slots = jnp.arange(ck.shape[3])[None, None, :]
-    q_slots = (jnp.reshape(cache.index, (-1, 1)) + jnp.arange(q.shape[1]))[:, :, None]
-    # Causal over slots, and blind to each row's left padding: (batch, 1, queries, slots).
-    mask = ((slots <= q_slots) & (slots >= cache.start[:, None, None]))[:, None]
-    scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-    y = jnp.einsum("bhts,bhsd->bthd", probs, values)
-    return y, cache.replace(k=ck, v=cv)
-
-
-def capturing(module: nn.Module) -> bool:
-    """Attention maps asked for: 'intermediates' mutable outside init."""
-    return module.is_mutable_collection("intermediates") and not module.is_initializing()
-
-
 def sown_attention(module: nn.Module, q, k, v, mask, causal: bool):
-    """jax.nn.dot_product_attention's XLA path written out, sowing its (batch, heads, queries,
-    keys) weights as intermediates/attention: what lmjax/explain/attention.py captures when it
-    makes 'intermediates' mutable (fused kernels never form the weights)."""
-    scores = jnp.einsum("bthd,bshd->bhts", q, k) * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    keep = jnp.ones(scores.shape[-2:], bool) if mask is None else mask
-    if causal:
-        keep = keep & jnp.tril(jnp.ones(scores.shape[-2:], bool))
-    scores = jnp.where(keep, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    module.sow("intermediates", "attention", probs)
-    return jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
+    """jax.nn.dot_product_attention's XLA path written out (lmjax/models/attention.py), sowing
+    its (batch, heads, queries, keys) weights as intermediates/attention: what
+    lmjax/explain/attention.py captures when it makes 'intermediates' mutable (fused kernels
+    never form the weights)."""
+    keep = attention.causal_keep(q.shape[1], segments=mask) if causal else mask
+    return attention.attend(q, k, v, keep, q.shape[-1] ** -0.5, sow=module)
 
 
 class Attention(nn.Module):
@@ -106,7 +69,7 @@ class Attention(nn.Module):
                 q, k, v, mask=mask, is_causal=True,
                 implementation=cfg.attention_impl if mask is None else "xla")
         else:
-            y, cache = _cached_attention(q, k, v, cache, layer)
+            y, cache = attention.cached_attention(q, k, v, cache, layer, head_dim ** -0.5)
         # Residual projections are scaled down with depth, as in GPT-2.
         std = 0.02 / (2 * cfg.num_layers) ** 0.5
         out = nn.DenseGeneral(
@@ -221,12 +184,7 @@ class GPT(nn.Module):
             where = jnp.maximum(positions, 0)
             x = wte(tokens) + jnp.take(wpe, where, axis=0, mode="clip").astype(cfg.dtype)
             return self._decode(x, cache, wte, deterministic)
-        mask = None
-        if segment_ids is not None:
-            chex.assert_shape(segment_ids, (batch, length))
-            mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # (b, 1, q, k)
-            if positions is None:
-                positions = segment_positions(segment_ids)
+        mask, positions = segment_mask(segment_ids, positions)
         if positions is not None:
             chex.assert_shape(positions, (batch, length))
             x = wte(tokens) + jnp.take(wpe, positions, axis=0, mode="clip").astype(cfg.dtype)
@@ -273,6 +231,15 @@ class GPT(nn.Module):
                 x, cache = Block(cfg, name=f"block_{i}")(x, deterministic, cache, i)
         x = _layer_norm(cfg, "ln_f")(x)
         return wte.attend(x), cache.replace(index=cache.index + x.shape[1])
+
+
+def segment_mask(segment_ids: jax.Array | None, positions: jax.Array | None):
+    """(attention mask (batch, 1, queries, keys) or None, positions) for packed rows: tokens
+    see only their own segment, and count positions from its start unless given."""
+    if segment_ids is None:
+        return None, positions
+    mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    return mask, segment_positions(segment_ids) if positions is None else positions
 
 
 def segment_positions(segment_ids: jax.Array) -> jax.Array:

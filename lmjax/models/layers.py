@@ -111,6 +111,10 @@ class TransformerConfig(ModelConfig):
         self._set_dtypes()
         self._check_attention()
 
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
 
 def resolve_attention(cfg, platform: str | None = None) -> tuple[str, str]:
     """('cudnn' or 'xla', why not cuDNN) for `cfg.attention` on `platform` (default: JAX's).
@@ -124,7 +128,7 @@ def resolve_attention(cfg, platform: str | None = None) -> tuple[str, str]:
     if cfg.attention == "xla":
         return "xla", ""
     platform = platform or jax.default_backend()
-    head_dim = cfg.d_model // cfg.num_heads
+    head_dim = cfg.head_dim
     problems = []
     if platform not in ("gpu", "cuda"):
         problems.append(f"the backend is {platform}, not an NVIDIA GPU")
@@ -156,11 +160,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def dense(features: int | Sequence[int], axes: tuple, cfg, name: str,
-          std: float = 0.02) -> nn.DenseGeneral:
-    """A dense layer over the last axis whose kernel and bias carry logical axis names (the
-    kernel's are `axes`, the bias's `axes[1:]`), in the config's dtypes."""
+def dense(features: int | Sequence[int], axes: tuple, cfg, name: str, std: float = 0.02,
+          use_bias: bool | None = None, inputs: int = 1) -> nn.DenseGeneral:
+    """A dense layer over the last `inputs` axes whose kernel and bias carry logical axis names
+    (the kernel's are `axes`, the bias's the output ones), in the config's dtypes; with a bias
+    when `use_bias` (default: the config's)."""
     return nn.DenseGeneral(
-        features, axis=-1, dtype=cfg.dtype, param_dtype=cfg.param_dtype, use_bias=cfg.use_bias,
+        features, axis=tuple(range(-inputs, 0)), dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        use_bias=cfg.use_bias if use_bias is None else use_bias,
         kernel_init=nn.with_logical_partitioning(nn.initializers.normal(std), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]), name=name)
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[inputs:]), name=name)

@@ -12,12 +12,15 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis -> mesh axis (the MaxText idea). Data parallelism splits the batch over 'data' and
 # 'fsdp'; FSDP also splits the 'embed' dimension of every weight; tensor parallelism splits heads,
-# MLP width and vocabulary. Axes not listed (and None) are replicated.
+# MLP width and vocabulary, and the key/value heads of grouped-query attention. Axes not listed
+# (and None) are replicated; so is a dimension its mesh axes do not divide (`logical_shardings`):
+# two key/value heads on a tensor axis of 4 are kept whole on every device.
 LOGICAL_RULES = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
+    ("kv_heads", "tensor"),
     ("vocab", "tensor"),
     ("kv", None),
     ("qkv", None),
@@ -57,10 +60,27 @@ def make_mesh(cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
                          devices=devices)
 
 
-def logical_shardings(boxed_tree, mesh: Mesh):
-    """NamedShardings for a tree of nn.Partitioned (or plain) leaves, by the logical rules."""
-    specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+def logical_shardings(boxed_tree, mesh: Mesh, specs=None):
+    """NamedShardings for a tree of nn.Partitioned (or plain) leaves, by the logical rules; a
+    dimension the assigned mesh axes do not divide evenly is replicated instead. `specs`: the
+    logical PartitionSpecs when `boxed_tree` is a tree of plain shapes (jax.ShapeDtypeStruct)
+    whose names were taken off already."""
+    if specs is None:
+        specs = nn.get_partition_spec(boxed_tree)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+    return jax.tree.map(lambda s, x: _fitted(s, x.shape), shardings,
+                        nn.meta.unbox(boxed_tree), is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
+def _fitted(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
+    """`sharding` with every mesh axis that does not divide its dimension dropped."""
+    axes = []
+    for dim, names in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) -
+                                                                 len(sharding.spec))):
+        size = int(np.prod([sharding.mesh.shape[n] for n in
+                            ((names,) if isinstance(names, str) else names or ())]))
+        axes.append(names if dim % size == 0 else None)
+    return NamedSharding(sharding.mesh, P(*axes))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from lmjax.parallel.mesh import LOGICAL_RULES
+from lmjax.parallel.mesh import logical_shardings
 
 
 @flax.struct.dataclass
@@ -41,7 +41,7 @@ def state_shardings(task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax
         tx, lambda leaf, spec: leaf if masked(leaf) else spec, abstract.opt_state, param_specs,
         transform_non_params=lambda _: P(), is_leaf=lambda x: isinstance(x, P) or masked(x))
     specs = TrainState(step=P(), params=param_specs, opt_state=opt_specs, model_state=state_specs)
-    shardings = nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+    shardings = logical_shardings(abstract, mesh, specs)  # uneven dims (few KV heads) replicate
     return abstract, shardings
 
 
