@@ -17,6 +17,7 @@ from lmjax.cli import common
 COMMANDS = {
     "train": "train (or resume) a run, evaluate it, checkpoint it and sample from it",
     "evaluate": "evaluate a saved run over a whole split",
+    "harness": "lm-evaluation-harness tasks on a run, in process (no server)",
     "generate": "continue prompts (or answer questions) with a trained language model",
     "serve": "serve a run over HTTP: OpenAI's completions, the playground, metrics",
     "quantize": "int8 weight quantization of a trained GPT, as its own run directory",

@@ -48,6 +48,7 @@ SWITCHES = {
     "privacy": "lmjax.tasks.private",     # DP-SGD (and DP-FedAvg's settings)
     "prune": "lmjax.tasks.pruned",        # gradual magnitude pruning
     "federated": "lmjax.tasks.federated",  # FedAvg rounds over simulated clients
+    "eval": "lmjax.eval.harness",         # not a wrapper: lm-eval tasks every N steps (the loop)
 }
 
 

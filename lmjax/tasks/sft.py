@@ -22,6 +22,7 @@ import optax
 
 from lmjax import rundir
 from lmjax.config import require
+from lmjax.data import chat
 from lmjax.data import sft as sft_data
 from lmjax.data import sources
 from lmjax.data.tokenizers import load_tokenizer_file
@@ -117,9 +118,10 @@ class SFTTask(Task):
         for split, recs in (("train", train_recs), ("val", val_recs)):
             exs, refs = [], []
             for i, r in enumerate(recs):
-                e = sft_data.encode(self.tokenizer, sft_data.pieces(r, s.template, s.end,
-                                                                    f"{split} record {i}"),
-                                    self.seq_len + 1)
+                # chat records: the model's own chat template if it has one (data/chat.py)
+                parts = sft_data.pieces(r, s.template, s.end, f"{split} record {i}",
+                                        hf=chat.hf_chat(self.tokenizer))
+                e = sft_data.encode(self.tokenizer, parts, self.seq_len + 1)
                 if e is not None:
                     exs.append(e)
                     refs.append(r)

@@ -22,13 +22,14 @@ from lmjax import rundir
 from lmjax.checkpoint import Checkpointer, CheckpointError
 from lmjax.config import from_stored
 from lmjax.data.prefetch import Prefetcher
-from lmjax.eval import calibration
+from lmjax.eval import calibration, harness
 from lmjax.eval.evaluate import evaluate
 from lmjax.parallel import mesh as meshlib
 from lmjax.train.logging import (MetricLogger, confusion_image, format_seconds, is_scalar,
                                  scalar_metrics)
 from lmjax.train.restore import load_run
 from lmjax.tasks import state_defining
+from lmjax.tasks.base import DECODES
 from lmjax.train.setup import Setup, setup
 
 # Settings that change the shape or meaning of the saved state: a checkpoint written with other
@@ -272,6 +273,20 @@ class _Run:
                 tag))
         return metrics
 
+    def harness(self, state, step: int) -> dict:
+        """lm-eval's tasks of eval.harness_tasks on the current weights, in process
+        (lmjax/eval/harness.py), logged as the split 'harness'; returns the scores."""
+        t, e = time.time(), self.cfg.eval
+        model, params = self.task.plain_model(state.params)
+        results = harness.run(
+            model, params, self.task.tokenizer, harness.tasks(self.cfg),
+            include_path=e.harness_include_path, limit=e.harness_limit,
+            num_fewshot=e.harness_num_fewshot, batch_size=e.harness_batch_size,
+            max_gen_toks=e.harness_max_gen_toks, seed=self.cfg.seed)
+        scalars, shown = scalar_metrics(harness.scalars(results))
+        self.logger.write(step, "harness", scalars, f"{shown} | {time.time() - t:.1f}s")
+        return scalars
+
     def save(self, step: int, state, force: bool = False) -> bool:
         return self.ckpt.save(step, state, self.cfg.to_dict(), self.monitor.state(), force=force)
 
@@ -286,6 +301,9 @@ def _train(run: _Run, state) -> dict:
     if main_process:
         with open(os.path.join(run.workdir, "config.json"), "w") as f:
             json.dump(cfg.to_dict(), f, indent=1)
+    if harness.tasks(cfg) and (DECODES not in task.capabilities or jax.process_count() > 1):
+        raise ValueError("eval.harness_tasks evaluates a model that generates text (task lm or "
+                         "sft), in one process; leave it empty for this run.")
 
     start = int(state.step)
     run.logger = logger = MetricLogger.for_run(cfg, run.workdir, echo=echo, start_step=start)
@@ -350,6 +368,9 @@ def _train(run: _Run, state) -> dict:
                         run.save(done, state, force=True)
                         stopped_early = True
                         break
+                if harness.due(cfg, done) and done != num_steps:
+                    run.harness(state, done)
+                    paused = True
                 if done % cfg.checkpoint.every == 0 or done == num_steps:
                     paused |= run.save(done, state)
                 if paused:  # keep evaluation and saving out of the throughput figures
@@ -368,6 +389,9 @@ def _train(run: _Run, state) -> dict:
             echo("This run had already stopped early; evaluating it.")
         run.ckpt.wait()
         summary = _final_evaluation(run, state)
+        if harness.tasks(cfg):
+            scores = run.harness(state, int(state.step))
+            summary.update({f"harness_{k}": v for k, v in scores.items()})
         final, texts = task.end_of_training(state.params, state.model_state)
         if final:
             logger.write(int(state.step), "final", final)
