@@ -258,6 +258,9 @@ def test_sigterm_then_resume_gives_the_same_rewards(toy_config, tmp_path, monkey
     toy_config.rl.mu = 2
     toy_config.train.num_steps = 8
     toy_config.checkpoint.every = 3
+    # No prefetching: the batch of step 4 is then built after step 3 ran, so the SIGTERM lands
+    # at a known step (a prefetch thread builds it while step 2 runs, in CI too).
+    toy_config.data.prefetch = 0
     whole = loop.train_and_evaluate(toy_config, str(tmp_path / "whole"))
     build = GRPOTask.train_batch
 
