@@ -2,7 +2,8 @@
 
     <workdir>/run.json         what the run is: task, resolved model config, class names, the
                                shape of one input, the training config
-    <workdir>/tokenizer.json   the tokenizer (tasks that read text)
+    <workdir>/tokenizer.json   the tokenizer (tasks that read text); a Hugging Face one's
+                               tokenizer_config.json beside it (special tokens, chat template)
     <workdir>/checkpoints/     training state by step (and best/ with early stopping)
     <workdir>/params/          an int8 export's quantized parameters instead (lmjax quantize)
 
@@ -57,9 +58,10 @@ def write(directory: str, assets: Assets) -> None:
     os.makedirs(directory, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=directory, prefix=".tmp-assets-")
     try:
-        if assets.tokenizer is not None:
-            assets.tokenizer.save(tmp)
-            os.replace(os.path.join(tmp, TOKENIZER), os.path.join(directory, TOKENIZER))
+        if assets.tokenizer is not None:  # tokenizer.json (+ tokenizer_config.json: its
+            assets.tokenizer.save(tmp)    # special tokens and chat template, if it has them)
+            for name in sorted(os.listdir(tmp), key=lambda n: n == TOKENIZER):
+                os.replace(os.path.join(tmp, name), os.path.join(directory, name))
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(assets.to_json(), f, indent=1)
         os.replace(os.path.join(tmp, META), os.path.join(directory, META))

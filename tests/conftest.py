@@ -119,8 +119,8 @@ def decoder_config():
     def build(family: str = "llama", **overrides):
         fields = dict(vocab_size=61, block_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                       head_dim=8, d_model=32, mlp_dim=48)
-        if "L" in overrides.get("layer_pattern", FAMILY_FEATURES[family].get("layer_pattern",
-                                                                                 "")):
+        pattern = FAMILY_FEATURES[family].get("layer_pattern", "")
+        if "L" in overrides.get("layer_pattern", pattern):
             fields["sliding_window"] = 8
         return family_config(family, **{**fields, **overrides})
 
@@ -161,6 +161,56 @@ def hf_decoder():
                     p.add_(0.2 * torch.randn_like(p))
         model.save_pretrained(directory)
         return model
+
+    return build
+
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+                 "{{ eos_token }}{% endfor %}{% if add_generation_prompt %}<|assistant|>"
+                 "{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer():
+    """`hf_tokenizer(directory, style="bytelevel")`: a Hugging Face tokenizer trained offline on
+    a few sentences and saved to `directory` as transformers does (tokenizer.json,
+    tokenizer_config.json with bos/eos/pad and a chat template); returns transformers' own
+    tokenizer. 'bytelevel' is Llama 3's / Qwen's kind (bos added by its post-processor),
+    'metaspace' SentencePiece's as Mistral's and Gemma's convert (byte fallback, '▁' words).
+    About 300 tokens: give the model at least `len(tokenizer)` embeddings."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    text = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind",
+            "to suffer the slings and arrows of outrageous fortune,", "Or to take arms\n\n",
+            "Héllo wörld, naïve café — 東京 🙂", "ROMEO: But soft, what light through yonder"]
+
+    def build(directory, style: str = "bytelevel"):
+        if style == "bytelevel":
+            bos, eos, pad = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
+            tok = Tokenizer(models.BPE())
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tok.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[bos, eos, pad],
+                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        else:
+            bos, eos, pad = "<s>", "</s>", "<pad>"
+            tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+            tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+            tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+            fallback = [f"<0x{i:02X}>" for i in range(256)]
+            trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[
+                "<unk>", bos, eos, pad, *fallback])
+        tok.train_from_iterator(text * 20, trainer)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[
+                (bos, tok.token_to_id(bos))])
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
+                                     pad_token=pad, unk_token="<unk>" if style != "bytelevel"
+                                     else None)
+        hf.chat_template = CHAT_TEMPLATE
+        hf.save_pretrained(directory)
+        return hf
 
     return build
 

@@ -1,6 +1,7 @@
 """Convert weights between lmjax and Hugging Face (safetensors).
 
-    # lmjax run -> a directory transformers loads: GPT2LMHeadModel for a GPT run,
+    # lmjax run -> a directory transformers loads: GPT2LMHeadModel for a GPT run, the
+    # family's class (LlamaForCausalLM, Qwen3ForCausalLM, ...) for a decoder run,
     # BertForMaskedLM / BertForSequenceClassification for a BERT masked-LM / classifier run
     lmjax convert to_hf --workdir=runs/gpt --out=exports/gpt-hf
 
@@ -9,6 +10,12 @@
     lmjax convert from_hf --hf=gpt2 --workdir=runs/gpt2-shakespeare \\
         --config=configs/gpt.py:gpt2_124m --config.train.num_steps=2000
     lmjax train --config=runs/gpt2-shakespeare/finetune.py --workdir=runs/gpt2-shakespeare
+
+    # Llama 3, Qwen 2/3, Mistral, Gemma 2/3 (a local directory) -> an lmjax run at step 0 with
+    # the model's tokenizer, special tokens and chat template; fine-tune it with init_from
+    lmjax convert from_hf --hf=hf/Qwen3-0.6B --workdir=runs/qwen3
+    lmjax train --config=configs/llama.py:finetune --config.init_from=runs/qwen3 \\
+        --workdir=runs/qwen3-shakespeare
 
     # Hugging Face BERT (BertForSequenceClassification, BertForMaskedLM or BertModel; a local
     # directory or a Hub id) -> an lmjax run at step 0 with its own WordPiece tokenizer, which
@@ -38,7 +45,7 @@ from ml_collections import config_flags
 
 from lmjax.cli.common import config_arg, fail
 from lmjax.config import load_config
-from lmjax.convert.hf import from_hf, hf_task, to_hf
+from lmjax.convert.hf import from_hf, hf_kind, hf_task, to_hf
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/gpt.py:gpt2_124m", "from_hf: the training config to fine-tune with.",
@@ -78,6 +85,11 @@ def main(args: list[str]) -> None:
                      "config of that task) with the --config.* overrides.")
             cfg = load_config(DEFAULT_CONFIGS[task])
         result = from_hf(_HF.value, _WORKDIR.value, cfg, tokenizer=_TOKENIZER.value)
+        if hf_kind(_HF.value) == "decoder":  # result: the fine-tuning command
+            print(f"Wrote step 0 of {_WORKDIR.value} from {_HF.value}. Fine-tune with:\n"
+                  f"  {result}\nor generate: lmjax generate --workdir={_WORKDIR.value} "
+                  "--prompt=...")
+            return
         if task != "lm":
             print(f"Wrote step 0 of {_WORKDIR.value} ({task}) from {_HF.value}. Fine-tune a "
                   f"classifier from it:\n  {result}\nor export it back: lmjax "

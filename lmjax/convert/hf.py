@@ -11,23 +11,28 @@ import shutil
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from lmjax import rundir
 from lmjax.checkpoint import Checkpointer
-from lmjax.convert import bert, gpt2
-from lmjax.data.tokenizers import WordPieceTokenizer, load_tokenizer_file
+from lmjax.convert import bert, decoders, gpt2
+from lmjax.data.tokenizers import BPETokenizer, WordPieceTokenizer, load_tokenizer_file
 from lmjax.models.bert import BertConfig
+from lmjax.models.decoder import DecoderConfig
 from lmjax.models.gpt import GPTConfig, stack_layers, unstack_layers
 from lmjax.tasks import require_task
 from lmjax.tasks.base import MASKED_LM, TEXT_CLASSES
+from lmjax.tasks.lm import COMPUTE_FIELDS
 from lmjax.train.restore import load_setup
 from lmjax.train.setup import setup
+from lmjax.train.state import TrainState
 
 
 def to_hf(workdir: str, out: str, best: bool = False) -> str:
     """Writes a Hugging Face directory for the run in `workdir`: a GPT as GPT2LMHeadModel, a
-    BERT masked LM as BertForMaskedLM, a BERT text classifier (LoRA merged) as
+    decoder family's model as its class (LlamaForCausalLM, ...; LoRA merged), a BERT masked LM
+    as BertForMaskedLM, a BERT text classifier (LoRA merged) as
     BertForSequenceClassification. Reads the run directory only. Returns what was converted."""
     if not os.path.isdir(rundir.checkpoint_dir(workdir)):
         raise gpt2.ConversionError(f"{workdir} has no checkpoints/: give a training run's "
@@ -38,6 +43,8 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
     _, params = task.plain_model(jax.device_get(state.params))  # LoRA merged
     if isinstance(model, GPTConfig):
         gpt2.write_hf(out, unstack_layers(params, model.num_layers), model, task.tokenizer)
+    elif isinstance(model, DecoderConfig):
+        decoders.write_hf(out, unstack_layers(params, model.num_layers), model, task.tokenizer)
     elif MASKED_LM in task.capabilities:
         bert.write_hf(out, params, model, task.tokenizer)
     elif TEXT_CLASSES in task.capabilities:
@@ -45,9 +52,9 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
     else:
         raise gpt2.ConversionError(f"{workdir} is a {cfg.task!r} run of a "
                                    f"{type(model).__name__.replace('Config', '')} model: "
-                                   "Hugging Face conversion covers GPT language models (lm, "
-                                   "sft), BERT masked LMs (mlm) and BERT text classifiers "
-                                   "(text_classify).")
+                                   "Hugging Face conversion covers GPT and decoder-family "
+                                   "language models (lm, sft), BERT masked LMs (mlm) and BERT "
+                                   "text classifiers (text_classify).")
     return f"{workdir} ({cfg.task}, step {int(state.step)})"
 
 
@@ -80,9 +87,10 @@ def write_run(cfg, workdir: str, params_for=None, log=print, assets=None, fresh=
     return s.task
 
 
-def hf_task(source: str) -> str:
-    """The lmjax task a Hugging Face model directory (or Hub id) converts to: 'lm' (GPT-2),
-    'text_classify' (BertForSequenceClassification) or 'mlm' (other BERTs)."""
+def hf_kind(source: str) -> str:
+    """What a Hugging Face model directory (or Hub id) holds: 'gpt2', 'decoder' (Llama, Qwen,
+    Mistral, Gemma), 'text_classify' (BertForSequenceClassification) or 'mlm' (other BERTs).
+    Anything else is refused by its architecture."""
     directory = gpt2.resolve_source(source)
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
@@ -90,10 +98,21 @@ def hf_task(source: str) -> str:
                                    "save_pretrained).")
     with open(path) as f:
         config = json.load(f)
-    if config.get("model_type") != "bert":
-        return "lm"
-    return ("text_classify" if "BertForSequenceClassification" in config.get("architectures", [])
-            else "mlm")
+    if config.get("model_type") == "bert":
+        return ("text_classify" if "BertForSequenceClassification" in
+                config.get("architectures", []) else "mlm")
+    if config.get("model_type", "gpt2") == "gpt2":
+        return "gpt2"
+    decoders.model_settings(config)  # refuses, by name, what is not a family lmjax converts
+    return "decoder"
+
+
+def hf_task(source: str) -> str:
+    """The lmjax task a Hugging Face model directory (or Hub id) converts to: 'lm' (GPT-2 and
+    the decoder families), 'text_classify' (BertForSequenceClassification) or 'mlm' (other
+    BERTs)."""
+    kind = hf_kind(source)
+    return "lm" if kind in ("gpt2", "decoder") else kind
 
 
 def from_hf(source: str, workdir: str, cfg, tokenizer: str = "", log=print,
@@ -104,9 +123,12 @@ def from_hf(source: str, workdir: str, cfg, tokenizer: str = "", log=print,
     config is `config_for(task)`."""
     if os.path.exists(rundir.checkpoint_dir(workdir)):
         raise FileExistsError(f"{workdir} already holds checkpoints: choose a new --workdir.")
-    task = hf_task(source)
+    kind = hf_kind(source)
+    task = "lm" if kind in ("gpt2", "decoder") else kind
     if cfg is None:
         cfg = config_for(task)
+    if kind == "decoder":
+        return _from_hf_decoder(source, workdir, cfg, tokenizer, log)
     if task != "lm":
         return _from_hf_bert(source, workdir, cfg, task, tokenizer, log)
     hf, tensors, tokenizer_file = gpt2.read_hf(source)
@@ -159,13 +181,7 @@ def _from_hf_bert(source: str, workdir: str, cfg, task: str, tokenizer: str, log
     hf, tensors, _ = gpt2.read_hf(directory)
     head = bert.head_of_hf(bert.normalise(tensors))
     tokenizer_dir = tokenizer or directory
-    try:
-        tok = load_tokenizer_file(tokenizer_dir)
-    except (ValueError, OSError) as e:
-        raise gpt2.ConversionError(
-            f"{tokenizer_dir}: {e} The tokenizer tokenizes the fine-tuning data: save it beside "
-            "the weights (AutoTokenizer.from_pretrained(...).save_pretrained(dir)) or pass "
-            "--tokenizer=<dir or tokenizer.json>.") from None
+    tok = _read_tokenizer(tokenizer_dir)
     if not isinstance(tok, WordPieceTokenizer):
         raise gpt2.ConversionError(f"{tokenizer_dir} is not a WordPiece tokenizer: a BERT needs "
                                    "its vocab.txt / tokenizer.json with [CLS], [SEP], [PAD].")
@@ -211,3 +227,64 @@ def _from_hf_bert(source: str, workdir: str, cfg, task: str, tokenizer: str, log
     write_run(cfg, workdir, params_for, log=log, assets=assets, fresh=fresh)
     return ("lmjax train --config=configs/classify.py:hf_sentiment "
             f"--config.init_from={workdir} --config.data.files=<train.csv> --workdir=<new dir>")
+
+
+def _read_tokenizer(path: str):
+    """The tokenizer beside a checkpoint (or given by --tokenizer), or one line saying how to
+    provide it."""
+    try:
+        return load_tokenizer_file(path)
+    except (ValueError, OSError) as e:
+        raise gpt2.ConversionError(
+            f"{path}: {e} The tokenizer encodes the fine-tuning data and drives generation: "
+            "save it beside the weights (AutoTokenizer.from_pretrained(...).save_pretrained(dir))"
+            " or pass --tokenizer=<dir or tokenizer.json>.") from None
+
+
+
+
+def _from_hf_decoder(source: str, workdir: str, cfg, tokenizer: str, log) -> str:
+    """A Llama / Qwen / Mistral / Gemma checkpoint as an lmjax run at step 0 (task lm): its
+    weights, streamed (decoders.load_params), its tokenizer with its special tokens and chat
+    template. The run keeps the weights alone (its optimizer section is plain SGD, whose state
+    is a step count), so that importing holds about one copy of them; training starts from it
+    with init_from. Returns the command that fine-tunes it."""
+    require_task(cfg, "lm", f"{source} converts to an 'lm' run", gpt2.ConversionError)
+    directory = gpt2.resolve_source(source)
+    settings = decoders.read_settings(directory)  # refuses before any weight is read
+    tokenizer_dir = tokenizer or directory
+    tok = _read_tokenizer(tokenizer_dir)
+    if not isinstance(tok, BPETokenizer) or tok.eot_id is None:
+        raise gpt2.ConversionError(f"{tokenizer_dir}: lmjax needs the model's tokenizer.json "
+                                   "with its eos token (tokenizer_config.json's eos_token).")
+    if tok.vocab_size > settings["vocab_size"]:
+        raise gpt2.ConversionError(f"the tokenizer in {tokenizer_dir} has {tok.vocab_size} "
+                                   f"tokens, more than this model's {settings['vocab_size']} "
+                                   "embeddings: it is not this model's tokenizer.")
+    kept = os.path.abspath(os.path.join(workdir, "hf"))
+    os.makedirs(kept, exist_ok=True)
+    tok.save(kept)  # the tokenizer and its settings, for data preparation
+    block = min(cfg.model.get("block_size", 0) or settings["context_limit"],
+                settings["context_limit"])
+    with cfg.unlocked():
+        cfg.model = ml_collections.ConfigDict({
+            # --config says how to compute (lm.COMPUTE_FIELDS); config.json what the model is
+            **settings, **{k: cfg.model[k] for k in COMPUTE_FIELDS if k in cfg.model and
+                           k != "block_size"},
+            "block_size": block})
+        cfg.data.update(tokenizer_file=kept)
+        cfg.optim.update(name="sgd", momentum=0.0, weight_decay=0.0)
+        cfg.hf_source = source
+    model_cfg = DecoderConfig.from_section(cfg.model)
+    assets = rundir.Assets(task="lm", model=model_cfg.to_dict(), config=cfg.to_dict(),
+                           tokenizer=tok)
+    s = setup(cfg, assets=assets, log=log)  # shapes and shardings only: no weights yet
+    params = decoders.load_params(directory, s.task.model_config, s.shardings.params)
+    opt_state = jax.jit(s.tx.init, out_shardings=s.shardings.opt_state)(params)
+    state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), s.shardings.step),
+                       params=params, opt_state=opt_state, model_state={})
+    rundir.write(workdir, s.task.run_assets())
+    with Checkpointer(rundir.checkpoint_dir(workdir)) as ckpt:
+        ckpt.save(0, state, cfg.to_dict(), force=True)
+    return (f"lmjax train --config=configs/llama.py:finetune --config.init_from={workdir} "
+            "--workdir=<new dir>")

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 UNK = "\x00"  # the character that stands for any character unseen in training
+CONFIG = "tokenizer_config.json"  # a Hugging Face tokenizer's settings, beside tokenizer.json
 
 
 class CharTokenizer:
@@ -56,15 +57,34 @@ class CharTokenizer:
 
 
 class BPETokenizer:
-    """Byte-level BPE; `<|endoftext|>` separates documents."""
+    """A Hugging Face `tokenizers` BPE (or Unigram): byte-level as GPT-2's, Llama 3's and
+    Qwen's, or SentencePiece-style as Mistral's and Gemma's. `<|endoftext|>`, or the
+    tokenizer's own eos, separates documents and ends generation.
+
+    `special` holds what tokenizer_config.json says beside tokenizer.json: the bos/eos/pad/unk
+    tokens, whether encoding adds bos, and the chat template (a jinja2 string, exposed as
+    `chat_template`: what chat rendering uses). They are saved with it (`save`), so the run
+    directory and the data cache keep them. `encode` adds no special tokens (texts are encoded
+    in pieces and joined); `adds_bos` says whether Hugging Face's encoding would put bos first.
+    """
 
     kind = "bpe"
     EOT = "<|endoftext|>"
+    SPECIAL = ("bos_token", "eos_token", "pad_token", "unk_token")
 
-    def __init__(self, tok):
+    def __init__(self, tok, special: dict | None = None):
         self._tok = tok
         self.vocab_size = tok.get_vocab_size()
-        self.eot_id = tok.token_to_id(self.EOT)
+        self.special = {k: v for k, v in (special or {}).items() if v is not None}
+        ids = {k: tok.token_to_id(v) for k, v in self.special.items() if k in self.SPECIAL}
+        missing = [self.special[k] for k, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(f"tokenizer_config.json names special tokens the vocabulary does "
+                             f"not have: {', '.join(map(repr, missing))}.")
+        self.eot_id = ids.get("eos_token", tok.token_to_id(self.EOT))
+        self.bos_id, self.pad_id = ids.get("bos_token"), ids.get("pad_token")
+        self.chat_template = self.special.get("chat_template")
+        self.adds_bos = self.bos_id is not None and tok.encode("a").ids[:1] == [self.bos_id]
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 4096) -> "BPETokenizer":
@@ -77,13 +97,19 @@ class BPETokenizer:
         return cls(tok._tokenizer)
 
     def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self._tok.encode(text).ids, dtype=np.int32)
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def save(self, directory: str) -> None:
+        """tokenizer.json, and tokenizer_config.json when there are special settings: the
+        pair transformers' AutoTokenizer.from_pretrained(directory) reads."""
         self._tok.save(os.path.join(directory, "tokenizer.json"))
+        if self.special:
+            config = {"tokenizer_class": "PreTrainedTokenizerFast", **self.special}
+            with open(os.path.join(directory, CONFIG), "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=1, ensure_ascii=False)
 
 
 class WordPieceTokenizer:
@@ -180,12 +206,15 @@ def load_tokenizer_file(path: str):
     tok = Tokenizer.from_file(path)
     if spec.get("model", {}).get("type") == "WordPiece":
         return WordPieceTokenizer(tok)
-    return BPETokenizer(tok)
+    return BPETokenizer(tok, special_settings(os.path.dirname(path)))
 
 
-# The files of a Hugging Face tokenizer directory that decide how it tokenizes.
-HF_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
-            "vocab.json", "merges.txt")
+# The files of a Hugging Face tokenizer directory that decide how it tokenizes (and chats).
+HF_FILES = ("tokenizer.json", "vocab.txt", CONFIG, "special_tokens_map.json", "vocab.json",
+            "merges.txt", "chat_template.jinja", "chat_template.json")
+# What a tokenizer.json's neighbours add to it (tokenizer_digest of a file counts them too).
+SETTINGS_FILES = (CONFIG, "special_tokens_map.json", "chat_template.jinja",
+                  "chat_template.json")
 
 
 def load_hf_tokenizer(directory: str):
@@ -205,7 +234,7 @@ def load_hf_tokenizer(directory: str):
 
         tok = ByteLevelBPETokenizer(path("vocab.json"), path("merges.txt"),
                                     add_prefix_space=bool(config.get("add_prefix_space")))
-        return BPETokenizer(tok._tokenizer)
+        return BPETokenizer(tok._tokenizer, special_settings(directory))
     raise ValueError(f"{directory} holds no tokenizer: expected tokenizer.json, vocab.txt "
                      "(BERT WordPiece) or vocab.json + merges.txt (GPT-2), as "
                      "save_pretrained or huggingface-cli download write them.")
@@ -249,6 +278,28 @@ def _apply_bert_settings(tok, config: dict) -> None:
     tok.normalizer = BertNormalizer(clean_text=norm.get("clean_text", True), **settings)
 
 
+def special_settings(directory: str) -> dict:
+    """What lmjax keeps of a Hugging Face tokenizer's settings beside its tokenizer.json:
+    the special tokens (tokenizer_config.json, else special_tokens_map.json) and the chat
+    template (tokenizer_config.json's, else chat_template.jinja / chat_template.json, as
+    transformers saves it; of several named templates, 'default')."""
+    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    config, tokens = _read_json(path(CONFIG)), _read_json(path("special_tokens_map.json"))
+    out = {k: _content(config.get(k, tokens.get(k))) for k in BPETokenizer.SPECIAL
+           if config.get(k, tokens.get(k)) is not None}
+    template = config.get("chat_template") or _read_json(path("chat_template.json")).get(
+        "chat_template")
+    if template is None and os.path.exists(path("chat_template.jinja")):
+        with open(path("chat_template.jinja"), encoding="utf-8") as f:
+            template = f.read()
+    if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if template:
+        out["chat_template"] = template
+    return out
+
+
 def _content(token) -> str:
     """A special token as tokenizer_config.json writes it: a string, or (older transformers)
     an AddedToken dict with its 'content'."""
@@ -275,4 +326,9 @@ def tokenizer_digest(path: str) -> str:
     else:
         with open(path, "rb") as f:
             h.update(f.read())
+        for name in SETTINGS_FILES:  # the settings load_tokenizer_file reads beside it
+            near = os.path.join(os.path.dirname(path), name)
+            if os.path.exists(near):
+                with open(near, "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read() + b"\0")
     return h.hexdigest()

@@ -144,6 +144,15 @@ class DecoderConfig(ModelConfig):
         self._set_dtypes()
         self._check_attention()
 
+    @classmethod
+    def from_section(cls, section, **overrides) -> "DecoderConfig":
+        """As ModelConfig's, with the family's features (FAMILY_FEATURES) for the fields the
+        section leaves out: `model.name='gemma3'` is Gemma 3's block."""
+        values = dict(section.to_dict() if hasattr(section, "to_dict") else section)
+        values.update(overrides)
+        features = FAMILY_FEATURES.get(values.get("name", cls.name), {})
+        return super().from_section({**features, **values})
+
     @property
     def local_layers(self) -> tuple[bool, ...]:
         """Per layer, whether it is local (sliding window): the pattern repeated."""

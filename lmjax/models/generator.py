@@ -1,5 +1,6 @@
 """Text in, text out: batching, padding, stop strings and long outputs around the decoder
-(lmjax/models/decoding.py), for any model that implements its protocol (GPT, LSTM/GRU).
+(lmjax/models/decoding.py), for any model that implements its protocol (GPT, the decoder
+family, LSTM/GRU).
 
     gen = Generator(model, params, tokenizer)
     gen.generate([Request("ROMEO:", max_new_tokens=200, temperature=0.8, top_k=40)])
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmjax.models import decoding as dec
+from lmjax.models.decoder import Decoder
 from lmjax.models.gpt import GPT, unstack_layers
 
 
@@ -62,12 +64,12 @@ def inference_model(model, params):
       are, since LayerNorm applies its scale in float32.
     Quantized (qwix) models are left alone.
     """
-    if type(model) is not GPT:
+    if type(model) not in (GPT, Decoder):
         return model, params
     cfg = model.cfg
     if cfg.scan_layers:
         params = unstack_layers(params, cfg.num_layers)
-        model = GPT(cfg.replace(scan_layers=False))
+        model = type(model)(cfg.replace(scan_layers=False))
     dtype = jnp.dtype(cfg.dtype)
     if dtype.itemsize < 4:
         params = jax.tree.map(lambda x: x.astype(dtype) if x.ndim >= 2 and jnp.issubdtype(
@@ -93,8 +95,8 @@ class Generator:
     def __init__(self, model, params, tokenizer, max_batch: int = 64, stop_at_eot: bool = True):
         if not hasattr(model, "init_cache"):
             kind = type(getattr(model, "cfg", model)).__name__.replace("Config", "")
-            raise ValueError(f"the Generator decodes language models (GPT, LSTM/GRU); a {kind} "
-                             "model does not continue text.")
+            raise ValueError(f"the Generator decodes language models (GPT, Llama, ...); a "
+                             f"{kind} model does not continue text.")
         self.model, self.params = inference_model(model, params)
         self.tokenizer = tokenizer
         self.block_size = model.cfg.block_size
@@ -106,10 +108,20 @@ class Generator:
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(text), np.int32)
 
+    def encode_prompt(self, text: str) -> np.ndarray:
+        """The ids a text prompt reaches the model as: bos first where the tokenizer's own
+        (Hugging Face) encoding puts it there, as transformers and vLLM do (Llama 3's
+        <|begin_of_text|>, Gemma's <bos>: without it their outputs drift). Chat renderings
+        carry their own bos in the template and use `encode`."""
+        ids = self.encode(text)
+        if getattr(self.tokenizer, "adds_bos", False):
+            ids = np.concatenate([np.asarray([self.tokenizer.bos_id], np.int32), ids])
+        return ids
+
     def prompt(self, request: Request) -> np.ndarray:
         if request.prompt_ids is not None:
             return np.asarray(request.prompt_ids, np.int32)
-        return self.encode(request.prompt)
+        return self.encode_prompt(request.prompt)
 
     def prefill(self, contexts: Sequence[np.ndarray], requests: Sequence[Request],
                 produced: Sequence[int], limits: Sequence[int]) -> tuple[dec.DecodeState, int]:

@@ -23,8 +23,10 @@ import jax
 import numpy as np
 
 # Projections that can take adapters (names of their Dense modules): BERT's query/key/value,
-# GPT's fused qkv, and both models' attention output (out) and MLP (fc, proj).
-TARGETS = ("query", "key", "value", "qkv", "out", "fc", "proj")
+# GPT's fused qkv, both models' attention output (out) and MLP (fc, proj); the decoder
+# family's (Llama, Qwen, Mistral, Gemma) q, k, v, o and gated MLP (gate, up, down).
+TARGETS = ("query", "key", "value", "qkv", "out", "fc", "proj", "q", "k", "v", "o", "gate",
+           "up", "down")
 SUFFIX_A, SUFFIX_B = "_lora_a", "_lora_b"
 
 # qwix 0.1.8 checks for flax's removed nnx.VariableState alias on every traced matmul.

@@ -75,8 +75,8 @@ def logical_shardings(boxed_tree, mesh: Mesh, specs=None):
 def _fitted(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
     """`sharding` with every mesh axis that does not divide its dimension dropped."""
     axes = []
-    for dim, names in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) -
-                                                                 len(sharding.spec))):
+    spec = tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))
+    for dim, names in zip(shape, spec):
         size = int(np.prod([sharding.mesh.shape[n] for n in
                             ((names,) if isinstance(names, str) else names or ())]))
         axes.append(names if dim % size == 0 else None)

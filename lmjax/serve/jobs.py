@@ -33,7 +33,7 @@ class Refused(Exception):
 
 def check_fit(generator, limits: Limits, prompt: str, new: int, field: str) -> tuple:
     """The prompt's token ids, once it is known that prompt + new tokens fit."""
-    return fit_ids(limits, generator.encode(prompt).tolist(), new, field)
+    return fit_ids(limits, generator.encode_prompt(prompt).tolist(), new, field)
 
 
 def fit_ids(limits: Limits, ids, new: int, field: str) -> tuple:

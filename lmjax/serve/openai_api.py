@@ -88,11 +88,11 @@ def add_openai_routes(app: FastAPI, generator, source: str, worker, limits: Limi
         try:
             if (body.prompt is None) == (body.messages is None):
                 raise Refused(400, "give 'prompt' (text) or 'messages' (a chat).", "prompt")
-            text = body.prompt if body.messages is None else chat.render(
-                _messages(body.messages), body.add_generation_prompt)
+            ids = (generator.encode_prompt(body.prompt) if body.messages is None else
+                   generator.encode(chat.render(_messages(body.messages),
+                                                body.add_generation_prompt))).tolist()
         except (Refused, ChatError) as e:
             return openai_error(400, str(e), getattr(e, "param", "messages"))
-        ids = generator.encode(text).tolist()
         return {"count": len(ids), "max_model_len": limits.context, "tokens": ids,
                 "token_strs": None}
 
@@ -294,7 +294,7 @@ class _API:
             if isinstance(prompt, str):
                 if not prompt:
                     raise Refused(400, "prompt: empty strings are not allowed.", "prompt")
-                out.append((prompt, self.generator.encode(prompt).tolist()))
+                out.append((prompt, self.generator.encode_prompt(prompt).tolist()))
             else:
                 self.check_ids(prompt, "prompt")
                 out.append((self.generator.tokenizer.decode(prompt), list(prompt)))

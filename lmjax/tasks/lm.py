@@ -1,8 +1,11 @@
-"""Next-token prediction with a GPT (or an LSTM/GRU) on a prepared text corpus."""
+"""Next-token prediction with a GPT, a decoder family's model (Llama, Qwen, Mistral, Gemma) or
+an LSTM/GRU on a prepared text corpus."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,19 +19,82 @@ from lmjax.data import batches, sources
 from lmjax.data.clients import document_windows
 from lmjax.data.prepare import Prepared, prepare
 from lmjax.eval import metrics
-from lmjax.models import gpt, rnn
+from lmjax.models import decoder, gpt, rnn
 from lmjax.models.generator import Generator, Request
+from lmjax.tasks.assets import read_assets
 from lmjax.tasks.base import DECODES, Task, padded_batches, with_tokenizer_file
 
+# model.name='init_from': the init_from run's model (a converted Hugging Face checkpoint), with
+# these fields of this config (how it computes, not what it is; block_size 0: the run's).
+PRETRAINED = "init_from"
+COMPUTE_FIELDS = ("dtype", "param_dtype", "attention", "scan_layers", "remat", "dropout",
+                  "block_size")
 
-def model_family(section: ml_collections.ConfigDict):
-    """(typed config class, module class) for `model.name`: 'gpt' (default), 'lstm' or 'gru'."""
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What the language-model tasks need of a model family."""
+    config: type                              # its typed config
+    module: type
+    matrix_dims: Callable | None = None       # its weight matrices, for Muon
+    head_logits: Callable | None = None       # (params, hidden, config) -> logits: loss_chunk
+
+    def output_layer(self, model_cfg) -> Callable | None:
+        """(params, hidden) -> logits of a model of this config (train.loss_chunk), or None."""
+        return None if self.head_logits is None else functools.partial(self.head_logits,
+                                                                       cfg=model_cfg)
+
+
+GPT = Family(gpt.GPTConfig, gpt.GPT, gpt.matrix_dims,
+             lambda params, hidden, cfg: gpt.head_logits(params, hidden, cfg.dtype))
+DECODER = Family(decoder.DecoderConfig, decoder.Decoder, decoder.matrix_dims,
+                 decoder.head_logits)
+
+
+def model_family(section) -> Family:
+    """The family of `model.name` (a config section or a stored model dict): 'gpt' (default),
+    a decoder family (llama, qwen2, qwen3, mistral, gemma2, gemma3), 'lstm' or 'gru'."""
     name = section.get("name", "gpt")
     if name == "gpt":
-        return gpt.GPTConfig, gpt.GPT
+        return GPT
+    if name in decoder.FAMILIES:
+        return DECODER
     if name in rnn.CELLS:
-        return rnn.RNNConfig, rnn.RNNLM
-    raise ValueError(f"model.name={name!r}: use 'gpt', 'lstm' or 'gru'.")
+        return Family(rnn.RNNConfig, rnn.RNNLM)
+    raise ValueError(f"model.name={name!r}: use 'gpt', {', '.join(map(repr, decoder.FAMILIES))}"
+                     f", 'lstm', 'gru' or {PRETRAINED!r} (with init_from: that run's model).")
+
+
+def model_section(cfg: ml_collections.ConfigDict, log=print,
+                  tasks=("lm", "sft")) -> tuple[dict, rundir.Assets | None]:
+    """(the model section this config builds, the init_from run's assets or None).
+
+    With model.name='init_from', the section is the init_from run's model (e.g. a Qwen 3
+    converted by `convert from_hf`) with this config's COMPUTE_FIELDS; any other field given
+    here must agree with the run's."""
+    section = cfg.model.to_dict()
+    if section.get("name") != PRETRAINED:
+        return section, None
+    if not cfg.get("init_from"):
+        raise ValueError(f"model.name={PRETRAINED!r} takes the model of the init_from run: set "
+                         "--config.init_from=<a run, e.g. one written by lmjax convert "
+                         "from_hf>.")
+    pre = read_assets(cfg.init_from, log=log)
+    if pre.task not in tasks:
+        raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; task={cfg.task} "
+                         f"starts from a language model (task {', '.join(tasks)}).")
+    out = dict(pre.model)
+    diffs = [f"model.{k}: pretrained {out[k]!r}, here {v!r}" for k, v in section.items()
+             if k not in COMPUTE_FIELDS + ("name",) and k in out and out[k] != v]
+    if diffs:
+        raise ValueError(f"The model here differs from the pretrained one in {cfg.init_from}: "
+                         f"{'; '.join(diffs)}. Leave those fields out with "
+                         f"model.name={PRETRAINED!r}.")
+    out.update({k: section[k] for k in COMPUTE_FIELDS if section.get(k)})
+    if section.get("block_size", 0) > pre.model.get("context_limit", 0) > 0:
+        raise ValueError(f"model.block_size={section['block_size']}: the pretrained model "
+                         f"supports {pre.model['context_limit']} positions.")
+    return out, pre
 
 
 def chunked_losses(hidden: jax.Array, targets: jax.Array, logits_fn, chunk: int) -> jax.Array:
@@ -65,23 +131,27 @@ class LanguageModelTask(Task):
     def __init__(self, cfg: ml_collections.ConfigDict, assets: rundir.Assets | None = None,
                  log=print):
         super().__init__(cfg, assets, log)
-        config_cls, module = model_family(cfg.model)
         if assets is None:
-            model_cfg = config_cls.from_section(cfg.model)  # checked before the data is read
-            self.data = prepare(cfg.data, log=log)
+            section, pre = model_section(cfg, log)
+            family = model_family(section)
+            model_cfg = family.config.from_section(section)  # checked before the data is read
+            if pre is not None:  # the pretrained run's tokenizer encodes the data
+                self.data = prepare(with_tokenizer_file(cfg.data, pre.tokenizer_file), log=log)
+            else:
+                self.data = prepare(cfg.data, log=log)
             self.tokenizer = self.data.tokenizer
             model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size)
         else:
+            family = model_family(assets.model)
             self.tokenizer = assets.tokenizer
-            model_cfg = config_cls(**assets.model)
-        self.model = module(model_cfg)
-        if module is gpt.GPT:
-            self.matrix_dims = gpt.matrix_dims
+            model_cfg = family.config(**assets.model)
+        self.model = family.module(model_cfg)
+        self.matrix_dims, self.head_logits = family.matrix_dims, family.output_layer(model_cfg)
         self.seq_len = self.tokens_per_example = model_cfg.block_size
         self.loss_chunk = cfg.train.get("loss_chunk", 0)
-        if self.loss_chunk and (module is not gpt.GPT or self.seq_len % self.loss_chunk):
-            raise ValueError(f"train.loss_chunk={self.loss_chunk}: a GPT's output layer is "
-                             f"chunked along its sequence; use a divisor of model.block_size="
+        if self.loss_chunk and (self.head_logits is None or self.seq_len % self.loss_chunk):
+            raise ValueError(f"train.loss_chunk={self.loss_chunk}: a transformer's output layer "
+                             f"is chunked along its sequence; use a divisor of model.block_size="
                              f"{self.seq_len}, or 0 (no chunking).")
 
     @functools.cached_property
@@ -128,9 +198,8 @@ class LanguageModelTask(Task):
         if self.loss_chunk:
             hidden = self.model.apply({"params": params}, batch["inputs"], deterministic=False,
                                       rngs={"dropout": rng}, hidden=True)
-            dtype = self.model.cfg.dtype
             losses = chunked_losses(hidden, batch["targets"],
-                                    lambda h: gpt.head_logits(params, h, dtype), self.loss_chunk)
+                                    lambda h: self.head_logits(params, h), self.loss_chunk)
             return losses.mean(), ({}, model_state)
         logits = self.model.apply({"params": params}, batch["inputs"], deterministic=False,
                                   rngs={"dropout": rng})

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning of a GPT on prompt/response pairs: the loss on response tokens only.
+"""Supervised fine-tuning of a GPT or a decoder family's model on prompt/response pairs: the loss on
+response tokens only.
 
 Usually started from a pretrained language-model run (`init_from`), whose tokenizer it uses
 (or `data.tokenizer_file`). Examples are rendered with `sft.template` (lmjax/data/sft.py) and
@@ -27,12 +28,11 @@ from lmjax.data import sft as sft_data
 from lmjax.data import sources
 from lmjax.data.tokenizers import load_tokenizer_file
 from lmjax.eval import metrics, qa
-from lmjax.models import gpt
 from lmjax.models.generator import Generator, Request
 from lmjax.parallel.mesh import local_rows
 from lmjax.tasks.assets import read_assets
 from lmjax.tasks.base import ANSWERS, DECODES, Task, epoch_indices, padded_batches
-from lmjax.tasks.lm import chunked_losses
+from lmjax.tasks.lm import PRETRAINED, chunked_losses, model_family, model_section
 
 # The GPT tasks whose runs fine-tuning may start from (init_from).
 DECODERS = ("lm", "sft", "dpo", "grpo")
@@ -52,7 +52,8 @@ def _tokenizer(cfg: ml_collections.ConfigDict, log):
             raise ValueError(f"init_from={cfg.init_from!r} is a {pre.task!r} run; task="
                              f"{cfg.task} starts from a GPT run (task {', '.join(DECODERS)}).")
         diffs = [f"model.{f}: pretrained {pre.model.get(f)!r}, here {cfg.model[f]!r}"
-                 for f in SHAPE_FIELDS if f in cfg.model and pre.model.get(f) != cfg.model[f]]
+                 for f in SHAPE_FIELDS if f in cfg.model and pre.model.get(f) != cfg.model[f]
+                 and cfg.model.get("name") != PRETRAINED]  # else model_section checks
         if diffs:
             raise ValueError(f"The model here differs from the pretrained one in "
                              f"{cfg.init_from}: {'; '.join(diffs)}. Use the same settings "
@@ -93,14 +94,17 @@ class SFTTask(Task):
         s = cfg.sft
         sft_data.check_template(s.template)
         if assets is None:
-            model_cfg = gpt.GPTConfig.from_section(cfg.model)  # checked before the data
+            section, _ = model_section(cfg, log, DECODERS)  # model.name='init_from': its model
+            family = model_family(section)
+            model_cfg = family.config.from_section(section)  # checked before the data
             self.tokenizer = _tokenizer(cfg, log)
             model_cfg = model_cfg.with_vocab(self.tokenizer.vocab_size)
         else:
+            family = model_family(assets.model)
             self.tokenizer = assets.tokenizer
-            model_cfg = gpt.GPTConfig(**assets.model)
-        self.model = gpt.GPT(model_cfg)
-        self.matrix_dims = gpt.matrix_dims
+            model_cfg = family.config(**assets.model)
+        self.model = family.module(model_cfg)
+        self.matrix_dims, self.head_logits = family.matrix_dims, family.output_layer(model_cfg)
         self.seq_len = model_cfg.block_size
         self.loss_chunk = cfg.train.get("loss_chunk", 0)
         if self.loss_chunk and self.seq_len % self.loss_chunk:
@@ -209,8 +213,8 @@ class SFTTask(Task):
                       rngs=None if rng is None else {"dropout": rng})
         if self.loss_chunk:
             hidden = self.model.apply({"params": params}, batch["inputs"], hidden=True, **kwargs)
-            return chunked_losses(hidden, batch["targets"], lambda h: gpt.head_logits(
-                params, h, self.model.cfg.dtype), self.loss_chunk)
+            return chunked_losses(hidden, batch["targets"], lambda h: self.head_logits(
+                params, h), self.loss_chunk)
         logits = self.model.apply({"params": params}, batch["inputs"], **kwargs)
         return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
                                                                batch["targets"])

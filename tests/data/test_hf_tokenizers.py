@@ -154,3 +154,79 @@ def test_masked_lm_pretraining_on_a_pretrained_bert_vocabulary(tmp_path, load_co
     targets = batch["mlm_targets"][batch["mlm_weights"] > 0]
     assert len(targets) and not np.isin(targets, task.tokenizer.special_ids).any()
     assert (batch["inputs"] == 103).any()  # [MASK] is bert-base's id
+
+
+# -- the decoder families' tokenizers (Llama 3 / Qwen byte-level, Mistral / Gemma SentencePiece) --
+
+CHAT = [{"role": "system", "content": "Answer in verse."},
+        {"role": "user", "content": "Who is Romeo?"},
+        {"role": "assistant", "content": "A Montague."}]
+SENTENCES = ["To be, or not to be", " that is the question:\n\nWhether", "naïve café 東京 🙂",
+             "ROMEO: But soft!", "  two spaces", "unseen wörds: xyzzy"]
+
+
+@pytest.mark.parametrize("style", ["bytelevel", "metaspace"])
+def test_a_decoder_tokenizer_keeps_its_special_tokens_and_chat_template(tmp_path, hf_tokenizer,
+                                                                       style):
+    from lmjax import rundir
+
+    hf = hf_tokenizer(tmp_path / "hf", style)
+    ours = load_tokenizer_file(str(tmp_path / "hf"))
+    assert isinstance(ours, BPETokenizer)
+    assert (ours.bos_id, ours.eot_id, ours.pad_id) == (hf.bos_token_id, hf.eos_token_id,
+                                                       hf.pad_token_id)
+    assert ours.eot_id != ours.bos_id and ours.chat_template == hf.chat_template
+    for text in SENTENCES:
+        assert ours.encode(text).tolist() == hf(text, add_special_tokens=False)["input_ids"]
+        assert ours.adds_bos and hf(text)["input_ids"][0] == ours.bos_id
+        assert ours.decode(ours.encode(text)) == hf.decode(hf(text, add_special_tokens=False)[
+            "input_ids"])
+    if style == "bytelevel":  # lossless: every string decodes back to itself
+        assert all(ours.decode(ours.encode(t)) == t for t in SENTENCES)
+    # The template renders the model's own chat format (jinja2), as transformers does.
+    rendered = hf.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+    import jinja2
+    assert jinja2.Template(ours.chat_template).render(
+        messages=CHAT, add_generation_prompt=True, bos_token=hf.bos_token,
+        eos_token=hf.eos_token) == rendered
+    assert ours.encode(rendered).tolist() == hf(rendered, add_special_tokens=False)["input_ids"]
+
+    # The run directory keeps all of it (tokenizer.json + tokenizer_config.json), and
+    # transformers reads the pair back to the same tokenizer.
+    run = tmp_path / "run"
+    rundir.write(str(run), rundir.Assets(task="lm", model={}, config={}, tokenizer=ours))
+    again = rundir.read(str(run)).tokenizer
+    assert (again.bos_id, again.eot_id, again.pad_id, again.chat_template) == (
+        ours.bos_id, ours.eot_id, ours.pad_id, ours.chat_template)
+    back = transformers.AutoTokenizer.from_pretrained(str(run))
+    assert back.chat_template == hf.chat_template and back.eos_token == hf.eos_token
+    for text in SENTENCES:
+        assert back(text)["input_ids"] == hf(text)["input_ids"]
+
+
+def test_the_chat_template_may_sit_in_its_own_file(tmp_path, hf_tokenizer):
+    """transformers 4.43+ may write chat_template.jinja beside tokenizer_config.json."""
+    hf_tokenizer(tmp_path, "bytelevel")
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    (tmp_path / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    assert load_tokenizer_file(str(tmp_path)).chat_template == "{{ messages[0]['content'] }}"
+    assert load_tokenizer_file(str(tmp_path / "tokenizer.json")).chat_template is not None
+
+
+def test_prepare_separates_documents_with_the_tokenizers_eos(tmp_path, hf_tokenizer):
+    hf = hf_tokenizer(tmp_path / "hf", "metaspace")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i, text in enumerate(SENTENCES * 4):
+        (docs / f"{i:02d}.txt").write_text(text)
+    cfg = ml_collections.ConfigDict(dict(
+        name="files", files=str(docs / "*.txt"), val_fraction=0.25, tokenizer="bpe",
+        vocab_size=0, tokenizer_file=str(tmp_path / "hf"), cache_dir=str(tmp_path / "cache"),
+        text_key="text", max_examples=0, val_split=""))
+    p = prepare(cfg, log=lambda s: None)
+    eos = hf.eos_token_id
+    assert p.tokenizer.eot_id == eos and (np.asarray(p.train) == eos).sum() == len(
+        p.train_doc_lengths)
+    assert p.tokenizer.chat_template == hf.chat_template  # the cache keeps the settings too
