@@ -100,6 +100,7 @@ def _env(tmp_path) -> dict:
     return env
 
 
+@pytest.mark.slow  # a subprocess
 def test_bench_runs_without_tfds_tensorboardx_and_qwix(tmp_path):
     cmd = [sys.executable, "-c", BOOTSTRAP, ",".join(BLOCKED), "lmjax", "bench",
            "--config=configs/gpt.py", "--config.model.num_layers=1",

@@ -24,6 +24,7 @@ def test_peak_by_device_kind():
     assert peak_flops("cpu", override_tflops=2.0) == 2e12
 
 
+@pytest.mark.slow
 def test_benchmark_runs_the_real_step_on_cpu(tiny_config):
     tiny_config.mesh.data = 2  # two of the simulated devices, data parallel
     r = benchmark(tiny_config, steps=3, warmup=1, peak_tflops=1.0)
@@ -34,6 +35,7 @@ def test_benchmark_runs_the_real_step_on_cpu(tiny_config):
     assert r["loss"] < 4.6  # a real loss near ln(84), not a placeholder
 
 
+@pytest.mark.slow
 def test_pytorch_reference_counts_the_same_parameters_and_times_its_step():
     # The side-by-side is only fair if the PyTorch GPT is the same model: same parameter count
     # as lmjax's for the same shape (tied embeddings, biases, learned positions).
@@ -56,6 +58,7 @@ def test_pytorch_reference_counts_the_same_parameters_and_times_its_step():
     assert "tokens/s" in out.stdout and torch.__version__ in out.stdout
 
 
+@pytest.mark.slow
 def test_the_compilation_cache_keeps_the_compiled_step(tmp_path, data_cache):
     """compilation_cache=DIR: the first run writes its compiled programs there, the second
     finds them (JAX's persistent cache); the bench reports the compile time of each."""

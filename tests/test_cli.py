@@ -19,6 +19,7 @@ from lmjax.data import qa_shakespeare
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_lists_the_flags_and_an_example(command, run_module):
     r = run_module(command, "--help")
@@ -28,6 +29,7 @@ def test_help_lists_the_flags_and_an_example(command, run_module):
     assert "Traceback" not in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, args, expected", [
     ("generate", [], "give --workdir"),
     ("serve", ["--workdir=/nonexistent"], "is not a directory"),
@@ -61,6 +63,7 @@ def _console_script() -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_lmjax_help_lists_every_command_with_its_summary(run_module):
     r = run_module("--help")
     assert r.returncode == 0 and r.stderr == "", r.stderr
@@ -70,6 +73,7 @@ def test_lmjax_help_lists_every_command_with_its_summary(run_module):
     assert r.returncode == 0 and _listed(r.stdout) == COMMANDS, r.stderr
 
 
+@pytest.mark.slow
 def test_the_console_script_runs_the_same_commands(tmp_path):
     r = subprocess.run([_console_script(), "generate", "--help"], cwd=tmp_path, text=True,
                        capture_output=True, timeout=120, env=dict(os.environ, XLA_FLAGS=""))
@@ -77,11 +81,13 @@ def test_the_console_script_runs_the_same_commands(tmp_path):
     assert "lmjax generate --workdir=" in r.stdout
 
 
+@pytest.mark.slow
 def test_no_command_prints_the_list_and_fails(run_module):
     r = run_module("lmjax")
     assert r.returncode == 2 and _listed(r.stderr) == COMMANDS
 
 
+@pytest.mark.slow
 def test_an_unknown_command_is_one_line_naming_the_known_ones(run_module):
     r = run_module("genrate", "--workdir=runs/gpt")
     assert r.returncode == 2, r.stderr
@@ -90,6 +96,7 @@ def test_an_unknown_command_is_one_line_naming_the_known_ones(run_module):
     assert all(command in line for command in COMMANDS), line
 
 
+@pytest.mark.slow
 def test_qa_data_writes_the_library_s_qa_set(run_module, tmp_path):
     r = run_module("qa_data", f"--out={tmp_path / 'command'}", "--seed=1")
     assert r.returncode == 0, r.stderr
@@ -100,6 +107,7 @@ def test_qa_data_writes_the_library_s_qa_set(run_module, tmp_path):
             (tmp_path / "library" / f"{split}.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_python_m_lmjax_main_is_the_train_command(run_module):
     r = run_module("lmjax.main", "--help")
     assert r.returncode == 0 and "lmjax train --config=configs/gpt.py" in r.stdout, r.stderr
@@ -116,6 +124,7 @@ def test_the_old_name_of_eval_examples_still_works_and_says_so():
         validate(cfg)  # said once: the value now lives under the new name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, body, expected", [
     ("train", "def get_config():\n    x = 1\n    raise RuntimeError('boom')\n",
      "raised at line 3: RuntimeError: boom"),
@@ -132,6 +141,7 @@ def test_a_config_file_that_raises_is_one_line_naming_file_and_line(command, bod
         f"lmjax: error: the config file {path} {expected} (LMJAX_DEBUG=1 shows the traceback)"]
 
 
+@pytest.mark.slow
 def test_lmjax_debug_shows_the_config_files_traceback(run_module, tmp_path, monkeypatch):
     path = tmp_path / "broken.py"
     path.write_text("def get_config():\n    raise RuntimeError('boom')\n")

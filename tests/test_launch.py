@@ -1,6 +1,7 @@
 """The opt-in XLA GPU flag list is one this XLA knows (an unknown flag aborts XLA at start)."""
 
 import os
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ def _flags() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
+@pytest.mark.slow
 def test_every_flag_is_known_to_xla():
     flags = _flags()
     assert flags and all(f.startswith("--xla_gpu_") and "=" in f for f in flags)

@@ -10,6 +10,8 @@ import time
 import pytest
 from pathlib import Path
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

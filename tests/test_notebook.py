@@ -1,9 +1,12 @@
 """The Colab quickstart runs top to bottom (with fewer steps), so it cannot rot."""
 
 from pathlib import Path
+import pytest
 
 import nbclient
 import nbformat
+
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -48,6 +48,7 @@ def _greedy(path):
     return gen.generate([Request("ROMEO:", max_new_tokens=12)])[0].text
 
 
+@pytest.mark.slow
 def test_training_writes_what_inference_needs(gpt_run):
     workdir, _ = gpt_run
     meta = json.load(open(os.path.join(workdir, rundir.META)))
@@ -56,6 +57,7 @@ def test_training_writes_what_inference_needs(gpt_run):
     assert os.path.exists(os.path.join(workdir, rundir.TOKENIZER))
 
 
+@pytest.mark.slow
 def test_a_copied_run_generates_serves_and_converts_without_data(gpt_run, no_data, tmp_path):
     workdir, cache = gpt_run
     expected = _greedy(workdir)
@@ -83,6 +85,7 @@ def test_a_copied_run_generates_serves_and_converts_without_data(gpt_run, no_dat
     assert os.listdir(no_data) == []  # nothing was prepared either
 
 
+@pytest.mark.slow
 def test_a_copied_classifier_classifies_without_data(load_config, data_cache, tmp_path,
                                                      monkeypatch):
     from lmjax.infer.classify import TextClassifier
@@ -102,6 +105,7 @@ def test_a_copied_classifier_classifies_without_data(load_config, data_cache, tm
     assert sum(out[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_without_assets_is_upgraded_on_load(gpt_run, tmp_path):
     workdir, _ = gpt_run
     old = str(tmp_path / "old")
@@ -124,6 +128,7 @@ def test_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path):
         load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_fixed_tokenizer_file_keys_the_cache_by_its_contents(gpt_run, load_config, tmp_path):
     """data.tokenizer_file: the data are encoded with that file (nothing trained), and two
     files with different contents never share a cache folder."""
@@ -147,6 +152,7 @@ def test_a_fixed_tokenizer_file_keys_the_cache_by_its_contents(gpt_run, load_con
     assert not [p for p in os.listdir(cfg.cache_dir) if p.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_a_run_written_by_an_earlier_lmjax_loads(gpt_run, tmp_path):
     """Its checkpoint stores the config under the old names (train.eval_windows, data.kfold)
     and it has no run.json: it loads, and is upgraded."""

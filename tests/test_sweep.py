@@ -137,6 +137,7 @@ def test_a_hopeless_trial_is_pruned(cfg, tmp_path):
     assert bad.user_attrs["steps"] == 10 and "pruned at step 10" in bad.user_attrs["note"]
 
 
+@pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(cfg, tmp_path):
     space = {"optim.learning_rate": ("categorical", [0.5, 0.25, 1e-3]),
              "model.num_heads": ("categorical", [2, 3])}  # d_model=32: 3 heads do not divide it
@@ -249,6 +250,7 @@ def _load(tmp_path):
                              storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_without_repeating_finished_trials(tmp_path, monkeypatch):
     lrs = [1e-3, 2e-3, 4e-3]
     sweep_file = write_sweep(tmp_path / "s.py", algorithm="grid", num_trials=0,
@@ -282,6 +284,7 @@ def test_a_killed_sweep_resumes_without_repeating_finished_trials(tmp_path, monk
     assert "failed" not in report and "| retry of trial 1 |" in report
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_one_study(tmp_path):
     sweep_file = write_sweep(tmp_path / "s.py", algorithm="random", num_trials=6)
     procs = [_worker(tmp_path, sweep_file, seconds=1.0) for _ in range(2)]
@@ -294,6 +297,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
     assert len({t.params["optim.learning_rate"] for t in trials}) == 6  # distinct draws
 
 
+@pytest.mark.slow
 def test_the_command_runs_real_trials_and_writes_the_report(tmp_path, data_cache):
     sweep_file = write_sweep(
         tmp_path / "s.py", algorithm="grid", num_trials=0, num_steps=4, pruner="none",

@@ -21,6 +21,7 @@ def test_int8_weights_are_per_channel_absmax():
     np.testing.assert_array_equal(restored["Dense_0"]["bias"], params["Dense_0"]["bias"])
 
 
+@pytest.mark.slow
 def test_table_of_a_run_and_its_narrow_export(fashion_config, save_untrained, tmp_path):
     run, narrow = str(tmp_path / "run"), str(tmp_path / "narrow")
     save_untrained(fashion_config, run)

@@ -20,6 +20,7 @@ def _init(model, x):
     return v["params"], ({"batch_stats": stats} if stats else {})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head_hidden", [(12,), ()])
 def test_narrow_cnn_equals_wide_cnn_with_channels_off(head_hidden):
     section = {"name": "cnn", "channels": [6, 8], "convs_per_block": 1,

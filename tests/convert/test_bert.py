@@ -46,6 +46,7 @@ def _ours(cls, cfg, params):
     return np.asarray(cls(cfg).apply({"params": params}, jnp.asarray(IDS, jnp.int32)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["BertForMaskedLM", "BertForSequenceClassification"])
 def test_hf_to_lmjax_and_back(tmp_path, kind, cfg_of):
     hf = _hf(kind)
@@ -69,6 +70,7 @@ def test_hf_to_lmjax_and_back(tmp_path, kind, cfg_of):
         assert again.config.id2label == {0: "a", 1: "b", 2: "c"}
 
 
+@pytest.mark.slow
 def test_lmjax_classifier_to_hf_logits_match(tmp_path, cfg_of):
     hf_settings = convert.model_settings(_hf("BertForMaskedLM").config.to_dict())
     cfg = cfg_of(hf_settings, num_classes=4)
@@ -129,6 +131,7 @@ def test_from_hf_bert_refuses_a_config_of_another_task(tmp_path, load_config):
                 load_config("tiny", "classify.py"))
 
 
+@pytest.mark.slow
 def test_from_hf_bert_model_is_a_masked_lm_run_with_its_encoder(tmp_path, load_config):
     """A bare BertModel (+ its vocab.txt) becomes a masked-LM run: the encoder exactly, the MLM
     head freshly initialised; the run exports back to a BertForMaskedLM transformers loads,
@@ -155,6 +158,7 @@ def test_from_hf_bert_model_is_a_masked_lm_run_with_its_encoder(tmp_path, load_c
     assert np.isfinite(logits).all() and np.abs(logits).max() > 0  # a fresh MLM head is there
 
 
+@pytest.mark.slow
 def test_continue_masked_lm_pretraining_of_a_converted_hf_bert(tmp_path, load_config):
     """Domain-adaptive pretraining: a converted BertForMaskedLM whose vocabulary has
     bert-base's order ([PAD] 0, [unused*], then [UNK] [CLS] [SEP] [MASK]) continues masked-LM

@@ -24,7 +24,7 @@ from lmjax.tasks.base import TEXT_CLASSES  # noqa: E402
 from lmjax.train.loop import train_and_evaluate  # noqa: E402
 from lmjax.train.restore import evaluate_run  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 SPECIAL = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LANGS = {

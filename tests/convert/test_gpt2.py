@@ -61,6 +61,7 @@ def test_hf_to_lmjax_logits_match(tmp_path, scan_layers, lmjax_cfg):
     assert np.abs(np.asarray(ours) - theirs).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_greedy_generation_matches_hf_generate(tmp_path, lmjax_cfg):
     from lmjax.models.generator import Generator, Request
 
@@ -87,6 +88,7 @@ class _Codepoints:
         return "".join(chr(0x100 + int(i)) for i in ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_lmjax_to_hf_logits_match(tmp_path, use_bias, lmjax_cfg):
     cfg = lmjax_cfg(use_bias=use_bias)
@@ -119,6 +121,7 @@ def _gpt2_style_tokenizer(text: str, path) -> None:
     tok._tokenizer.save(str(path))
 
 
+@pytest.mark.slow
 def test_from_hf_without_a_tokenizer_says_which_file_and_flag(tmp_path, run_module):
     hf_dir = tmp_path / "hf"
     _hf_model().save_pretrained(hf_dir)  # weights and config.json only: no tokenizer.json
@@ -129,6 +132,7 @@ def test_from_hf_without_a_tokenizer_says_which_file_and_flag(tmp_path, run_modu
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_from_hf_writes_a_run_that_generates_and_fine_tunes(tmp_path, tiny_config):
     """The fine-tuning path: HF weights (a bare save_pretrained) + a tokenizer from a directory
     of its own -> an lmjax run at step 0 -> train."""

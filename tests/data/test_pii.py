@@ -91,6 +91,7 @@ def test_scrub_pii_gets_its_own_cache_and_masks_emails(tmp_path):
         prepare(cfg, log=lambda s: None)
 
 
+@pytest.mark.slow  # subprocesses
 def test_the_scrub_command_on_text_and_jsonl(tmp_path, run_module):
     (tmp_path / "a.jsonl").write_text('{"text": "mail a@b.com", "id": 1}\n'
                                       '{"text": "call 10.0.0.1"}\n')

@@ -94,6 +94,7 @@ def test_shards_hold_the_kept_documents_and_no_val_document_has_a_near_duplicate
     assert pipeline.prepare_stream(again, str(tmp_path / "cache"), log=print) == folder
 
 
+@pytest.mark.slow
 def test_prepare_data_command(tmp_path, run_module):
     _corpus(tmp_path / "c.jsonl", n=100, near=10, exact=5)
     r = run_module("prepare_data", "--config=configs/gpt.py:tiny",
@@ -122,6 +123,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_redoes_only_unfinished_shards(tmp_path):
     _corpus(tmp_path / "c.jsonl")
     cfg = _cfg(tmp_path / "c.jsonl", tmp_path / "ref")
@@ -167,6 +169,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_no_worker_imports_the_main_module(tmp_path):
     # Spawned workers would import the command's __main__ again (JAX, hundreds of MB each);
     # every one of them, not only the first, must start while it is hidden.

@@ -76,6 +76,7 @@ def test_generate_until_is_greedy_generation_with_the_stops(lm, tiny_lm):
     assert got == [gen.generate([Request(p, 10, stop=("\n", "."))])[0].text for p in prompts]
 
 
+@pytest.mark.slow
 def test_local_tasks_run_through_lm_evals_evaluator(lm, tiny_lm, task_dir):
     model, params, tok = tiny_lm
     results = harness.run(model, params, tok, ["lmjax_mc", "lmjax_gen"],

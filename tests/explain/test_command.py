@@ -3,9 +3,12 @@ gradients' default baseline and the black one by name, and a one-line error for 
 --examples range (Grad-CAM on an MLP: tests/explain/test_gradients.py)."""
 
 import json
+import pytest
 import os
 
 from lmjax.train.loop import train_and_evaluate
+
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
 
 
 def test_explain_writes_a_picture_and_json_and_refuses_bad_input(

@@ -35,6 +35,7 @@ def _call_model(model, target):
     return call
 
 
+@pytest.mark.slow
 def test_integrated_gradients_are_complete_and_agree_with_pair(cnn):
     import saliency.core as saliency
 
@@ -70,6 +71,7 @@ def test_gradcam_matches_pair_and_mlp_has_none(cnn):
         attribute(flat, pixels, np.array([0, 0, 0]), "gradcam")
 
 
+@pytest.mark.slow
 def test_occlusion_equals_a_loop_and_guided_backprop_differs(cnn):
     model, pixels = cnn
     x, t = g.to_input(pixels[:1]), jnp.array([2])
@@ -85,6 +87,7 @@ def test_occlusion_equals_a_loop_and_guided_backprop_differs(cnn):
     assert guided.shape == x.shape and not np.allclose(guided, g.saliency(model, x, t))
 
 
+@pytest.mark.slow
 def test_every_method_gives_one_map_per_image_and_deletion_runs(cnn):
     model, pixels = cnn
     targets = np.array([0, 1, 2])
@@ -102,6 +105,7 @@ def test_every_method_gives_one_map_per_image_and_deletion_runs(cnn):
     assert order[0] == "Dense_0" and order[-1] == "Conv_0"
 
 
+@pytest.mark.slow
 def test_blurred_and_uniform_baselines(cnn):
     from scipy.ndimage import gaussian_filter
 

@@ -40,6 +40,7 @@ def tokenizer():
     return WordPieceTokenizer.train([t for t, _ in _texts(100)] * 2, vocab_size=120)
 
 
+@pytest.mark.slow
 def test_token_ig_attention_and_lime_on_a_bert_classifier(bert_config, tokenizer):
     cfg = bert_config(vocab_size=tokenizer.vocab_size, block_size=16, num_classes=2)
     module = bert.Classifier(cfg)
@@ -91,6 +92,7 @@ def classifier_run(tmp_path_factory, load_config, save_untrained):
     return run
 
 
+@pytest.mark.slow
 def test_command_explains_a_text_classifier(classifier_run, tmp_path, run_module):
     out = str(tmp_path / "out")
     r = run_module("explain", f"--workdir={classifier_run}", "--method=ig",

@@ -2,11 +2,14 @@
 to the logit's change from the [PAD] embeddings) and rendered as HTML."""
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
 from lmjax.explain import render, text
 from lmjax.models import bert
+
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
 
 
 def test_token_ig_is_complete_and_renders(bert_config):

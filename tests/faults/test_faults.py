@@ -32,7 +32,8 @@ from lmjax.train.loop import train_and_evaluate
 from lmjax.train.restore import evaluate_run, load_setup
 
 # A restore that fails inside Orbax (a truncated file) leaves its coroutines unawaited.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, EVERY, KEEP = 12, 4, 2
 TRAIN_EVENTS = ("open", "os.rename", "os.remove", "os.rmdir", "os.mkdir", "shutil.rmtree")

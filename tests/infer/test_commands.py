@@ -10,6 +10,8 @@ from lmjax.infer.export import quantize_run
 from lmjax.infer.load import load
 from lmjax.models.generator import Generator, Request
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, load_config, data_cache):

@@ -99,7 +99,7 @@ def test_prefill_and_steps_give_the_full_model_logits(gen, scan_layers, make_mod
     np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", [pytest.param("lstm", marks=pytest.mark.slow), "gru"])
 def test_an_rnn_decodes_with_its_state_as_the_cache(cell):
     """The same decoder serves a recurrent model: greedy tokens equal the full model's, and
     left padding in a batch leaves a row's state (and so its tokens) as when it runs alone."""

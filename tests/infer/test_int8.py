@@ -12,6 +12,7 @@ from lmjax.models.gpt import GPT, GPTConfig
 qwix = pytest.importorskip("qwix")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length", [1, 6])
 def test_a_scanned_model_quantizes_as_its_unrolled_twin(length):
     cfg = GPTConfig(vocab_size=64, block_size=16, num_layers=3, num_heads=2, d_model=32,

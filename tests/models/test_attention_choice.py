@@ -9,6 +9,8 @@ from lmjax.models.bert import BertConfig
 from lmjax.models.gpt import GPT, GPTConfig
 from lmjax.models.layers import resolve_attention
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 
 def _gpt(**kw):
     return GPTConfig(**{"vocab_size": 64, "d_model": 256, "num_heads": 4, "dtype": "bfloat16",

@@ -1,12 +1,14 @@
 """Baselines: batch-norm statistics are trained in training mode and used in evaluation."""
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
 from lmjax.models.baselines import CNN, MLP
 
 
+@pytest.mark.slow
 def test_batch_norm_updates_statistics_in_training_and_uses_them_in_evaluation():
     model = CNN(num_outputs=10, channels=(4, 8), convs_per_block=1)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 28, 28, 1)), jnp.uint8)

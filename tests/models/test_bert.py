@@ -29,6 +29,7 @@ def hidden(model, params, tokens):
     return jax.jit(bert.Encoder(model.cfg).apply)({"params": params["bert"]}, tokens)
 
 
+@pytest.mark.slow
 def test_bidirectional_a_later_token_changes_an_earlier_position(mlm):
     model, params = mlm
     changed = TOKENS.at[0, 4].set(30)
@@ -98,6 +99,7 @@ def test_too_long_a_sequence_is_a_readable_error(mlm):
         model.apply({"params": params}, jnp.ones((1, 17), jnp.int32))
 
 
+@pytest.mark.slow
 def test_parameters_shard_by_the_mesh_rules(bert_config):
     """Every parameter carries logical names the mesh table knows; a 2x2x2 mesh places them."""
     model = bert.MaskedLM(bert_config())

@@ -23,9 +23,14 @@ from lmjax.parallel import mesh as meshlib
 def _init(cfg, seed=0):
     variables = Decoder(cfg).init(jax.random.PRNGKey(seed), jnp.zeros((1, 4), jnp.int32))
     # Norms start at their identity, biases at zero: move them so that they count.
-    return jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(seed + 1),
-                                                               x.shape) if x.ndim == 1 else x,
-                        nn.meta.unbox(variables["params"]))
+    noise = jax.random.PRNGKey(seed + 1)
+    return jax.tree.map(lambda x: x + 0.1 * jax.random.normal(noise, x.shape)
+                        if x.ndim == 1 else x, nn.meta.unbox(variables["params"]))
+
+
+def _slow(*values):
+    """A parametrization the full suite runs (the fast tier keeps one case of each test)."""
+    return pytest.param(*values, marks=pytest.mark.slow)
 
 
 def _tokens(cfg, batch=2, length=None, seed=0):
@@ -47,11 +52,14 @@ def test_every_parameter_has_logical_axis_names(decoder_config, family):
     assert attn["k"]["kernel"].value.shape == (32, 2, 8)  # key/value heads, not query heads
 
 
-@pytest.mark.parametrize("family", ["gemma3", "mistral", "qwen2"])
-@pytest.mark.parametrize("remat", ["none", "full"])
+@pytest.mark.parametrize("family,remat", [_slow("gemma3", "none"), _slow("gemma3", "full"),
+                                          _slow("mistral", "none"), _slow("mistral", "full"),
+                                          ("qwen2", "none"), _slow("qwen2", "full")])
 def test_scanned_layers_compute_the_same_function(decoder_config, family, remat):
-    """Gemma 3 with 4 layers mixes local and global ones inside the scan."""
-    cfg = decoder_config(family, num_layers=4, layer_pattern="LG" if family == "gemma3" else
+    """Gemma 3 with 4 layers mixes local and global ones inside the scan (2 layers are enough
+    for the others, and compile in half the time)."""
+    cfg = decoder_config(family, num_layers=4 if family == "gemma3" else 2,
+                         layer_pattern="LG" if family == "gemma3" else
                          decoder_config(family).layer_pattern, remat=remat)
     params = _init(cfg)
     scanned = cfg.replace(scan_layers=True)
@@ -62,16 +70,16 @@ def test_scanned_layers_compute_the_same_function(decoder_config, family, remat)
     tokens = _tokens(cfg)
     np.testing.assert_allclose(Decoder(scanned).apply({"params": stacked}, tokens),
                                Decoder(cfg).apply({"params": params}, tokens), atol=2e-5)
-    grads = jax.grad(lambda p: Decoder(scanned).apply({"params": p}, tokens, deterministic=False
-                                                       ).sum())(stacked)
+    grads = jax.grad(lambda p: Decoder(scanned).apply(
+        {"params": p}, tokens, deterministic=False).sum())(stacked)
     ref = jax.grad(lambda p: Decoder(cfg).apply({"params": p}, tokens).sum())(params)
     for a, b in zip(jax.tree.leaves(unstack_layers(grads, cfg.num_layers)),
                     jax.tree.leaves(ref)):
         np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family,scan", [("gemma2", False), ("gemma3", True), ("mistral", False),
-                                         ("qwen3", True)])
+@pytest.mark.parametrize("family,scan", [_slow("gemma2", False), _slow("gemma3", True),
+                                         ("mistral", False), _slow("qwen3", True)])
 def test_cached_decoding_equals_the_full_forward_pass(decoder_config, family, scan):
     """A prompt of 11 tokens after 3 of left padding, then one token at a time past the
     window of 8: the same logits as the whole sequence at once."""
@@ -121,6 +129,7 @@ def test_grouped_query_attention_is_attention_with_repeated_heads(decoder_config
                                Decoder(mha).apply({"params": full}, tokens), atol=1e-5)
 
 
+@pytest.mark.slow  # the GPT's packing test is in the fast tier; this block's in the full suite
 def test_packed_rows_equal_separate_rows(decoder_config):
     cfg = decoder_config("gemma2", num_layers=2)
     params = _init(cfg)
@@ -155,8 +164,8 @@ def test_final_softcap_bounds_the_logits(decoder_config):
 
 @pytest.mark.parametrize("layout,kv_heads", [
     (dict(data=2, fsdp=1, tensor=4), 2),   # fewer key/value heads than the tensor axis
-    (dict(data=1, fsdp=4, tensor=2), 4),   # more: they shard
-    (dict(data=2, fsdp=2, tensor=2), 1),   # multi-query
+    _slow(dict(data=1, fsdp=4, tensor=2), 4),   # more: they shard
+    _slow(dict(data=2, fsdp=2, tensor=2), 1),   # multi-query
 ])
 def test_sharded_equals_single_device(decoder_config, layout, kv_heads):
     cfg = decoder_config("qwen3", num_heads=8, num_kv_heads=kv_heads, d_model=64,

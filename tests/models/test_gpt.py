@@ -46,6 +46,7 @@ def test_every_parameter_has_logical_axis_names(gpt_config):
         assert len(box.names) == box.value.ndim and all(box.names)
 
 
+@pytest.mark.slow
 def test_scanned_layers_compute_the_same_function(gpt_config):
     cfg, scfg = gpt_config(), gpt_config(scan_layers=True)
     params = nn.meta.unbox(_init(cfg))
@@ -87,6 +88,7 @@ def _loss_and_grads(cfg, params, tokens):
     return jax.jit(jax.value_and_grad(loss))(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True])
 def test_remat_policies_compute_the_same_gradients(scan, gpt_config):
     # (What they save is device memory: XLA's CPU backend does not show it; the GPU bench does.)

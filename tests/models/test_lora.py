@@ -47,6 +47,7 @@ def test_fresh_adapters_leave_the_model_unchanged(adapted):
                                base.apply({"params": plain}, TOKENS), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_merged_logits_equal_unmerged(adapted):
     base, model, params = adapted
     # Trained-looking adapters (every factor non-zero) and a head with logits of order one.
@@ -66,6 +67,7 @@ def test_merged_logits_equal_unmerged(adapted):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_only_adapters_and_head_train(adapted):
     """optax.multi_transform with set_to_zero on the frozen labels: one step moves only them."""
     _, model, params = adapted

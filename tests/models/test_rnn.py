@@ -30,6 +30,7 @@ def make_rnn(rnn_config):
     return lambda name="lstm": RNNLM(rnn_config(name=name))
 
 
+@pytest.mark.slow
 def test_lstm_layer_equals_numpy_on_tiny_weights(make_rnn):
     model = make_rnn()
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 11, (2, 7)), jnp.int32)

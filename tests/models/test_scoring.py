@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lmjax.eval.scoring import Scorer
 from lmjax.models import decoding as dec
@@ -18,37 +19,40 @@ def _init(model, seed=0):
     return jax.tree.map(lambda x: x * 4, params["params"])  # peaked predictions
 
 
-def _reference(model, params, row):
-    """log p(row[i] | row[:i]) for i >= 1, each from the last logits of the prefix alone."""
+def _reference(apply, params, row):
+    """log p(row[i] | row[:i]) for i >= 1, each from the last logits of the prefix alone
+    (`apply`: the model's, jitted: compiled once per prefix length, faster than eager)."""
     out = []
     for i in range(1, len(row)):
-        logits = np.asarray(model.apply({"params": params}, jnp.asarray([row[:i]])))[0, -1]
+        logits = np.asarray(apply({"params": params}, jnp.asarray([row[:i]])))[0, -1]
         logits = logits.astype(np.float64)
         logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
         out.append((logp[row[i]], int(np.argmax(logp)), np.sort(logp)[::-1][:3]))
     return out
 
 
-def test_score_is_each_prefix_alone_on_right_padded_rows(gpt_config, rnn_config):
+@pytest.mark.parametrize("kind", ["gpt", pytest.param("rnn", marks=pytest.mark.slow)])
+def test_score_is_each_prefix_alone_on_right_padded_rows(gpt_config, rnn_config, kind):
     rng = np.random.default_rng(0)
-    for model in (GPT(gpt_config()), RNNLM(rnn_config(vocab_size=50, block_size=16))):
-        params = _init(model)
-        rows = [rng.integers(0, 50, n).tolist() for n in (9, 3, 17)]  # 17: context + 1
-        tokens = np.zeros((4, 17), np.int32)
-        for b, r in enumerate(rows):
-            tokens[b, :len(r)] = r
-            tokens[b, len(r):] = rng.integers(0, 50, 17 - len(r))  # padding: anything
-        s = dec.score(model, params, tokens, np.array([9, 3, 17, 0]), top_k=3)
-        assert s.logprobs.shape == (4, 16) and s.top_ids.shape == (4, 16, 3)
-        for b, r in enumerate(rows):
-            ref = _reference(model, params, r)
-            np.testing.assert_allclose(s.logprobs[b, :len(r) - 1], [x[0] for x in ref],
-                                       atol=2e-5)
-            assert s.greedy[b, :len(r) - 1].tolist() == [x[1] for x in ref]
-            np.testing.assert_allclose(s.top_logprobs[b, :len(r) - 1], [x[2] for x in ref],
-                                       atol=2e-5)
-            assert (s.logprobs[b, len(r) - 1:] == 0).all()  # past the row's end
-        assert (s.logprobs[3] == 0).all()
+    model = (GPT(gpt_config()) if kind == "gpt" else
+             RNNLM(rnn_config(vocab_size=50, block_size=16)))
+    params = _init(model)
+    rows = [rng.integers(0, 50, n).tolist() for n in (9, 3, 17)]  # 17: context + 1
+    tokens = np.zeros((4, 17), np.int32)
+    for b, r in enumerate(rows):
+        tokens[b, :len(r)] = r
+        tokens[b, len(r):] = rng.integers(0, 50, 17 - len(r))  # padding: anything
+    s = dec.score(model, params, tokens, np.array([9, 3, 17, 0]), top_k=3)
+    assert s.logprobs.shape == (4, 16) and s.top_ids.shape == (4, 16, 3)
+    apply = jax.jit(model.apply)
+    for b, r in enumerate(rows):
+        ref = _reference(apply, params, r)
+        np.testing.assert_allclose(s.logprobs[b, :len(r) - 1], [x[0] for x in ref], atol=2e-5)
+        assert s.greedy[b, :len(r) - 1].tolist() == [x[1] for x in ref]
+        np.testing.assert_allclose(s.top_logprobs[b, :len(r) - 1], [x[2] for x in ref],
+                                   atol=2e-5)
+        assert (s.logprobs[b, len(r) - 1:] == 0).all()  # past the row's end
+    assert (s.logprobs[3] == 0).all()
 
 
 def test_token_logprobs_is_differentiable_and_normalised():

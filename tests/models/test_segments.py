@@ -45,6 +45,7 @@ def test_segment_positions_restart_in_each_segment():
     np.testing.assert_array_equal(segment_positions(ids), [[0, 1, 2, 0, 1, 0, 0, 1]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [{}, {"scan_layers": True, "remat": "full"}])
 def test_packing_gives_the_same_per_example_loss_as_padding(gpt_config, overrides):
     cfg = gpt_config(block_size=32, vocab_size=50, **overrides)

@@ -44,6 +44,7 @@ def test_matrix_layout_of_gpt_kernels(gpt_params, scan):
     assert attn["qkv"]["bias"] is None and dims["ln_f"]["scale"] is None
 
 
+@pytest.mark.slow
 def test_matrix_updates_are_orthogonalised_and_the_rest_is_adamw(gpt_params):
     params = gpt_params(scan=False)
     rng = np.random.default_rng(0)

@@ -134,6 +134,7 @@ def test_sparsity_outside_unit_interval_is_an_error(fashion_config, bad):
         check(fashion_config)
 
 
+@pytest.mark.slow
 def test_masks_survive_checkpoint_and_resume(fashion_config, tmp_path):
     """The prune switch (lmjax/tasks/pruned.py) puts the masks in the state, the trainer's setup
     shards them like the parameters, and a checkpoint restores them with the step counter."""

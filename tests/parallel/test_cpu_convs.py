@@ -2,10 +2,13 @@
 speed."""
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
 from lmjax.parallel.cpu_convs import canonical_convs
+
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
 
 
 def test_canonical_convolutions_have_the_same_values_and_gradients():

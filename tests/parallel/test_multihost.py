@@ -1,11 +1,14 @@
 """Two processes on localhost stand in for a two-host pod: one global mesh, one checkpoint."""
 
 import json
+import pytest
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
 
 ROOT = Path(__file__).resolve().parents[2]
 

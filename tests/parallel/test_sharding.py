@@ -36,6 +36,7 @@ def setup(data_cache, load_config):
     return cfg, task, reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", [
     dict(data=4, fsdp=1, tensor=2),   # data x tensor parallel
     dict(data=1, fsdp=8, tensor=1),   # fully sharded data parallel
@@ -86,6 +87,7 @@ def test_mesh_sizes_are_checked():
         meshlib.mesh_shape(ml_collections.ConfigDict(dict(data=-1, fsdp=-1, tensor=1)), 8)
 
 
+@pytest.mark.slow
 def test_batch_norm_cnn_on_8_devices_matches_one_device_statistics_included(fashion_config):
     cfg = fashion_config
     cfg.optim.warmup_steps = 0
@@ -103,6 +105,7 @@ def test_batch_norm_cnn_on_8_devices_matches_one_device_statistics_included(fash
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=0.05 * cfg.optim.learning_rate)
 
 
+@pytest.mark.slow
 def test_fsdp_divides_parameter_and_optimizer_memory_per_device(setup):
     cfg, task, _ = setup
     held = {}

@@ -59,6 +59,7 @@ def dp_config(fashion_config):
     return c
 
 
+@pytest.mark.slow
 def test_zero_noise_and_infinite_clip_is_plain_sgd(dp_config):
     dp_config.privacy.update(noise_multiplier=0.0, clip_norm=math.inf)
     dp_config.model.update(channels=(4,), head_hidden=())  # a CNN with group norm, small

@@ -85,6 +85,7 @@ def test_secret_nlls_match_a_direct_sum_and_a_memorised_canary_is_exposed():
         exposure.measure(fn, tok, "My ID is secret.")
 
 
+@pytest.mark.slow
 def test_a_real_gpt_scores_candidates_as_its_own_log_softmax_says():
     import jax
     import jax.numpy as jnp

@@ -40,6 +40,7 @@ def test_choose_and_batched_losses():
                                   [0, 2, 4, 8])
 
 
+@pytest.mark.slow
 def test_a_dp_run_logs_dp_accountings_epsilon_and_the_command_attacks_it(
         run_module, fashion_config, tmp_path):
     c = fashion_config

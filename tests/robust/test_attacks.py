@@ -41,6 +41,7 @@ def accuracy(fn, x, y) -> float:
     return float((fn(x).argmax(-1) == y).mean())
 
 
+@pytest.mark.slow
 def test_pgd_matches_foolbox_linf_pgd(digits_model):
     import foolbox as fb
     fn, x, y = digits_model

@@ -10,6 +10,8 @@ from lmjax.models.generator import Generator, Request
 from lmjax.models.gpt import GPTConfig
 from lmjax.serve.benchmark import model_from_config, time_generation
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 VOCAB, PROMPT, NEW = 64, 8, 16  # prompt + new tokens fit the tiny preset's context of 32
 
 

@@ -13,6 +13,8 @@ from lmjax.serve.app import create_app
 from lmjax.serve.local import serve_in_thread
 from lmjax.tasks.base import TEXT_CLASSES
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 LONG = "Now is the winter of our discontent made glorious summer by this sun of York. " * 8
 
 

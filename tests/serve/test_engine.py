@@ -42,6 +42,7 @@ async def _result(job):
             return value, "".join(pieces)
 
 
+@pytest.mark.slow
 def test_per_row_cache_index_gives_the_full_model_logits(generator):
     """Rows at different positions in one step: each row's logits are the full model's."""
     model, params = generator.model, generator.params
@@ -59,6 +60,7 @@ def test_per_row_cache_index_gives_the_full_model_logits(generator):
     assert cache.index.tolist() == [6, 9]
 
 
+@pytest.mark.slow
 def test_requests_joining_mid_stream_equal_the_prompts_run_alone(engine, generator):
     first = [Request("ROMEO:", 30), Request("a", 12, temperature=1.0, seed=7),
              Request("Good morrow.", 20, temperature=0.7, top_k=5, top_p=0.9, seed=3)]
@@ -140,6 +142,7 @@ def test_the_engines_keys_are_the_generators():
                                       np.asarray(jax.random.PRNGKey(seed)))
 
 
+@pytest.mark.slow
 def test_an_lstm_serves_through_the_slots_as_it_generates_alone():
     """The slots hold an RNN's state instead of keys and values: requests that share steps
     still get the tokens each gets alone."""

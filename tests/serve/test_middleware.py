@@ -2,6 +2,7 @@
 (every route counted as itself, anything else as "other"), and each route answers errors in
 its own shape (OpenAI's on the OpenAI routes, lmjax's elsewhere)."""
 
+import pytest
 import re
 
 import httpx
@@ -13,6 +14,8 @@ from lmjax.serve.jobs import Limits
 from lmjax.serve.local import serve_in_thread
 from lmjax.serve.middleware import OPENAI_PATHS
 from lmjax.serve.openai_api import add_openai_routes
+
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
 
 UNKNOWN = ["/nope", "/v1/nope/deeper", "/v1/generate/x", "/health.json"]
 

@@ -11,6 +11,8 @@ from lmjax.serve.app import create_app
 from lmjax.serve.engine import warm_up
 from lmjax.serve.local import serve_in_thread
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 openai = pytest.importorskip("openai")
 
 BLOCK = 32  # the shared server's context (conftest.py)

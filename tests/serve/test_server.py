@@ -10,6 +10,8 @@ from lmjax.models.generator import Request
 from lmjax.serve.app import create_app
 from lmjax.serve.local import serve_in_thread
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 BLOCK = 32
 
 

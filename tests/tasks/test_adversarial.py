@@ -39,6 +39,7 @@ def test_adversarial_loss_is_above_the_clean_loss(mlp_config):
     assert float(adv) > float(clean) + 1e-3
 
 
+@pytest.mark.slow
 def test_training_runs_and_the_robustness_command_attacks_the_run(mlp_config, tmp_path,
                                                                    run_module):
     cfg = add_switches(mlp_config, "robust")

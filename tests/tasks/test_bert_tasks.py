@@ -14,7 +14,7 @@ from lmjax.train.crossval import fit
 from lmjax.train.loop import train_and_evaluate
 from lmjax.train.restore import load_run
 
-pytestmark = pytest.mark.filterwarnings("ignore:'VariableState' was removed:DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:'VariableState' was removed:DeprecationWarning")]
 
 
 def _tiny(load_config, data_cache, config_file):

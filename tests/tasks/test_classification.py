@@ -22,6 +22,7 @@ def cnn_cfg(fashion_config):
     return c
 
 
+@pytest.mark.slow
 def test_cnn_learns_and_reports_test_metrics_of_its_best_checkpoint(cnn_cfg, tmp_path):
     cnn_cfg.train.update(num_steps=120, eval_every=40)
     cnn_cfg.optim.learning_rate = 2e-2
@@ -91,6 +92,7 @@ def test_standardisation_is_fitted_on_training_rows_only(load_config):
     assert abs(task.data.train.labels.mean()) < 1e-5
 
 
+@pytest.mark.slow
 def test_kfold_trains_k_runs_and_reports_mean_and_std(load_config, tmp_path):
     cfg = _tabular(load_config, "breast_cancer")
     cfg.train.num_steps = 100
@@ -103,6 +105,7 @@ def test_kfold_trains_k_runs_and_reports_mean_and_std(load_config, tmp_path):
     assert summary["val_accuracy_std"] == pytest.approx(np.std(accs))
 
 
+@pytest.mark.slow
 def test_flip_test_time_augmentation_averages_image_and_mirror_probabilities(cnn_cfg):
     cnn_cfg.model.head_hidden = (16,)  # a dense head: the model is not mirror-symmetric
     task = make_task(cnn_cfg, log=lambda s: None)

@@ -50,6 +50,7 @@ def test_refuses_teachers_with_other_classes_or_vocabulary():
                      _stub("lm", tokenizer=CharTokenizer("?ab"), seq_len=16))
 
 
+@pytest.mark.slow
 def test_mlp_student_loss_mixes_cnn_teacher_soft_targets(fashion_config, load_config,
                                                          fashion_dir, save_untrained, tmp_path):
     teacher_dir = str(tmp_path / "teacher")

@@ -26,6 +26,7 @@ def member(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
 
 
+@pytest.mark.slow
 def test_member_zero_trains_as_the_single_run_and_eval_averages(fashion_config):
     cfg = fashion_config
     cfg.optim.clip_norm = 0.05  # small enough to clip: clipping must be per member

@@ -44,6 +44,7 @@ def _plain_task(cfg):
     return make_task(plain, log=lambda s: None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clients_at_once", ["vmap", "map", "shard"])
 def test_one_fedsgd_round_is_one_gradient_step_on_all_the_clients_data(fed_config,
                                                                        clients_at_once):
@@ -95,6 +96,7 @@ def test_local_batches_cover_each_epoch_and_pad_short_clients():
     assert set(idx[1, :2].ravel()) == {10, 11, 12, 13}
 
 
+@pytest.mark.slow
 def test_the_server_step_is_fedavg_with_padding_clients_that_change_nothing(fed_config):
     """One loop step is one round: params + the server's rate x the size-weighted mean of the
     clients' updates, whatever clients pad the batch to a multiple of the devices."""
@@ -127,6 +129,7 @@ def test_the_server_step_is_fedavg_with_padding_clients_that_change_nothing(fed_
         np.testing.assert_allclose(u, 0.5 * np.asarray(d), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_run_resumes_to_the_same_model_and_refuses_unequal_full_batches(fed_config,
                                                                           tmp_path):
     fed_config.federated.update(fraction=0.5, local_batch=10, local_epochs=1)
@@ -146,6 +149,7 @@ def test_a_run_resumes_to_the_same_model_and_refuses_unequal_full_batches(fed_co
         train_and_evaluate(fed_config, str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_sigterm_mid_round_saves_and_the_run_resumes_exactly(fed_config, tmp_path, monkeypatch):
     """A real SIGTERM arrives while round 3's batch is built (rounds 1 and 2 in flight): the
     loop saves the last finished round, and the same command finishes with the uninterrupted
@@ -174,6 +178,7 @@ def test_sigterm_mid_round_saves_and_the_run_resumes_exactly(fed_config, tmp_pat
         train_and_evaluate(fed_config, str(tmp_path / "cut"))
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_round(fed_config, tmp_path):
     fed_config.federated.update(fraction=0.5, local_batch=10)
     fed_config.train.update(num_steps=6, eval_every=1, early_stopping_metric="accuracy",
@@ -183,6 +188,7 @@ def test_early_stopping_keeps_the_best_round(fed_config, tmp_path):
     assert out["best_step"] <= out["step"] <= 6 and os.listdir(tmp_path / "run" / "best")
 
 
+@pytest.mark.slow
 def test_language_model_clients_are_documents_and_train(tiny_config, tmp_path):
     """task=lm: one client per training document (per play, LEAF's Shakespeare setting); each
     client's windows lie inside its own document, and a few rounds lower the loss."""

@@ -8,6 +8,7 @@ import pytest
 from lmjax.tasks import make_task
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-6), ("bfloat16", 2e-2)])
 def test_chunked_loss_and_gradients_equal_the_plain_ones(tiny_config, dtype, tol):
     tiny_config.model.dtype = dtype

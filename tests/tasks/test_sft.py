@@ -15,6 +15,8 @@ from lmjax.tasks.base import ANSWERS
 from lmjax.train.loop import train_and_evaluate
 from lmjax.train.restore import load_run
 
+pytestmark = pytest.mark.slow  # servers, subprocesses or trainings: the full suite
+
 NAMES = ["Romeo", "Juliet", "Prospero", "Ariel", "Hamlet", "Lear", "Viola", "Puck"]
 
 

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lmjax.data import sft as sft_data
 from lmjax.data.shakespeare import works
@@ -60,6 +61,7 @@ def old_greedy_answers(apply_fn, params, tokenizer, prompts: list[str], block_si
     return answers
 
 
+@pytest.mark.slow  # the decoder against a cache-free loop: tests/infer/test_generate.py is fast
 def test_answers_equal_the_cache_free_greedy_loop(load_config, tmp_path):
     records = [{"prompt": f"Who is number {i}?" + " And then what?" * (i % 5 * 3),
                 "response": NAMES[i % len(NAMES)]} for i in range(40)]

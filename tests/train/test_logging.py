@@ -42,6 +42,7 @@ def scalars(events) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_a_run_writes_scalars_samples_and_run_info(tiny_config, tmp_path):
     cfg = tiny_config
     cfg.mesh.data = 1
@@ -102,6 +103,7 @@ def _wandb_config(tiny_config, mode="offline"):
     return cfg
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_records_metrics_and_resumes(tiny_config, tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="Weights & Biases is optional (the test extra has it)")
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):

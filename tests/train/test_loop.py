@@ -33,6 +33,7 @@ def cfg(tiny_config):
     return c
 
 
+@pytest.mark.slow
 def test_run_learns_and_writes_its_outputs(cfg, tmp_path):
     cfg.train.num_steps = 60
     cfg.train.log_every = 10
@@ -48,6 +49,7 @@ def test_run_learns_and_writes_its_outputs(cfg, tmp_path):
     assert stored["model"]["d_model"] == cfg.model.d_model
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_run_repeats_the_same_losses(cfg, tmp_path, monkeypatch):
     cfg.model.dropout = 0.1  # dropout noise must resume exactly too
     cfg.train.num_steps, cfg.train.log_every, cfg.checkpoint.every = 20, 1, 100
@@ -70,6 +72,7 @@ def test_interrupted_then_resumed_run_repeats_the_same_losses(cfg, tmp_path, mon
     assert _losses(straight, "val") == pytest.approx(_losses(split, "val"), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_full_batch(cfg, tmp_path):
     cfg.train.num_steps, cfg.train.log_every = 6, 1
     cfg.model.dropout = 0.0
@@ -81,6 +84,7 @@ def test_gradient_accumulation_matches_the_full_batch(cfg, tmp_path):
         assert a[step] == pytest.approx(b[step], rel=1e-5), step
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_restores_on_1(cfg, tmp_path):
     cfg.train.num_steps = 10
     cfg.mesh.update(data=2, fsdp=2, tensor=2)
@@ -91,6 +95,7 @@ def test_checkpoint_from_8_devices_restores_on_1(cfg, tmp_path):
     assert again["val_loss"] == pytest.approx(eight["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_is_refused_not_overwritten(cfg, tmp_path):
     cfg.train.num_steps = 10
     train_and_evaluate(cfg, str(tmp_path))
@@ -100,6 +105,7 @@ def test_incompatible_checkpoint_is_refused_not_overwritten(cfg, tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10"]
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_gives_a_clear_error(cfg, tmp_path):
     cfg.train.num_steps = 10
     train_and_evaluate(cfg, str(tmp_path))
@@ -120,6 +126,7 @@ def test_mesh_that_does_not_divide_the_devices_is_refused(cfg, tmp_path):
         train_and_evaluate(cfg, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_on_eval_sees_each_periodic_evaluation_and_can_stop_the_run(cfg, tmp_path):
     _one_device(cfg)
     seen = []
@@ -139,6 +146,7 @@ def test_on_eval_sees_each_periodic_evaluation_and_can_stop_the_run(cfg, tmp_pat
     assert seen[1][1] == pytest.approx(_losses(tmp_path, "val")[20])
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_a_clear_error(cfg, tmp_path):
     _one_device(cfg)
     cfg.optim.update(name="sgd", learning_rate=1e6, clip_norm=0.0, warmup_steps=0, momentum=0.0)
@@ -163,6 +171,7 @@ def test_monitor_follows_a_scripted_validation_curve(cfg):
     assert again.should_stop and again.best_step == 40
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_checkpoint_and_delivers_it(cfg, tmp_path, monkeypatch):
     _one_device(cfg)
     cfg.train.update(num_steps=100, eval_every=5, early_stopping_metric="loss", patience=2)
@@ -186,6 +195,7 @@ def test_early_stopping_keeps_the_best_checkpoint_and_delivers_it(cfg, tmp_path,
     assert summary["val_accuracy"] == pytest.approx(at_10["accuracy"])
 
 
+@pytest.mark.slow
 def test_init_from_copies_another_runs_weights(cfg, tmp_path):
     _one_device(cfg)
     cfg.train.num_steps = 10
@@ -206,6 +216,7 @@ def test_confusion_matrix_image_shows_each_true_class_row_normalised():
     np.testing.assert_array_equal(image[::2, ::2], [[191, 64], [0, 0]])  # 3/4 and 1/4 of white
 
 
+@pytest.mark.slow
 def test_bf16_compute_follows_the_fp32_loss_curve(cfg, tmp_path):
     # Speed must not cost quality: bf16 compute with fp32 parameters tracks fp32 training.
     # Tolerance: 2% of the loss at every logged step (measured on the CPU default in

@@ -42,6 +42,7 @@ def _logged_val(workdir):
     return [r for r in rows if r["split"] == "val"]
 
 
+@pytest.mark.slow
 def test_evaluate_run_equals_the_trainers_final_evaluation(run):
     workdir, summary = run
     logged = _logged_val(workdir)

@@ -1,4 +1,5 @@
 import jax
+import pytest
 import numpy as np
 
 from lmjax import optim
@@ -8,6 +9,7 @@ from lmjax.train.state import create_state
 from lmjax.tasks import make_task
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_one_batch(tiny_config):
     cfg = tiny_config
     cfg.optim.update(learning_rate=1e-2, warmup_steps=0, schedule="constant")
@@ -28,6 +30,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_config):
     assert np.isfinite(float(metrics["grad_norm"]))
 
 
+@pytest.mark.slow
 def test_the_compiled_step_updates_the_state_in_place(tiny_config):
     """Donation is in the compiled program (the state's buffers alias its outputs), and the
     buffers a step consumed are freed: parameters are updated in place, not copied."""
