@@ -67,6 +67,7 @@ def test_rolling_windows_score_every_token_once_with_a_full_context(lm, tiny_lm)
     assert total == pytest.approx(expected, abs=1e-3)
 
 
+@pytest.mark.slow  # the full suite; test_harness_run.py also checks it end to end
 def test_generate_until_is_greedy_generation_with_the_stops(lm, tiny_lm):
     model, params, tok = tiny_lm
     prompts = ["Question: Who loves Juliet?\nAnswer:", "a", "The Moor of Venice is"]

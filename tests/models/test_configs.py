@@ -167,6 +167,7 @@ def test_to_dict_round_trips(cfg):
     assert set(d) == {f.name for f in dataclasses.fields(cfg)}
 
 
+@pytest.mark.slow  # RNN decoding keeps a fast test in tests/infer/test_generate.py
 def test_the_generator_takes_an_lstm_and_refuses_an_encoder(bert_config):
     """Language models decode (tests/infer/test_generate.py checks an RNN's tokens); a BERT
     has no decoding cache, and the error says what it is."""

@@ -31,19 +31,24 @@ def _reference(apply, params, row):
     return out
 
 
+CONTEXT = 8  # a short context: the reference compiles once per prefix length
+
+
 @pytest.mark.parametrize("kind", ["gpt", pytest.param("rnn", marks=pytest.mark.slow)])
 def test_score_is_each_prefix_alone_on_right_padded_rows(gpt_config, rnn_config, kind):
     rng = np.random.default_rng(0)
-    model = (GPT(gpt_config()) if kind == "gpt" else
-             RNNLM(rnn_config(vocab_size=50, block_size=16)))
+    model = (GPT(gpt_config(block_size=CONTEXT)) if kind == "gpt" else
+             RNNLM(rnn_config(vocab_size=50, block_size=CONTEXT)))
     params = _init(model)
-    rows = [rng.integers(0, 50, n).tolist() for n in (9, 3, 17)]  # 17: context + 1
-    tokens = np.zeros((4, 17), np.int32)
+    full = CONTEXT + 1  # a row of the context plus the token after it
+    lengths = (5, 3, full)
+    rows = [rng.integers(0, 50, n).tolist() for n in lengths]
+    tokens = np.zeros((4, full), np.int32)
     for b, r in enumerate(rows):
         tokens[b, :len(r)] = r
-        tokens[b, len(r):] = rng.integers(0, 50, 17 - len(r))  # padding: anything
-    s = dec.score(model, params, tokens, np.array([9, 3, 17, 0]), top_k=3)
-    assert s.logprobs.shape == (4, 16) and s.top_ids.shape == (4, 16, 3)
+        tokens[b, len(r):] = rng.integers(0, 50, full - len(r))  # padding: anything
+    s = dec.score(model, params, tokens, np.array([*lengths, 0]), top_k=3)
+    assert s.logprobs.shape == (4, CONTEXT) and s.top_ids.shape == (4, CONTEXT, 3)
     apply = jax.jit(model.apply)
     for b, r in enumerate(rows):
         ref = _reference(apply, params, r)

@@ -131,6 +131,7 @@ def test_only_the_policy_gets_gradients_and_the_reference_is_the_first_step(dpo_
     assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(g_ref))
 
 
+@pytest.mark.slow  # DPO's core (policy gradients, a frozen reference) stays fast
 def test_with_lora_the_reference_is_the_base_model(dpo_config):
     dpo_config.lora.rank = 4
     task = make_task(dpo_config, **QUIET)

@@ -183,6 +183,7 @@ def test_completion_length_ends_with_the_stop_string(grpo_config):
     np.testing.assert_array_equal(scores, [1.0, 0.0, 0.0])
 
 
+@pytest.mark.slow  # the loss and rollouts keep fast tests; this one compiles two steps
 def test_beta_zero_keeps_no_reference_and_mu_keeps_the_rollout_batch(grpo_config):
     grpo_config.rl.beta = 0.0
     variables = jax.eval_shape(make_task(grpo_config, **QUIET).init_variables,
