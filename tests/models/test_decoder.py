@@ -29,7 +29,7 @@ def _init(cfg, seed=0):
 
 
 def _slow(*values):
-    """A parametrization the full suite runs (the fast tier keeps one case of each test)."""
+    """A parametrization the full suite runs (the fast tier keeps one case of most tests)."""
     return pytest.param(*values, marks=pytest.mark.slow)
 
 
@@ -52,9 +52,11 @@ def test_every_parameter_has_logical_axis_names(decoder_config, family):
     assert attn["k"]["kernel"].value.shape == (32, 2, 8)  # key/value heads, not query heads
 
 
+# All in the full suite: the GPT's scan test is in the fast tier, and this one compiles four
+# models (scanned and not, forward and backward).
 @pytest.mark.parametrize("family,remat", [_slow("gemma3", "none"), _slow("gemma3", "full"),
                                           _slow("mistral", "none"), _slow("mistral", "full"),
-                                          ("qwen2", "none"), _slow("qwen2", "full")])
+                                          _slow("qwen2", "none"), _slow("qwen2", "full")])
 def test_scanned_layers_compute_the_same_function(decoder_config, family, remat):
     """Gemma 3 with 4 layers mixes local and global ones inside the scan (2 layers are enough
     for the others, and compile in half the time)."""

@@ -46,7 +46,6 @@ def test_every_parameter_has_logical_axis_names(gpt_config):
         assert len(box.names) == box.value.ndim and all(box.names)
 
 
-@pytest.mark.slow
 def test_scanned_layers_compute_the_same_function(gpt_config):
     cfg, scfg = gpt_config(), gpt_config(scan_layers=True)
     params = nn.meta.unbox(_init(cfg))
