@@ -45,7 +45,7 @@ from ml_collections import config_flags
 
 from lmjax.cli.common import config_arg, fail
 from lmjax.config import load_config
-from lmjax.convert.hf import from_hf, hf_kind, hf_task, to_hf
+from lmjax.convert.hf import from_hf, hf_kind, task_of, to_hf
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/gpt.py:gpt2_124m", "from_hf: the training config to fine-tune with.",
@@ -78,14 +78,15 @@ def main(args: list[str]) -> None:
     else:
         if not (_HF.value and _WORKDIR.value):
             fail("from_hf needs --hf (a model directory or Hub id) and --workdir.")
-        task, cfg = hf_task(_HF.value), _CONFIG.value
+        kind, cfg = hf_kind(_HF.value), _CONFIG.value  # reads config.json once
+        task = task_of(kind)
         if task != "lm" and not config_arg(sys.argv):
             if any(a.startswith("--config.") for a in sys.argv):
                 fail(f"{_HF.value} is a BERT: give --config={DEFAULT_CONFIGS[task]} (or another "
                      "config of that task) with the --config.* overrides.")
             cfg = load_config(DEFAULT_CONFIGS[task])
         result = from_hf(_HF.value, _WORKDIR.value, cfg, tokenizer=_TOKENIZER.value)
-        if hf_kind(_HF.value) == "decoder":  # result: the fine-tuning command
+        if kind == "decoder":  # result: the fine-tuning command
             print(f"Wrote step 0 of {_WORKDIR.value} from {_HF.value}. Fine-tune with:\n"
                   f"  {result}\nor generate: lmjax generate --workdir={_WORKDIR.value} "
                   "--prompt=...")

@@ -107,11 +107,10 @@ def hf_kind(source: str) -> str:
     return "decoder"
 
 
-def hf_task(source: str) -> str:
-    """The lmjax task a Hugging Face model directory (or Hub id) converts to: 'lm' (GPT-2 and
+def task_of(kind: str) -> str:
+    """The lmjax task a kind of Hugging Face model (`hf_kind`) converts to: 'lm' (GPT-2 and
     the decoder families), 'text_classify' (BertForSequenceClassification) or 'mlm' (other
     BERTs)."""
-    kind = hf_kind(source)
     return "lm" if kind in ("gpt2", "decoder") else kind
 
 
@@ -124,7 +123,7 @@ def from_hf(source: str, workdir: str, cfg, tokenizer: str = "", log=print,
     if os.path.exists(rundir.checkpoint_dir(workdir)):
         raise FileExistsError(f"{workdir} already holds checkpoints: choose a new --workdir.")
     kind = hf_kind(source)
-    task = "lm" if kind in ("gpt2", "decoder") else kind
+    task = task_of(kind)
     if cfg is None:
         cfg = config_for(task)
     if kind == "decoder":
@@ -239,8 +238,6 @@ def _read_tokenizer(path: str):
             f"{path}: {e} The tokenizer encodes the fine-tuning data and drives generation: "
             "save it beside the weights (AutoTokenizer.from_pretrained(...).save_pretrained(dir))"
             " or pass --tokenizer=<dir or tokenizer.json>.") from None
-
-
 
 
 def _from_hf_decoder(source: str, workdir: str, cfg, tokenizer: str, log) -> str:
