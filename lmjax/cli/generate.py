@@ -20,12 +20,21 @@ from its run.json; --template=qa (or a template string) does the same for any ru
 turns it off. --questions=FILE.jsonl answers every record's prompt greedily and prints exact
 match and F1 (SQuAD's definitions) against its response; --few_shot=N puts the first N records
 of --few_shot_file before each question (the few-shot baseline of a base model).
+
+Preference pairs for DPO from a model's own mistakes (docs/posttraining.md):
+
+    lmjax generate --workdir=runs/qa-sft --questions=runs/qa_data/train.jsonl \\
+        --pairs_out=runs/qa_pairs/train.jsonl
+
+writes {prompt, chosen, rejected, answers} for each question answered wrongly: chosen is the
+reference, rejected the model's greedy answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -59,6 +68,9 @@ _QUESTIONS = flags.DEFINE_string("questions", "", "A JSONL file of {'prompt', 'r
 _FEW_SHOT = flags.DEFINE_integer("few_shot", 0, "Examples from --few_shot_file put before each "
                                  "question (with the template).")
 _FEW_SHOT_FILE = flags.DEFINE_string("few_shot_file", "", "JSONL records for --few_shot.")
+_PAIRS = flags.DEFINE_string("pairs_out", "", "With --questions: write a DPO preference pair "
+                             "(chosen: the reference, rejected: the answer) for each question "
+                             "answered wrongly to this JSONL file.")
 _SHOW = flags.DEFINE_integer("show", 10, "With --questions: answers printed next to their "
                              "references.")
 
@@ -121,6 +133,20 @@ def _answer_file(gen, template: str, stop: tuple[str, ...], shots: str) -> None:
 
     print(json.dumps({"questions": len(records), **rounded(scores), "few_shot": _FEW_SHOT.value,
                       "by_kind": {k: rounded(v) for k, v in kinds.items()}}))
+    if _PAIRS.value:
+        _write_pairs(records, answers, refs)
+
+
+def _write_pairs(records: list[dict], answers: list[str], refs: list[list[str]]) -> None:
+    """A pair for each answer that matches none of its references (SQuAD's exact match)."""
+    pairs = [{"prompt": r["prompt"], "chosen": ref[0], "rejected": a, "answers": ref}
+             for r, a, ref in zip(records, answers, refs)
+             if qa.best(qa.exact_match, a, ref) < 1]
+    os.makedirs(os.path.dirname(os.path.abspath(_PAIRS.value)), exist_ok=True)
+    with open(_PAIRS.value, "w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in pairs)
+    print(f"{len(pairs)} preference pairs (of {len(records)} questions) -> {_PAIRS.value}",
+          file=sys.stderr)
 
 
 def _requests() -> list[Request]:
@@ -145,6 +171,8 @@ def main(args: list[str]) -> None:
     shots = _shots(template, sft.DEFAULT_END if not loaded.cfg.get("sft") else
                    loaded.cfg.sft.end)
     print(f"Model: {loaded.source}", file=sys.stderr)
+    if _PAIRS.value and not _QUESTIONS.value:
+        fail("--pairs_out needs --questions (the questions to answer).")
     if _QUESTIONS.value:
         gen = Generator(model, params, loaded.tokenizer, max_batch=64)
         _answer_file(gen, template, tuple(_STOP.value) or stop, shots)

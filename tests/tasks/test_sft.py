@@ -96,7 +96,7 @@ def test_response_mask_covers_exactly_the_answers(sft_config):
 
 
 def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
-        sft_config, pretrained, tmp_path, run_module, capsys):
+        sft_config, pretrained, qa_file, tmp_path, run_module, capsys):
     """One short run covers init_from, LoRA (only the adapters change), the QA report at the
     end, and answering through lmjax generate with the run's template."""
     sft_config.lora.update(rank=2, targets="qkv,out,fc")  # qkv: GPT's fused projection
@@ -146,3 +146,19 @@ def test_lora_sft_run_from_a_pretrained_lm_reports_qa_and_generates(
                    "--max_new_tokens=4", "--temperature=0")
     assert r.returncode == 0, r.stderr
     assert "Question: Who is number 3?\nAnswer: " in r.stdout
+
+    # --questions answers a file greedily; --pairs_out turns its mistakes into DPO pairs.
+    pairs_file = tmp_path / "pairs" / "train.jsonl"
+    r = run_module("generate", f"--workdir={workdir}", f"--questions={qa_file}",
+                   "--max_new_tokens=4", f"--pairs_out={pairs_file}", "--show=48")
+    assert r.returncode == 0, r.stderr
+    shown = [line for line in r.stdout.splitlines() if line.startswith("'Who is number")]
+    assert len(shown) == 48
+    scores = json.loads(r.stdout.splitlines()[-1])
+    pairs = [json.loads(line) for line in open(pairs_file)]
+    assert len(pairs) == round(48 * (1 - scores["exact_match"] / 100))
+    questions = {f"Who is number {i}?": NAMES[i % len(NAMES)] for i in range(48)}
+    for p in pairs:  # the reference is chosen, the model's own (wrong) answer rejected
+        assert p["chosen"] == p["answers"][0] == questions[p["prompt"]]
+        assert p["rejected"].strip().lower() != p["chosen"].lower()
+        assert f"{p['prompt']!r} -> {p['rejected']!r}" in r.stdout
