@@ -46,27 +46,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     gpt = os.path.join(os.path.dirname(__file__), "gpt.py")
     c = load_config(f"{gpt}:{'tiny' if preset == 'tiny' else 'cpu'}")
 
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "llama"         # llama | qwen2 | qwen3 | mistral | gemma2 | gemma3
-    c.model.vocab_size = 0         # 0: taken from the tokenizer
-    c.model.block_size = 128       # context length, also the training sequence length
-    c.model.num_layers = 4
-    c.model.num_heads = 4
-    c.model.num_kv_heads = 2       # grouped-query attention: 2 key/value heads for 4 queries
-    c.model.head_dim = 0           # 0: d_model // num_heads
-    c.model.d_model = 128
-    c.model.mlp_dim = 400          # the gated MLP's width
-    c.model.rope_theta = 10000.0
-    c.model.sliding_window = 0     # local layers' window (families with layer_pattern 'L')
-    c.model.tie_embeddings = True
-    c.model.dropout = 0.0
-    c.model.dtype = "float32"      # compute dtype; 'bfloat16' on accelerators
-    c.model.param_dtype = "float32"
-    c.model.attention = "auto"     # 'auto' | 'xla' | 'cudnn' (jax.nn.dot_product_attention)
-    c.model.scan_layers = False    # nn.scan over the blocks: faster compiles for deep models
-    c.model.remat = "none"         # activation checkpointing per block: 'none' | 'dots' | 'full'
-
-    if preset == "cpu":  # about the GPT default's 0.82M parameters (docs/models.md)
+    # The default's model section (configs/gpt.py: decoder_model): the block, at 0.82M.
+    c.model = load_config(f"{gpt}:cpu").model
+    if preset == "cpu":  # configs/gpt.py's default, as it is
         pass
     elif preset == "tiny":  # seconds, for tests and smoke runs (gpt.py:tiny's budget)
         c.model.update(num_layers=2, num_heads=2, num_kv_heads=1, d_model=32, mlp_dim=96,

@@ -45,7 +45,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     add_switches(c, "lora")        # rank 0: off; lmjax/tasks/adapters.py
     c.lora.targets = "out,fc,proj"   # among out (attention output), fc, proj (MLP), qkv
 
-    # The pretrained model's shape (configs/gpt.py with block_size 256; see docs/finetune.md).
+    # The pretrained model's shape (configs/gpt.py:cpu_gpt2 with block_size 256; docs/finetune.md).
     c.model.vocab_size = 0         # 0: taken from the tokenizer
     c.model.block_size = 256
     c.model.num_layers = 4

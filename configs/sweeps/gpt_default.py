@@ -1,9 +1,10 @@
-"""TPE search around the CPU GPT default (configs/gpt.py) at 400 steps instead of 2,450.
+"""TPE search around the CPU GPT default with GPT-2's block (configs/gpt.py:cpu_gpt2, the default
+until 2026-12-06) at 400 steps instead of 2,450.
 
-    lmjax sweep --config=configs/gpt.py --sweep=configs/sweeps/gpt_default.py
+    lmjax sweep --config=configs/gpt.py:cpu_gpt2 --sweep=configs/sweeps/gpt_default.py
 
 16 trials on a 2-core CPU. Compare with the default at the same
-budget: lmjax train --config=configs/gpt.py --config.train.num_steps=400
+budget: lmjax train --config=configs/gpt.py:cpu_gpt2 --config.train.num_steps=400
 --config.train.eval_every=100 --config.train.final_eval_examples=256 --config.sample.num_samples=0
 Results: docs/sweeps.md.
 """
