@@ -5,6 +5,9 @@ Hugging Face `generate` on the same weights.
     lmjax bench_generate --workdir=runs/gpt
     # GPT-2 124M with random weights (no data needed), against transformers on the same weights
     lmjax bench_generate --config=configs/gpt.py:gpt2_124m --hf_compare
+    # a decoder family (Qwen3-0.6B's shape, float32) against its bound and Qwen3ForCausalLM
+    lmjax bench_generate --config=configs/llama.py:qwen3_0_6b --config.model.dtype=float32 \
+        --batch_sizes=1,8 --new_tokens=64 --bound --hf_compare
     # batch 1 against the memory-bandwidth bound this run measures, and the int8 weights
     lmjax bench_generate --config=configs/gpt.py:gpt2_124m --batch_sizes=1 --bound \
         --int8 --hf_compare
@@ -19,11 +22,16 @@ Hugging Face `generate` on the same weights.
 Decoding is timed on the device path (prefill, then the jitted decode loop) after a warm-up
 run that compiles it; the generated tokens are fetched to the host inside the timing. Time to
 first token is the prefill of the batch, including the first sampled token on the host.
+--hf_compare writes the same weights as Hugging Face's (what `lmjax convert to_hf` writes),
+loads them with AutoModelForCausalLM (GPT2LMHeadModel, LlamaForCausalLM, Qwen3ForCausalLM, ...)
+and times its `generate` on the same prompts, greedy with its KV cache, in the model's compute
+dtype on a GPU (float32 on a CPU); it prints how many leading tokens both generated alike.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from absl import flags
 from ml_collections import config_flags
 
@@ -31,9 +39,9 @@ from lmjax.cli.common import fail
 from lmjax.infer import int8
 from lmjax.infer.load import load
 from lmjax.models.generator import Generator
-from lmjax.serve.benchmark import (bench_overload, bench_server, bytes_per_token,
-                                   model_from_config, read_bandwidth, time_generation,
-                                   time_hf)
+from lmjax.serve.benchmark import (bench_overload, bench_server, bytes_per_token, hf_model,
+                                   model_from_config, read_bandwidth, same_prefix,
+                                   time_generation, time_hf)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "With random weights: the config "
                                           "whose model to build.", lock_config=True)
@@ -42,8 +50,9 @@ _BATCHES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes to time.")
 _PROMPT = flags.DEFINE_integer("prompt_len", 32, "Prompt tokens per row.")
 _NEW = flags.DEFINE_integer("new_tokens", 256, "Greedy tokens per row (capped by the context).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per batch size (the median counts).")
-_HF = flags.DEFINE_bool("hf_compare", False, "Also time transformers' GPT2LMHeadModel.generate "
-                        "(PyTorch, KV cache, bfloat16 on a GPU) on the same weights.")
+_HF = flags.DEFINE_bool("hf_compare", False, "Also time transformers' generate (PyTorch, KV "
+                        "cache, the model's compute dtype on a GPU) on the same weights and "
+                        "prompts: GPT2LMHeadModel, or the decoder family's class.")
 _BOUND = flags.DEFINE_bool("bound", False, "Measure the memory read bandwidth and print batch "
                            "1's bound: bandwidth / (weight + KV-cache bytes per token).")
 _BOUND_GIB = flags.DEFINE_float("bound_gib", 1.0, "--bound: GiB read to measure the bandwidth "
@@ -100,6 +109,7 @@ def main(args: list[str]) -> None:
         qmodel, qparams = int8.quantize(model, params)
         variants.append(("int8 ", Generator(qmodel, qparams, tokenizer, max_batch=max(batches),
                                             stop_at_eot=False)))
+    hf = hf_model(model.cfg, params) if _HF.value else None  # loaded once, for every batch
     for b in batches:
         fp = None
         for name, gen in variants:
@@ -113,17 +123,21 @@ def main(args: list[str]) -> None:
                     note += f" ({bound:,.1f} tokens/s: {own / 1e6:.0f} MB per token)"
             if fp is not None:
                 note += f"; {r['tokens_per_s'] / fp:.2f}x float"
-            fp = fp or r["tokens_per_s"]
+            else:
+                fp, tokens = r["tokens_per_s"], r["tokens"]
             print(f"{name}  batch {b:3d}: {r['tokens_per_s']:10,.0f} tokens/s "
                   f"(decode alone {r['decode_tokens_per_s']:,.0f}), time to first token "
                   f"{1e3 * r['ttft_s']:.1f} ms, {r['total_s']:.3f} s per run "
                   f"(compile {r['compile_s']:.1f} s){note}", flush=True)
         if _HF.value:
-            h = time_hf(model.cfg, params, b, _PROMPT.value, new, _REPEATS.value)
+            h = time_hf(hf, model.cfg.vocab_size, b, _PROMPT.value, new, _REPEATS.value)
+            same = same_prefix(tokens, h["tokens"])
             print(f"HF     batch {b:3d}: {h['tokens_per_s']:10,.0f} tokens/s, time to first "
                   f"token {1e3 * h['ttft_s']:.1f} ms ({h['device']}); lmjax is "
                   f"{fp / h['tokens_per_s']:.1f}x"
-                  + (f", int8 {r['tokens_per_s'] / h['tokens_per_s']:.1f}x" if _INT8.value else ""))
+                  + (f", int8 {r['tokens_per_s'] / h['tokens_per_s']:.1f}x" if _INT8.value else "")
+                  + f"; same greedy tokens: the first {same} of {new} in every row "
+                  f"(HF {h['dtype']}, lmjax {jnp.dtype(model.cfg.dtype).name})", flush=True)
     if _SERVER.value:
         bad = set(_ENGINES.value) - {"slots", "static"}
         if bad:

@@ -118,15 +118,25 @@ def sample(logits: jax.Array, sampling: Sampling, step: jax.Array) -> jax.Array:
     logits = logits.astype(jnp.float32)
     greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-    def draw():
-        filtered = filter_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+    def draw(filtered):
         # The n-th token of a row uses draw n of the row's key, whatever the batch around it.
         keys = jax.vmap(jax.random.fold_in)(sampling.keys, sampling.offset + step)
         drawn = jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
         return jnp.where(sampling.temperature > 0, drawn, greedy)
 
-    # All-greedy batches skip the vocabulary sort.
-    return jax.lax.cond(jnp.any(sampling.temperature > 0), draw, lambda: greedy)
+    def scaled():  # what filter_logits keeps when no row cuts (fp32 rounding aside)
+        return draw(logits / jnp.maximum(sampling.temperature, 1e-6)[:, None])
+
+    def cut():
+        return draw(filter_logits(logits, sampling.temperature, sampling.top_k, sampling.top_p))
+
+    # All-greedy batches skip the draw; batches where no sampled row has a top-k or top-p cut
+    # (GRPO's rollouts) skip the vocabulary sort, which at a 150k vocabulary costs more than
+    # the model's step. One conditional, as before: on GPUs each costs a host round trip.
+    sampled = sampling.temperature > 0
+    cuts = sampled & ((sampling.top_k > 0) | (sampling.top_p < 1))
+    branch = jnp.where(jnp.any(cuts), 2, jnp.where(jnp.any(sampled), 1, 0))
+    return jax.lax.switch(branch, [lambda: greedy, scaled, cut])
 
 
 @functools.partial(jax.jit, static_argnames=("model", "slots"))

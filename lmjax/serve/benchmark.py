@@ -1,6 +1,7 @@
 """Timing generation (the library of `lmjax bench_generate`): tokens/s and time to
 first token through the Generator's own prefill and decode, Hugging Face `generate` on the
-same weights, and the HTTP server under concurrent clients.
+same weights (a GPT as GPT2LMHeadModel, a decoder family's model as its own class), and the
+HTTP server under concurrent clients.
 
 Decoding is timed on the device path (prefill, then the jitted decode loop) after a warm-up
 run that compiles it; the generated tokens are fetched to the host inside the timing. Time to
@@ -20,11 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.convert import gpt2
+from lmjax.convert import decoders, gpt2
 from lmjax.infer import int8
+from lmjax.models.decoder import DecoderConfig
 from lmjax.models.generator import Request
-from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
+from lmjax.models.gpt import GPTConfig, unstack_layers
 from lmjax.serve.batcher import warm_up
+from lmjax.tasks.lm import GPT, model_family
+
+# What writes a model's weights as Hugging Face's (lmjax convert to_hf), by its config's type.
+HF_WRITERS = {GPTConfig: gpt2.write_hf, DecoderConfig: decoders.write_hf}
 
 
 class _NoTokenizer:
@@ -38,44 +44,52 @@ class _NoTokenizer:
 
 
 def model_from_config(cfg):
-    """(GPT, random parameters, a stand-in tokenizer, a description) for `cfg`'s model."""
-    vocab = cfg.model.vocab_size or cfg.data.vocab_size or 256
-    model = GPT(GPTConfig.from_section(cfg.model, vocab_size=vocab))
+    """(model, random parameters, a stand-in tokenizer, a description) for `cfg`'s model: a
+    GPT, or a decoder family's (model.name: llama, qwen3, ...; configs/llama.py)."""
+    vocab = cfg.model.get("vocab_size") or cfg.data.get("vocab_size") or 256
+    family = model_family(cfg.model)
+    model = family.module(family.config.from_section(cfg.model, vocab_size=vocab))
     params = jax.jit(lambda k: nn.meta.unbox(model.init(k, jnp.zeros((1, 8), jnp.int32)))[
         "params"])(jax.random.PRNGKey(0))
+    name = "GPT" if family is GPT else cfg.model.name
     return model, params, _NoTokenizer(), f"{cfg.model.num_layers}-layer d={cfg.model.d_model} "\
-        f"GPT, random weights"
+        f"{name}, random weights"
+
+
+def prompts(batch: int, prompt_len: int, vocab: int, seed: int = 0) -> np.ndarray:
+    """(batch, prompt_len) random token ids: the prompts both lmjax and transformers get."""
+    return np.random.default_rng(seed).integers(0, vocab, (batch, prompt_len)).astype(np.int32)
 
 
 def time_generation(generator, batch: int, prompt_len: int, new_tokens: int,
                     repeats: int = 3) -> dict:
     """Median seconds for prefill (time to first token) and for the whole generation, through
-    the Generator's own prefill and decode."""
-    rng = np.random.default_rng(0)
-    vocab = generator.model.cfg.vocab_size
-    contexts = [rng.integers(0, vocab, prompt_len).astype(np.int32) for _ in range(batch)]
+    the Generator's own prefill and decode; and the greedy tokens (batch, new_tokens)."""
+    contexts = list(prompts(batch, prompt_len, generator.model.cfg.vocab_size))
     requests = [Request("", max_new_tokens=new_tokens)] * batch
 
     def run():
         t0 = time.perf_counter()
         state, capacity = generator.prefill(contexts, requests, [0] * batch, [new_tokens] * batch)
-        jax.device_get(state.last)
+        first = jax.device_get(state.last)
         t1 = time.perf_counter()
         state, out, written = generator.decode(state, new_tokens - 1, capacity)
         out, written = jax.device_get((out, written))
         t2 = time.perf_counter()
         assert int(written) == new_tokens - 1
-        return t1 - t0, t2 - t0
+        tokens = np.concatenate([first[:batch, None], out[:batch, :new_tokens - 1]], axis=1)
+        return t1 - t0, t2 - t0, tokens
 
     t = time.perf_counter()
     run()  # compiles
     compile_s = time.perf_counter() - t
     times = [run() for _ in range(repeats)]
-    ttft = statistics.median(a for a, _ in times)
-    total = statistics.median(b for _, b in times)
+    ttft = statistics.median(a for a, _, _ in times)
+    total = statistics.median(b for _, b, _ in times)
     return {"batch": batch, "ttft_s": ttft, "total_s": total, "compile_s": compile_s,
             "tokens_per_s": batch * new_tokens / total,
-            "decode_tokens_per_s": batch * (new_tokens - 1) / max(total - ttft, 1e-9)}
+            "decode_tokens_per_s": batch * (new_tokens - 1) / max(total - ttft, 1e-9),
+            "tokens": times[-1][2]}
 
 
 def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict:
@@ -103,46 +117,77 @@ def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict:
 
 
 def bytes_per_token(params, cfg, slots: int) -> int:
-    """What decoding one token at batch 1 reads: every parameter (the tied embedding is the
-    output layer's matrix) and every layer's keys and values over the cache's `slots` (the
-    decoding step attends over all of them, masked)."""
+    """What decoding one token at batch 1 reads: every parameter (a tied embedding is the
+    output layer's matrix; an untied input embedding is only gathered from, one row, so it is
+    left out) and every layer's keys and values over the cache's `slots` (the decoding step
+    attends over all of them, masked): the key/value heads', which grouped-query attention
+    makes fewer than the query heads."""
     weights = int8.weight_bytes(params)["total"]
+    if not getattr(cfg, "tie_embeddings", True):
+        table = params["embed"]["embedding"]
+        weights -= table.size * jnp.dtype(table.dtype).itemsize
     dtype = jnp.dtype(getattr(cfg, "dtype", "float32"))
-    return int(weights + 2 * cfg.num_layers * slots * cfg.d_model * dtype.itemsize)
+    width = getattr(cfg, "num_kv_heads", 0) * getattr(cfg, "head_dim", 0) or cfg.d_model
+    return int(weights + 2 * cfg.num_layers * slots * width * dtype.itemsize)
 
 
-def time_hf(model_cfg, params, batch: int, prompt_len: int, new_tokens: int,
-            repeats: int = 3) -> dict:
-    """transformers' generate (greedy, KV cache) on the same weights, bfloat16 on a GPU."""
+def hf_model(model_cfg, params):
+    """transformers' model of the same weights: what `lmjax convert to_hf` writes (a GPT as
+    GPT2LMHeadModel, a decoder family's model as LlamaForCausalLM, Qwen3ForCausalLM, ...),
+    through a temporary directory, loaded by AutoModelForCausalLM: on a GPU in the model's
+    compute dtype (bfloat16 or float32), on a CPU in float32."""
     # PyTorch and transformers: optional (.[test]/.[hf]), only for --hf_compare.
     import torch  # noqa: lazy, optional
     import transformers  # noqa: lazy, optional
 
-    params = unstack_layers(jax.device_get(params), model_cfg.num_layers)
+    writer = HF_WRITERS.get(type(model_cfg))
+    if writer is None:
+        raise ValueError(f"--hf_compare: a {type(model_cfg).__name__.replace('Config', '')} "
+                         "model has no Hugging Face class here (GPT and the decoder families).")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = getattr(torch, jnp.dtype(model_cfg.dtype).name) if device == "cuda" else \
+        torch.float32
+    params = unstack_layers(jax.device_get(params), model_cfg.num_layers)
     with tempfile.TemporaryDirectory() as tmp:
-        gpt2.write_hf(tmp, jax.tree.map(lambda x: np.asarray(x, np.float32), params), model_cfg)
-        hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, dtype=dtype).to(device).eval()
-    ids = torch.as_tensor(np.random.default_rng(0).integers(
-        0, model_cfg.vocab_size, (batch, prompt_len)), device=device)
+        writer(tmp, jax.tree.map(lambda x: np.asarray(x, np.float32), params), model_cfg)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype)
+    return hf.to(device).eval()
+
+
+def time_hf(hf, vocab_size: int, batch: int, prompt_len: int, new_tokens: int,
+            repeats: int = 3) -> dict:
+    """`hf_model`'s generate (greedy, KV cache) on the prompts lmjax gets (`prompts`). Returns
+    the timings and the greedy tokens (batch, new_tokens) of its first run."""
+    import torch  # noqa: lazy, optional (.[test]/.[hf]), only for --hf_compare
+
+    cuda = hf.device.type == "cuda"
+    ids = torch.as_tensor(prompts(batch, prompt_len, vocab_size), dtype=torch.long,
+                          device=hf.device)
 
     def run(n):
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
         with torch.no_grad():
-            hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                        min_new_tokens=n, do_sample=False, pad_token_id=0)
-        if device == "cuda":
+            out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                              min_new_tokens=n, do_sample=False, pad_token_id=0)
+        if cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - t
+        return time.perf_counter() - t, out[:, prompt_len:].cpu().numpy()
 
-    run(new_tokens)  # warm-up
-    total = statistics.median(run(new_tokens) for _ in range(repeats))
-    ttft = statistics.median(run(1) for _ in range(repeats))
-    return {"batch": batch, "ttft_s": ttft, "total_s": total, "device": device,
-            "tokens_per_s": batch * new_tokens / total}
+    _, tokens = run(new_tokens)  # warm-up
+    total = statistics.median(run(new_tokens)[0] for _ in range(repeats))
+    ttft = statistics.median(run(1)[0] for _ in range(repeats))
+    return {"batch": batch, "ttft_s": ttft, "total_s": total, "device": hf.device.type,
+            "dtype": str(hf.dtype).replace("torch.", ""),
+            "tokens_per_s": batch * new_tokens / total, "tokens": tokens}
+
+
+def same_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading tokens every row of `a` and `b` (batch, n) share."""
+    n = min(a.shape[1], b.shape[1])
+    differ = (a[:, :n] != b[:, :n]).any(axis=0)
+    return int(np.argmax(differ)) if differ.any() else n
 
 
 def _workload(requests: int, mixed: bool, new_tokens: int, context: int, seed: int = 0):

@@ -1,6 +1,7 @@
 """The generation benchmark (lmjax/serve/benchmark.py, the library of `lmjax
-bench_generate`): a random-weight model from a config, and timings through the
-Generator's own prefill and decode."""
+bench_generate`): a random-weight model from a config (a GPT or a decoder family), timings
+through the Generator's own prefill and decode, and transformers' generate on the same weights
+and prompts giving the same greedy tokens."""
 
 import jax
 import numpy as np
@@ -33,7 +34,8 @@ def generator(load_config):
 def test_time_generation_reports_positive_rates(generator, batch):
     r = time_generation(generator, batch, PROMPT, NEW, repeats=2)
     assert set(r) == {"batch", "ttft_s", "total_s", "compile_s", "tokens_per_s",
-                      "decode_tokens_per_s"}
+                      "decode_tokens_per_s", "tokens"}
+    assert r["tokens"].shape == (batch, NEW)
     assert r["batch"] == batch
     assert 0 < r["ttft_s"] <= r["total_s"] and r["compile_s"] > 0
     assert r["tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
@@ -99,3 +101,28 @@ def test_the_command_times_int8_beside_float_against_the_bound(run_module):
     float_line = next(line for line in lines if line.startswith("lmjax  batch   1"))
     int8_line = next(line for line in lines if line.startswith("int8   batch   1"))
     assert "of its bound" in float_line and "x float" in int8_line
+
+
+def test_a_decoder_family_against_transformers_on_the_same_weights(load_config):
+    # Qwen 3's block, untied, 2 key/value heads for 4 queries: the same greedy tokens from
+    # lmjax's decoder and from Qwen3ForCausalLM's generate (what --hf_compare times).
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from lmjax.models.decoder import DecoderConfig
+    from lmjax.serve.benchmark import bytes_per_token, hf_model, same_prefix, time_hf
+
+    cfg = load_config("tiny", "llama.py")  # 2 layers, d=32, context 32
+    cfg.model.update(name="qwen3", num_heads=4, num_kv_heads=2, tie_embeddings=False,
+                     vocab_size=VOCAB)
+    model, params, tokenizer, source = model_from_config(cfg)
+    assert isinstance(model.cfg, DecoderConfig) and model.cfg.qk_norm  # the family's features
+    assert source == "2-layer d=32 qwen3, random weights"
+    gen = Generator(model, params, tokenizer, max_batch=2, stop_at_eot=False)
+    ours = time_generation(gen, 2, PROMPT, NEW, repeats=1)
+    theirs = time_hf(hf_model(model.cfg, params), VOCAB, 2, PROMPT, NEW, repeats=1)
+    assert theirs["tokens"].shape == (2, NEW) and theirs["dtype"] == "float32"
+    assert same_prefix(ours["tokens"], theirs["tokens"]) == NEW
+    # Batch 1 reads every weight but the untied input table, and 2 key/value heads of 8.
+    weights = 4 * sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    assert bytes_per_token(params, model.cfg, 24) == (weights - 4 * VOCAB * 32
+                                                      + 2 * 2 * 24 * (2 * 8) * 4)
