@@ -7,15 +7,23 @@
     lmjax train --config=configs/grpo.py --config.init_from=runs/qa-sft \\
         --config.data.name=qa_shakespeare --workdir=runs/qa-grpo   # exact match on the QA set
     lmjax train --config=configs/grpo.py:tiny ...       # seconds: smoke test
+    # a released decoder's shape (configs/llama.py's presets) with random weights, on addition
+    # problems whose tokenizer is padded to its vocabulary: rollout and update throughput
+    lmjax addition_data --out=runs/add-qwen3 --vocab_size=151936
+    python benchmarks/rollout_speed.py --config=configs/grpo.py:qwen3_0_6b --step \\
+        --config.data.train_file=runs/add-qwen3/train.jsonl \\
+        --config.data.val_file=runs/add-qwen3/val.jsonl \\
+        --config.data.tokenizer_file=runs/add-qwen3/tokenizer.json
 
 Prompts are JSONL records with a string 'prompt' (and 'response' / 'answers' for the built-in
 rewards), put through sft.template; completions stop at sft.stop and at most
-sft.max_answer_tokens. Everything but the data and the RL section is configs/sft.py's: the model
-must have the init_from run's shape, whose tokenizer is used. docs/posttraining.md has the
-walkthrough and figures.
+sft.max_answer_tokens. Everything but the data and the RL section is configs/sft.py's (a
+released shape's preset: with configs/llama.py's model): the model must have the init_from
+run's shape, whose tokenizer is used. docs/posttraining.md has the walkthrough and figures.
 """
 
 import os
+import runpy
 
 import ml_collections
 
@@ -25,8 +33,12 @@ from lmjax.tasks import with_switches
 
 @with_switches  # '<preset>+<switch>': a preset with a training switch's section
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    sft = os.path.join(os.path.dirname(__file__), "sft.py")
-    c = load_config(f"{sft}:{preset}")  # SFT's cpu or tiny preset
+    here = os.path.dirname(__file__)
+    sizes = runpy.run_path(os.path.join(here, "llama.py"))["SIZES"]
+    if preset not in ("cpu", "tiny", *sizes):
+        raise ValueError(f"unknown preset {preset!r}: use cpu, tiny, {', '.join(sizes)}")
+    # SFT's cpu or tiny preset (a released shape: cpu's, with that model)
+    c = load_config(f"{os.path.join(here, 'sft.py')}:{'tiny' if preset == 'tiny' else 'cpu'}")
     c.task = "grpo"
     c.data.name = "jsonl"          # {'prompt', 'response' or 'answers', ...} per line
 
@@ -47,6 +59,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
                    eval_examples=256)
     c.optim.update(learning_rate=1e-4, warmup_steps=10)
     c.checkpoint.every = 50
+    if preset in sizes:  # configs/llama.py's model of that release, bf16, random weights
+        llama = load_config(f"{os.path.join(here, 'llama.py')}:{preset}")
+        c.model = llama.model
+        c.model.update(vocab_size=llama.data.vocab_size, block_size=512)
+        c.rl.prompt_length = 32     # fixed shapes: the step's and the rollouts' benchmarks agree
+        c.sft.max_answer_tokens = 64
+        c.train.update(batch_size=64, eval_examples=64)  # 8 prompts x 8 samples per step
+        c.optim.update(learning_rate=1e-6, warmup_steps=10)
     if preset == "tiny":
         c.rl.num_generations = 4
         c.train.update(num_steps=6, batch_size=8, log_every=2, eval_every=3, eval_examples=8)

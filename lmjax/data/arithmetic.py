@@ -9,6 +9,10 @@ default template, the digits and '+'), so that a GPT can be trained from scratch
 `data.tokenizer_file=<out>/tokenizer.json` (docs/posttraining.md):
 
     lmjax addition_data --out=runs/add   # train.jsonl, val.jsonl, tokenizer.json
+
+`vocab_size` pads the tokenizer's table with characters no record uses, to a released model's
+vocabulary (151,936 for configs/grpo.py:qwen3_0_6b): a model of that shape with random
+weights then trains on the records, and any token it samples decodes, for throughput runs.
 """
 
 from __future__ import annotations
@@ -33,19 +37,23 @@ def build(seed: int = 0, val: int = 500, low: int = 10, high: int = 99) -> dict[
     return {"train": records[val:], "val": records[:val]}
 
 
-def tokenizer() -> CharTokenizer:
-    """The characters of every record rendered with SFT's default template and end marker."""
-    return CharTokenizer.train([sft.format_prompt(sft.DEFAULT_TEMPLATE, "0123456789+") +
-                                sft.DEFAULT_END])
+def tokenizer(vocab_size: int = 0) -> CharTokenizer:
+    """The characters of every record rendered with SFT's default template and end marker;
+    with `vocab_size`, padded to that many ids with characters from U+10000 on (unused)."""
+    chars = CharTokenizer.train([sft.format_prompt(sft.DEFAULT_TEMPLATE, "0123456789+") +
+                                 sft.DEFAULT_END]).chars
+    if vocab_size and vocab_size < len(chars):
+        raise ValueError(f"vocab_size={vocab_size}: the records need {len(chars)} ids.")
+    pad = max(vocab_size - len(chars), 0)
+    return CharTokenizer(chars + "".join(chr(0x10000 + i) for i in range(pad)))
 
 
-def write(out: str, seed: int = 0, val: int = 500) -> dict[str, int]:
+def write(out: str, seed: int = 0, val: int = 500, vocab_size: int = 0) -> dict[str, int]:
     os.makedirs(out, exist_ok=True)
     sets = build(seed, val)
     for split, records in sets.items():
         with open(os.path.join(out, f"{split}.jsonl"), "w") as f:
             for r in records:
                 f.write(json.dumps(r) + "\n")
-    tokenizer().save(out)
+    tokenizer(vocab_size).save(out)
     return {k: len(v) for k, v in sets.items()}
-

@@ -1,5 +1,6 @@
-"""What preference and reinforcement fine-tuning share (task=dpo, task=grpo): a GPT policy that
-starts from a run (init_from, as SFT does), its log-probabilities, and its frozen reference.
+"""What preference and reinforcement fine-tuning share (task=dpo, task=grpo): a policy (a GPT
+or a decoder family's model) that starts from a run (init_from, as SFT does), its
+log-probabilities, and its frozen reference.
 
 The reference is the model before this run's first step:
 - with LoRA (`lora.rank > 0`), the same parameters with the adapters off: the plain GPT applied
@@ -22,7 +23,7 @@ import ml_collections
 import optax
 
 from lmjax import rundir
-from lmjax.models import gpt, lora
+from lmjax.models import lora
 from lmjax.tasks.lm import chunked_losses
 from lmjax.tasks.sft import SFTTask
 
@@ -87,7 +88,7 @@ class PolicyTask(SFTTask):
         hidden = model.apply({"params": params}, inputs, hidden=True, **kwargs)
         if last:
             hidden, targets = hidden[:, -last:], targets[:, -last:]
-        head = functools.partial(gpt.head_logits, params, dtype=self.model_config.dtype)
+        head = functools.partial(self.head_logits, params)  # the family's (SFTTask)
         if self.loss_chunk:
             return -chunked_losses(hidden, targets, head, self.loss_chunk)
         return token_logps(head(hidden), targets)

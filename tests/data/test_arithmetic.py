@@ -27,6 +27,19 @@ def test_every_problem_once_with_a_disjoint_held_out_split():
         arithmetic.build(val=0)
 
 
+def test_a_padded_tokenizer_keeps_the_records_ids_and_decodes_every_id(tmp_path):
+    # A released vocabulary's size (random-weight throughput runs): any sampled id decodes.
+    plain, padded = arithmetic.tokenizer(), arithmetic.tokenizer(vocab_size=151936)
+    assert padded.vocab_size == 151936 and padded.chars.startswith(plain.chars)
+    text = sft_data.format_prompt(sft_data.DEFAULT_TEMPLATE, "47+38") + "85"
+    assert padded.encode(text).tolist() == plain.encode(text).tolist()
+    assert len(padded.decode(range(151936))) == 151936
+    padded.save(str(tmp_path))
+    assert json.load(open(tmp_path / "tokenizer.json"))["chars"] == padded.chars
+    with pytest.raises(ValueError, match="vocab_size=4"):
+        arithmetic.tokenizer(vocab_size=4)
+
+
 @pytest.mark.slow
 def test_the_command_writes_records_and_tokenizer(run_module, tmp_path):
     r = run_module("addition_data", f"--out={tmp_path}", "--val=10")

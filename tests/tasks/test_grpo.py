@@ -183,6 +183,33 @@ def test_completion_length_ends_with_the_stop_string(grpo_config):
     np.testing.assert_array_equal(scores, [1.0, 0.0, 0.0])
 
 
+@pytest.mark.slow  # builds and differentiates a model
+def test_a_decoder_family_policy_scores_its_completions_with_its_own_head(load_config,
+                                                                          tmp_path):
+    # configs/grpo.py's released-shape preset (Qwen 3's block, untied here), made tiny, on
+    # addition problems whose tokenizer is padded to the model's vocabulary.
+    arithmetic.write(str(tmp_path), val=32, vocab_size=96)
+    c = load_config("qwen3_0_6b", "grpo.py")
+    c.model.update(num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16, d_model=32,
+                   mlp_dim=64, block_size=64, vocab_size=96, tie_embeddings=False,
+                   dtype="float32", scan_layers=False, remat="none")
+    c.sft.max_answer_tokens = 8
+    c.train.batch_size = 8
+    c.data.update(train_file=str(tmp_path / "train.jsonl"), val_file=str(tmp_path / "val.jsonl"),
+                  tokenizer_file=str(tmp_path / "tokenizer.json"))
+    task = make_task(c, **QUIET)
+    params = nn.meta.unbox(jax.jit(task.init_variables)(jax.random.PRNGKey(0)))["params"]
+    assert "lm_head" in params and "wte" not in params
+    batch = {k: jnp.asarray(v) for k, v in task.train_batch(0).items()}
+    tokens, _, _ = task.rollout(params, batch, jax.random.PRNGKey(1), 1.0)
+    ro = {"tokens": jnp.concatenate([batch["prompt"], tokens], axis=1)}
+    ro["segment_ids"] = jnp.ones(ro["tokens"][:, :-1].shape, jnp.int32)
+    got = task.completion_logps(task.plain, params, ro)  # the last T positions' logits only
+    logits = task.plain.apply({"params": params}, ro["tokens"][:, :-1])[:, -task.new_tokens:]
+    want = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow  # the loss and rollouts keep fast tests; this one compiles two steps
 def test_beta_zero_keeps_no_reference_and_mu_keeps_the_rollout_batch(grpo_config):
     grpo_config.rl.beta = 0.0
