@@ -1,5 +1,6 @@
-"""One session on the accelerator machine: every GPU measurement of issue 13, in order of
-importance, each stage a subprocess under its own timeout, all within one wall-clock budget.
+"""One session on the accelerator machine: the GPU measurements of issues 13, 30 and 32, in
+order of importance, each stage a subprocess under its own timeout, all within one wall-clock
+budget.
 
     bash benchmarks/accelerator.sh RESULTS_DIR             # on the accelerator (see the .sh)
     bash benchmarks/accelerator.sh RESULTS_DIR --rehearse  # here: the same stages, tiny shapes
@@ -14,6 +15,17 @@ brings back at most 8 files.
 
 Stages (device shapes; --rehearse: 2 layers, d=64, context 64, a few steps):
   env               versions, devices
+  generate-qwen3-fp32  lmjax bench_generate, Qwen3-0.6B's shape (configs/llama.py:qwen3_0_6b),
+                    random weights, fp32, batch 1 and 8, 64 greedy tokens, --bound (batch 1
+                    against the memory bandwidth measured in the same run; target >= 90%) and
+                    --hf_compare (Qwen3ForCausalLM.generate on the same weights)
+  bench-llama1b     lmjax bench llama3_1b (Llama-3.2-1B's shape: GQA, bf16, cuDNN attention
+                    where it runs), 16 x 2048: tokens/s, MFU
+  generate-llama1b  lmjax bench_generate llama3_1b, bf16, batch 1 and 16, 128 greedy tokens,
+                    --bound, --hf_compare (LlamaForCausalLM.generate, bf16)
+  grpo-qwen3        one GRPO step (configs/grpo.py:qwen3_0_6b, bf16, 8 prompts x 8 samples of
+                    64 tokens after 32; benchmarks/rollout_speed.py --step): the batched rollout
+                    and the whole step, the update being the step less the rollout
   bench-124m-b16    lmjax bench gpt2_124m, 16 x 1024, bf16
   bench-124m-b32    the same at batch 32 (with JAX's persistent compilation cache: a cold compile
                     that also writes the cache)
@@ -127,9 +139,44 @@ def parse_generate(out: str) -> dict:
         f[f"hf_b{b}_ttft_ms"] = _num(m.group(3))
         f["hf_device"] = m.group(4)
         f[f"lmjax_over_hf_b{b}"] = _num(m.group(5))
+    for m in re.finditer(r"^HF\s+batch\s+(\d+):.*same greedy tokens: the first (\d+) of "
+                         r"(\d+)", out, re.M):
+        f[f"same_tokens_b{m.group(1)}"] = f"{m.group(2)}/{m.group(3)}"
+    m = _search(r"^Memory read bandwidth: " + _NUM + r" GB/s \(jitted sum\), " + _NUM +
+                r" GB/s \(NumPy\); batch 1 reads " + _NUM + r" MB per token: bound " + _NUM +
+                " tokens/s", out)
+    if m:
+        f.update(bandwidth_GBps=max(_num(m.group(1)), _num(m.group(2))),
+                 MB_per_token=_num(m.group(3)), bound_tokens_per_s=_num(m.group(4)))
+    m = _search(r"^lmjax\s+batch\s+1:.*decode at " + _NUM + "% of its bound", out)
+    if m:
+        f["lmjax_b1_pct_of_bound"] = _num(m.group(1))
     m = _search(r"^Model: .*?; device: (.+?) \(", out)
     if m:
         f["device"] = m.group(1)
+    return f
+
+
+def parse_rollout(out: str) -> dict:
+    """What benchmarks/rollout_speed.py --step prints: the batched rollout, the GRPO step and
+    the update (the step less the rollout)."""
+    f = {}
+    patterns = {
+        "rollout": r"^batched \(one call of \d+ rows\): " + _NUM + " ms, " + _NUM + " tokens/s",
+        "step": r"^GRPO step: " + _NUM + r" ms \(compile " + _NUM + r" s\), " + _NUM +
+                " tokens/s",
+        "update": r"^update \(.*?\): " + _NUM + " ms, " + _NUM + " tokens/s; rollout " + _NUM +
+                  "% of the step"}
+    names = {"rollout": ("rollout_ms", "rollout_tokens_per_s"),
+             "step": ("step_ms", "compile_s", "step_tokens_per_s"),
+             "update": ("update_ms", "update_tokens_per_s", "rollout_pct_of_step")}
+    for key, pat in patterns.items():
+        m = _search(pat, out)
+        if m:
+            f.update({name: _num(v) for name, v in zip(names[key], m.groups())})
+    m = _search(r"^model: (.+)$", out)
+    if m:
+        f["model"] = m.group(1).strip()
     return f
 
 
@@ -467,7 +514,21 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
         train = {"train.num_steps": 40, "train.batch_size": 4, "train.log_every": 10,
                  "train.eval_every": 20, "optim.warmup_steps": 10}
         eval_sizes = (8, 16)  # windows per periodic / final evaluation
-        timeouts = dict(env=60, bench=120, torch=240, gen=180, train=180, t_eager=60)
+        timeouts = dict(env=60, bench=120, torch=240, gen=180, train=180, t_eager=60,
+                        decoder=240)
+        # The decoder families' stages: the presets with 2 layers of 2 query heads (1 key/value
+        # head) of 32, width 64, vocabulary 1,024.
+        tiny_dec = {"model.num_layers": 2, "model.num_heads": 2, "model.num_kv_heads": 1,
+                    "model.head_dim": 32, "model.d_model": 64, "model.mlp_dim": 128,
+                    "model.block_size": 64}
+        vocabs = {"llama3_1b": 1024, "qwen3_0_6b": 1024}
+        llama_train = {"train.batch_size": 4, "train.loss_chunk": 16}
+        dec_steps = steps
+        qwen_gen = ["--batch_sizes=1,4", "--prompt_len=8", "--new_tokens=16", "--repeats=1",
+                    "--bound_gib=0.05"]
+        llama_gen = qwen_gen
+        grpo = {"train.batch_size": 8, "rl.num_generations": 4, "sft.max_answer_tokens": 16}
+        grpo_steps = ["--steps=2", "--warmup=1", "--repeats=1"]
     else:
         tiny = {}
         vocab = 50304
@@ -480,7 +541,17 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
         train = {"train.num_steps": 300, "train.batch_size": 16, "train.log_every": 20,
                  "train.eval_every": 100, "optim.warmup_steps": 30}
         eval_sizes = (64, 256)
-        timeouts = dict(env=90, bench=150, torch=200, gen=200, train=200, t_eager=90)
+        timeouts = dict(env=90, bench=150, torch=200, gen=200, train=200, t_eager=90,
+                        decoder=240)
+        tiny_dec = {}
+        vocabs = {"llama3_1b": 128256, "qwen3_0_6b": 151936}  # the releases'
+        llama_train = {}  # the preset's 16 x 2048, remat dots, loss_chunk 256
+        dec_steps = ["--steps=10", "--warmup=2"]  # ~1 s steps: fewer than the GPT's 20
+        # Issue 30's command (Qwen3-0.6B fp32 at batch 1 against the bound; batch 8 against HF).
+        qwen_gen = ["--batch_sizes=1,8", "--prompt_len=32", "--new_tokens=64", "--repeats=3"]
+        llama_gen = ["--batch_sizes=1,16", "--prompt_len=32", "--new_tokens=128", "--repeats=2"]
+        grpo = {}  # the preset's 8 prompts x 8 samples, 32 prompt and 64 new tokens
+        grpo_steps = ["--steps=5", "--warmup=1", "--repeats=3"]
 
     train["train.eval_examples"], train["train.final_eval_examples"] = eval_sizes
     data = {"data.name": "files", "data.files": "README.md", "data.vocab_size": vocab,
@@ -552,6 +623,49 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
                     for f in fs) if os.path.isdir(jax_cache) else 0
         entry["figures"]["jax_cache_MiB"] = round(total / 2**20, 2)
 
+    def decoder_bench(name: str, preset: str) -> Stage:
+        v = vocabs[preset]
+        # The repo's Markdown: more than the 16 x 2048 tokens a batch draws from.
+        o = {"data.name": "files", "data.files": "README.md,docs/*.md", "data.vocab_size": v,
+             "model.vocab_size": v, **tiny_dec, **llama_train}
+        return Stage(name, f"lmjax bench configs/llama.py:{preset} (bf16, GQA, cuDNN attention "
+                     "where it runs)", [PY, "-m", "lmjax", "bench",
+                                        f"--config=configs/llama.py:{preset}", *overrides(o),
+                                        *dec_steps], timeouts["decoder"], parse_bench,
+                     ("tokens_per_s",))
+
+    def decoder_generate(name: str, preset: str, args: list[str], fp32: bool) -> Stage:
+        o = {**tiny_dec, **({"model.vocab_size": vocabs[preset]} if rehearse else {}),
+             **({"model.dtype": "float32"} if fp32 else {})}
+        batches = args[0].split("=")[1].split(",")
+        return Stage(name, f"lmjax bench_generate configs/llama.py:{preset}, random weights, "
+                     f"{'fp32' if fp32 else 'bf16'}, against its bandwidth bound and Hugging "
+                     "Face generate on the same weights",
+                     [PY, "-m", "lmjax", "bench_generate", f"--config=configs/llama.py:{preset}",
+                      *overrides(o), *args, "--bound", "--hf_compare"], timeouts["decoder"],
+                     parse_generate, tuple(f"{w}_b{b}_tokens_per_s" for w in ("lmjax", "hf")
+                                           for b in batches) + ("bound_tokens_per_s",),
+                     # fp32 as PyTorch's (no TF32), so that both sides decode the same tokens
+                     fp32_env if fp32 else {})
+
+    def grpo_stage() -> Stage:
+        # Addition problems whose character tokenizer is padded to the model's vocabulary: any
+        # token a random-weight model samples decodes, and every completion runs its length.
+        data = os.path.join(work, "grpo-data")
+        o = {**tiny_dec, **({"model.vocab_size": vocabs["qwen3_0_6b"]} if rehearse else {}),
+             **grpo, "data.train_file": f"{data}/train.jsonl",
+             "data.val_file": f"{data}/val.jsonl",
+             "data.tokenizer_file": f"{data}/tokenizer.json"}
+        make = [PY, "-m", "lmjax", "addition_data", f"--out={data}",
+                f"--vocab_size={vocabs['qwen3_0_6b']}"]
+        bench_cmd = [PY, "benchmarks/rollout_speed.py", "--config=configs/grpo.py:qwen3_0_6b",
+                     "--step", "--nosingle", *grpo_steps, *overrides(o)]
+        return Stage("grpo-qwen3", "one GRPO step on Qwen3-0.6B's shape, bf16: rollout, step "
+                     "and update throughput",
+                     ["bash", "-c", f"{shlex.join(make)} && exec {shlex.join(bench_cmd)}"],
+                     timeouts["decoder"], parse_rollout,
+                     ("rollout_tokens_per_s", "step_ms", "update_tokens_per_s"))
+
     # Eight chunks of the context: 128 positions at GPT-2's 1024.
     chunk = tiny.get("model.block_size", 1024) // 8
     os.makedirs(work, exist_ok=True)
@@ -562,6 +676,11 @@ def build_stages(rehearse: bool, work: str) -> list[Stage]:
     return [
         Stage("env", "versions and devices", [PY, env_probe], timeouts["env"], parse_env,
               ("backend",)),
+        # The decoder families first (issues 30 and 32: never measured on a GPU), then the GPT.
+        decoder_generate("generate-qwen3-fp32", "qwen3_0_6b", qwen_gen, fp32=True),
+        decoder_bench("bench-llama1b", "llama3_1b"),
+        decoder_generate("generate-llama1b", "llama3_1b", llama_gen, fp32=False),
+        grpo_stage(),
         bench("gpt2_124m", batches["b16"], name="bench-124m-b16",
               what=f"lmjax bench gpt2_124m, batch {batches['b16']}, bf16"),
         dataclasses.replace(
@@ -616,6 +735,18 @@ def summary(runner: Runner) -> str:
         if value is not None:
             lines.append(f"- {label}: {fmt.format(value) if not isinstance(value, str) else value}")
 
+    for key in ("bound_tokens_per_s", "lmjax_b1_tokens_per_s", "lmjax_b1_pct_of_bound",
+                "hf_b1_tokens_per_s", "lmjax_b8_tokens_per_s", "hf_b8_tokens_per_s",
+                "same_tokens_b1", "same_tokens_b8"):
+        add(f"Qwen3-0.6B fp32 generation {key}", r("generate-qwen3-fp32", key))
+    add("Llama-3.2-1B bf16 training tokens/s", r("bench-llama1b", "tokens_per_s"))
+    add("Llama-3.2-1B bf16 training MFU %", r("bench-llama1b", "mfu_pct"), "{:.1f}")
+    add("Llama-3.2-1B attention", r("bench-llama1b", "attention"))
+    for key in ("lmjax_b1_tokens_per_s", "hf_b1_tokens_per_s", "lmjax_b16_tokens_per_s",
+                "hf_b16_tokens_per_s", "lmjax_b1_pct_of_bound"):
+        add(f"Llama-3.2-1B bf16 generation {key}", r("generate-llama1b", key))
+    for key in ("rollout_tokens_per_s", "step_ms", "update_tokens_per_s", "rollout_pct_of_step"):
+        add(f"GRPO Qwen3-0.6B bf16 {key}", r("grpo-qwen3", key))
     for b in ("b16", "b32", "b64"):
         add(f"lmjax 124M {b} tokens/s", r(f"bench-124m-{b}", "tokens_per_s"))
         add(f"lmjax 124M {b} MFU %", r(f"bench-124m-{b}", "mfu_pct"), "{:.1f}")

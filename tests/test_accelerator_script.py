@@ -200,6 +200,53 @@ def test_driver_records_failed_timed_out_and_passing_stages(tmp_path):
     assert (last["stage"], last["status"]) == ("late", "skipped")
 
 
+# What `lmjax bench_generate --bound --hf_compare` and `benchmarks/rollout_speed.py --step`
+# print (abridged from real runs), for the decoder-family stages' parsers.
+GENERATE_OUT = """\
+Model: 2-layer d=1024 qwen3, random weights; device: cpu (cpu); prompt 32, 8 greedy new tokens
+Memory read bandwidth: 20.1 GB/s (jitted sum), 11.2 GB/s (NumPy); batch 1 reads 749 MB per \
+token: bound 26.9 tokens/s
+lmjax  batch   1:          8 tokens/s (decode alone 13), time to first token 423.9 ms, 0.967 s \
+per run (compile 8.0 s); decode at 48% of its bound
+HF     batch   1:          5 tokens/s, time to first token 997.1 ms (cpu); lmjax is 1.8x; same \
+greedy tokens: the first 8 of 8 in every row (HF float32, lmjax float32)
+lmjax  batch   8:         13 tokens/s (decode alone 26), time to first token 2654.3 ms, 4.786 s \
+per run (compile 14.8 s)
+HF     batch   8:          8 tokens/s, time to first token 1692.7 ms (cpu); lmjax is 1.6x; same \
+greedy tokens: the first 5 of 8 in every row (HF float32, lmjax float32)
+"""
+ROLLOUT_OUT = """\
+model: 2 layers, d=64, vocab 1024, bfloat16, 2-layer d=64 qwen3, random weights; cpu
+requests: 2 prompts x 4 samples, 32 prompt tokens, 16 new tokens each (128 tokens), temperature 1
+batched (one call of 8 rows): 36.2 ms, 3,538 tokens/s
+GRPO step: 59.6 ms (compile 20.4 s), 6,446 tokens/s over 8 rows x 48 positions; peak memory n/a
+update (the step less the batched rollout: rewards, reference and policy log-probabilities, \
+backward, optimizer): 23.4 ms, 16,417 tokens/s; rollout 61% of the step
+"""
+
+
+def test_the_decoder_stages_figures_are_parsed(tmp_path):
+    accel = _load_driver()
+    f = accel.parse_generate(GENERATE_OUT)
+    assert f["bandwidth_GBps"] == 20.1 and f["MB_per_token"] == 749
+    assert f["bound_tokens_per_s"] == 26.9 and f["lmjax_b1_pct_of_bound"] == 48
+    assert f["lmjax_b8_decode_tokens_per_s"] == 26 and f["hf_b8_tokens_per_s"] == 8
+    assert f["same_tokens_b1"] == "8/8" and f["same_tokens_b8"] == "5/8"
+    assert f["lmjax_over_hf_b1"] == 1.8 and f["hf_device"] == "cpu"
+    f = accel.parse_rollout(ROLLOUT_OUT)
+    assert f == {"rollout_ms": 36.2, "rollout_tokens_per_s": 3538.0, "step_ms": 59.6,
+                 "compile_s": 20.4, "step_tokens_per_s": 6446.0, "update_ms": 23.4,
+                 "update_tokens_per_s": 16417.0, "rollout_pct_of_step": 61.0,
+                 "model": "2 layers, d=64, vocab 1024, bfloat16, 2-layer d=64 qwen3, random "
+                          "weights; cpu"}
+    # First after env, in this order; issue 30's command in true fp32, as PyTorch's.
+    names = {s.name: s for s in accel.build_stages(rehearse=False, work=str(tmp_path))}
+    assert list(names)[1:5] == ["generate-qwen3-fp32", "bench-llama1b", "generate-llama1b",
+                                "grpo-qwen3"]
+    assert "--config.model.dtype=float32" in names["generate-qwen3-fp32"].cmd
+    assert names["generate-qwen3-fp32"].env == {"JAX_DEFAULT_MATMUL_PRECISION": "highest"}
+
+
 def test_loss_comparison_of_two_training_runs():
     accel = _load_driver()
     fp32 = [{"step": s, "split": "train", "loss": loss} for s, loss in ((10, 4.0), (20, 3.0))]

@@ -14,7 +14,17 @@ def test_flops_formula_by_hand(load_config):
     d, L, T = 32, 2, 32
     n_params = _tiny_gpt_params()
     expected = 6 * (n_params - T * d) + 12 * L * d * T
-    assert flops_per_token(cfg, n_params) == expected
+    assert flops_per_token(cfg.model, n_params) == expected
+
+
+def test_flops_formula_of_a_decoder_family(load_config):
+    # Qwen3-0.6B: tied, rotary (no position table), 16 query heads of 128 on a width of 1,024.
+    m = load_config("qwen3_0_6b", "llama.py").model
+    L, width, T, n = 28, 16 * 128, 2048, 600_000_000
+    assert flops_per_token(m, n) == 6 * n + 12 * L * width * T
+    # Untied, the input table is only gathered from: its parameters do no multiplies.
+    m.update(tie_embeddings=False, vocab_size=151936)
+    assert flops_per_token(m, n) == 6 * (n - 151936 * 1024) + 12 * L * width * T
 
 
 def test_peak_by_device_kind():

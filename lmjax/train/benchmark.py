@@ -2,8 +2,10 @@
 
 Compiles the same jitted, sharded step the trainer runs, excludes warm-up, synchronises the
 device after every step and reports the median. MFU counts nanoGPT's/PaLM's model FLOPs:
-6·N per token for the N non-position-embedding parameters, plus 12·L·d·T per token for
-attention scores and values (L layers, width d, context T), against the device's dense peak.
+6·N per token for the N parameters that multiply (all but the GPT's learned positions and an
+untied input embedding, which are only gathered from), plus 12·L·d·T per token for attention
+scores and values (L layers, d the query heads' width, context T), against the device's dense
+peak.
 For other families (CNN, MLP, LSTM) the FLOPs are XLA's cost analysis of the compiled step,
 and throughput is in examples/s (tokens/s for language models).
 """
@@ -15,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from lmjax.models.layers import TransformerConfig, resolve_attention
+from lmjax.models.layers import resolve_attention
 from lmjax.parallel import mesh as meshlib
 from lmjax.train.setup import setup
 
@@ -24,10 +26,16 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "TPU v6
                "TPU v5p": 459.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v4": 275.0}
 
 
-def flops_per_token(cfg, n_params: int) -> float:
-    m = cfg.model
-    n = n_params - m.block_size * m.d_model  # position embeddings do no multiplies
-    return 6.0 * n + 12.0 * m.num_layers * m.d_model * m.block_size
+def flops_per_token(model, n_params: int) -> float:
+    """`model`: a transformer's typed config (GPT, decoder family) or its `model` section."""
+    width = model.num_heads * (getattr(model, "head_dim", 0) or model.d_model // model.num_heads)
+    if getattr(model, "name", "gpt") == "gpt":
+        n = n_params - model.block_size * model.d_model  # learned positions: a gather
+    elif not getattr(model, "tie_embeddings", True):  # the decoder's input table: a gather
+        n = n_params - model.vocab_size * model.d_model
+    else:  # rotary positions have no parameters; the tied table is the output layer
+        n = n_params
+    return 6.0 * n + 12.0 * model.num_layers * width * model.block_size
 
 
 def peak_flops(device_kind: str, override_tflops: float = 0.0) -> float | None:
@@ -61,8 +69,9 @@ def benchmark(cfg, steps: int = 20, warmup: int = 3, peak_tflops: float = 0.0) -
     seq_len = task.tokens_per_example  # as the trainer counts: tokens, or examples
     unit = "tokens" if seq_len > 1 else "examples"
     items = cfg.train.batch_size * seq_len
-    if seq_len > 1 and "num_heads" in cfg.model:  # a transformer LM: the formula above
-        step_flops = flops_per_token(cfg, n_params) * items
+    model = task.model_config
+    if seq_len > 1 and hasattr(model, "num_heads"):  # a transformer LM: the formula above
+        step_flops = flops_per_token(model, n_params) * items
     else:  # other families: XLA's own count of the compiled step's floating-point operations
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -95,7 +104,7 @@ def _attention(task) -> str:
     """Which attention kernel the model runs here, and why not cuDNN's ('' for non-attention
     models)."""
     cfg = task.model_config
-    if not isinstance(cfg, TransformerConfig):
+    if getattr(cfg, "attention", None) is None:  # not a transformer
         return ""
     impl, why = resolve_attention(cfg)
     return "cuDNN fused" if impl == "cudnn" else why
