@@ -227,3 +227,12 @@ def test_sampling_follows_the_softmax():
     draws = jax.vmap(lambda k: dec.sample(logits, s.replace(keys=k[None]), jnp.asarray(0)))(keys)
     freq = np.bincount(np.asarray(draws).ravel(), minlength=4) / n
     np.testing.assert_allclose(freq, jax.nn.softmax(logits[0]), atol=0.015)
+
+
+def test_a_draw_never_takes_a_filtered_token():
+    # Tokens 0 and 3 are cut (top-k 2): 2,000 draws take only 1 and 2, the first included.
+    logits = jnp.asarray([[-1.0, 2.0, 1.5, -3.0]] * 4)
+    filtered = dec.filter_logits(logits, jnp.ones((4,)), jnp.full((4,), 2), jnp.ones((4,)))
+    draws = jax.vmap(lambda k: dec.categorical(k, filtered))(
+        jax.random.split(jax.random.PRNGKey(1), 2000).reshape(500, 4, 2))
+    assert set(np.unique(np.asarray(draws))) == {1, 2}
