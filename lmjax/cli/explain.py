@@ -12,8 +12,8 @@ gradcam (CNN only, at --layer), occlusion, guided_backprop, lime. For each metho
 passes the randomization sanity checks; black, the literature's, fails them on a black
 background).
 
-Text and attention (BERT text classifiers: ig, lime, attention; GPT and BERT masked-LM
-runs: attention):
+Text and attention (BERT text classifiers: ig, lime, attention; GPT, decoder-family (Llama,
+Qwen, ...) and BERT masked-LM runs: attention):
 
     lmjax explain --workdir=runs/classify --method=ig --examples=0:8
     lmjax explain --workdir=runs/classify --method=lime --text="Exit, pursued by a bear."
@@ -26,7 +26,7 @@ LimeTextExplainer over the words (a removed word becomes [UNK]); both write <out
 <out>/attention_<index>.png (a heatmap per layer and head) and <out>/attention_rollout.png
 (attention rollout, Abnar & Zuidema 2020), the maps and rollouts in <out>/attention.json.
 Examples: the validation passages of a classifier or masked-LM run, windows of --length tokens
-of a GPT run's validation text, or one --text. The methods and their sanity checks:
+of a language model run's validation text, or one --text. The methods and their sanity checks:
 docs/explain.md.
 """
 
@@ -46,20 +46,21 @@ from lmjax.explain import images as imagelib
 from lmjax.explain import render
 from lmjax.explain import sequences as seqlib
 from lmjax.explain.gradients import BASELINES, DEFAULT_BASELINE, Classifier
-from lmjax.models import bert, gpt
+from lmjax.models import bert, decoder, gpt
 from lmjax.tasks.base import DECODES, IMAGES, MASKED_LM, TEXT_CLASSES
 from lmjax.train.restore import load_setup
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run to explain.")
 _METHOD = flags.DEFINE_string("method", "ig", f"Images: one of {', '.join(imagelib.METHODS)}; "
-                              "text classifiers: ig, lime, attention; GPT, BERT: attention.")
+                              "text classifiers: ig, lime, attention; language models (GPT, "
+                              "Llama, ...), BERT: attention.")
 _EXAMPLES = flags.DEFINE_string("examples", "0:16", "Which examples of --split, start:stop.")
 _SPLIT = flags.DEFINE_string("split", "", "The split the examples come from (test, val; "
                              "default: test where the run has one, else val).")
 _TEXT = flags.DEFINE_string("text", "", "Text runs: explain this passage (or prompt) instead "
                             "of --examples.")
-_LENGTH = flags.DEFINE_integer("length", 32, "GPT attention: tokens per window of the "
+_LENGTH = flags.DEFINE_integer("length", 32, "LM attention: tokens per window of the "
                                "validation text (at most the model's context).")
 _BASELINE = flags.DEFINE_enum("baseline", DEFAULT_BASELINE, list(BASELINES), "Image "
                               "integrated gradients: start from uniform noise (--samples draws "
@@ -94,7 +95,8 @@ def parse_examples(spec: str, available: int) -> range:
 
 
 def run_kind(cfg, task) -> str:
-    """'image', 'text' (a BERT classifier), 'gpt' or 'mlm': what can be explained."""
+    """'image', 'text' (a BERT classifier), 'lm' (a GPT or decoder-family language model) or
+    'mlm': what can be explained."""
     caps = task.capabilities
     if IMAGES in caps:
         return "image"
@@ -102,11 +104,12 @@ def run_kind(cfg, task) -> str:
         return "text"
     if MASKED_LM in caps:
         return "mlm"
-    if DECODES in caps and isinstance(task.model, gpt.GPT):
-        return "gpt"
+    if DECODES in caps and isinstance(task.model, (gpt.GPT, decoder.Decoder)):
+        return "lm"
     raise ValueError(f"{cfg.task!r} runs ({type(task.model).__name__}) have nothing here to "
                      "explain: explanations are for image classifiers (Fashion-MNIST CNN or "
-                     "MLP), BERT text classifiers, and attention maps of GPT and BERT models.")
+                     "MLP), BERT text classifiers, and attention maps of GPT, decoder-family "
+                     "(Llama, Qwen, ...) and BERT models.")
 
 
 def main(args: list[str]) -> None:
@@ -114,7 +117,7 @@ def main(args: list[str]) -> None:
     method = _METHOD.value
     if method not in (*imagelib.METHODS, "attention"):
         fail(f"--method={method!r}: use one of {', '.join(imagelib.METHODS)} (images), or ig, "
-             "lime, attention (text classifiers), attention (GPT, BERT).")
+             "lime, attention (text classifiers), attention (language models, BERT).")
     if _TARGET.value not in ("predicted", "true"):
         fail(f"--target={_TARGET.value!r}: use 'predicted' or 'true'.")
     s, state = load_setup(workdir, best=not _LATEST.value and rundir.has_best(workdir))
@@ -167,9 +170,9 @@ def main(args: list[str]) -> None:
 
 def sequence_examples(task, kind: str, tokenizer, seq_len: int):
     """(token rows, labels or None, indices) to explain: --text, or --examples of the run's
-    validation passages (classifier, masked-LM) or --length windows of its text (GPT)."""
+    validation passages (classifier, masked-LM) or --length windows of its text (LM)."""
     if _TEXT.value:
-        if kind == "gpt":
+        if kind == "lm":
             ids = np.asarray(tokenizer.encode(_TEXT.value))[:seq_len]
             if not len(ids):
                 fail("--text is empty after tokenization: give a prompt.")
@@ -192,10 +195,10 @@ def sequence_examples(task, kind: str, tokenizer, seq_len: int):
 
 
 def explain_sequences(cfg, task, state, kind: str, method: str, workdir: str, out: str) -> None:
-    """Text classifiers' ig / lime, and GPT / BERT attention: HTML, PNG and JSON in `out`."""
+    """Text classifiers' ig / lime, and LM / BERT attention: HTML, PNG and JSON in `out`."""
     module, params = task.plain_model(state.params)  # a LoRA run's adapters folded in
     tokenizer, seq_len = task.tokenizer, task.seq_len
-    pad_id = None if kind == "gpt" else tokenizer.pad_id
+    pad_id = None if kind == "lm" else tokenizer.pad_id
     if _BASELINE.present:
         fail("--baseline is for image runs; text integrated gradients start from the [PAD] "
              "embeddings.")

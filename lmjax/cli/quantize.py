@@ -1,4 +1,5 @@
-"""int8 weight quantization of a trained GPT, saved as its own run directory.
+"""int8 weight quantization of a trained GPT or decoder-family model (Llama, Qwen, ...), saved
+as its own run directory.
 
     lmjax quantize --workdir=runs/gpt --out=runs/gpt-int8
     lmjax generate --workdir=runs/gpt-int8 --prompt="ROMEO:"

@@ -1,7 +1,7 @@
-"""Serve a run over HTTP: OpenAI's /v1/completions and /v1/models plus /v1/generate for a GPT
-run (or int8 export), POST /v1/qa as well for an SFT run (its template and stop strings,
-greedy), /v1/classify for a BERT text classifier run, /health, /metrics, the playground page
-at / and the API docs at /docs.
+"""Serve a run over HTTP: OpenAI's /v1/completions, /v1/chat/completions and /v1/models plus
+/v1/generate for a language model run (GPT, Llama, Qwen, ...; or an int8 export), POST /v1/qa
+as well for an SFT run (its template and stop strings, greedy), /v1/classify for a BERT text
+classifier run, /health, /metrics, the playground page at / and the API docs at /docs.
 
     lmjax serve --workdir=runs/gpt --port=8000
     curl -s localhost:8000/v1/completions \

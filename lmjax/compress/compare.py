@@ -7,9 +7,10 @@ counted in the checkpoint, inference throughput (the jitted forward pass of the 
 evaluation mode on one device, median of timed batches after warm-up), and the test metric
 (accuracy on the test split for classifiers; validation loss in nats/token for language
 models, which have no test split). Variants are other run directories (pruned, distilled,
-structured, combined); `int8` adds the weight-quantized model of the run itself: GPT runs through
-lmjax's qwix export (lmjax/infer/export.py), CNN/MLP runs as per-output-channel absmax int8
-kernels dequantized at load (accuracy and size only: the arithmetic stays float).
+structured, combined); `int8` adds the weight-quantized model of the run itself: GPT and
+decoder-family runs through lmjax's qwix export (lmjax/infer/export.py), CNN/MLP runs as
+per-output-channel absmax int8 kernels dequantized at load (accuracy and size only: the
+arithmetic stays float).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""Attention maps of the GPT and BERT models, captured with Flax `sow` from the models' own
-attention (lmjax/models/gpt.py:sown_attention, no second implementation), and attention
-rollout (Abnar & Zuidema 2020)."""
+"""Attention maps of the GPT, the decoder families' model and BERT, captured with Flax `sow`
+from the models' own attention (lmjax/models/attention.py:attend, no second implementation),
+and attention rollout (Abnar & Zuidema 2020)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import chex
@@ -22,13 +21,11 @@ def _layer_key(path: tuple) -> list:
 
 
 def unscanned(module: nn.Module, params: dict) -> tuple[nn.Module, dict]:
-    """A GPT with scanned layers as one module per layer (sow inside nn.scan would need the
-    scan's variable axes): the same weights, so the same maps."""
-    cfg = getattr(module, "cfg", None)
-    if isinstance(module, gpt.GPT) and cfg.scan_layers:
-        return (gpt.GPT(dataclasses.replace(cfg, scan_layers=False)),
-                gpt.unstack_layers(params, cfg.num_layers))
-    return module, params
+    """A GPT or decoder with scanned layers as one module per layer (sow inside nn.scan would
+    need the scan's variable axes): the same weights, so the same maps."""
+    if not getattr(getattr(module, "cfg", None), "scan_layers", False):
+        return module, params
+    return gpt.unrolled(module), gpt.unstack_layers(params, module.cfg.num_layers)
 
 
 def apply_with_attention(module: nn.Module, variables: dict, tokens: jax.Array,
@@ -42,7 +39,7 @@ def apply_with_attention(module: nn.Module, variables: dict, tokens: jax.Array,
             if k[-1] == "attention"]
     if not maps:
         raise ValueError(f"{type(module).__name__} sows no attention maps: attention maps are "
-                         "for the GPT and BERT models.")
+                         "for the GPT, decoder-family and BERT models.")
     return out, jnp.stack(maps)
 
 

@@ -1,6 +1,7 @@
 """Explanations of the sequence models: a BERT text classifier's token attributions
-(integrated gradients over the embeddings, LIME over words) and GPT / BERT attention maps
-with their rollout, for token rows already framed as the model reads them."""
+(integrated gradients over the embeddings, LIME over words) and the attention maps of GPT,
+decoder-family and BERT models with their rollout, for token rows already framed as the model
+reads them."""
 
 from __future__ import annotations
 
@@ -25,15 +26,16 @@ TEXT_METHODS = ("ig", "lime", "attention")
 def check_method(kind: str, method: str, workdir: str) -> None:
     """One line naming the methods this kind of run has, for a method it has not."""
     if kind == "image" and method not in IMAGE_METHODS:
-        extra = ", and attention maps are for GPT and BERT runs" if method == "attention" else ""
+        extra = (", and attention maps are for language model and BERT runs"
+                 if method == "attention" else "")
         raise ValueError(f"--method={method}: {workdir} is an image classifier{extra}: use "
                          f"one of {', '.join(IMAGE_METHODS)}.")
     if kind == "text" and method not in TEXT_METHODS:
         what = " explains image classifiers" if method in IMAGE_METHODS else " is not a method"
         raise ValueError(f"--method={method}{what}; {workdir} is a BERT text classifier: use "
                          "--method=ig, lime or attention.")
-    if kind in ("gpt", "mlm") and method != "attention":
-        what = "a GPT language model" if kind == "gpt" else "a BERT masked-LM"
+    if kind in ("lm", "mlm") and method != "attention":
+        what = "a language model" if kind == "lm" else "a BERT masked-LM"
         raise ValueError(f"--method={method}: {workdir} is {what} run, whose predictions are "
                          "not classes: use --method=attention.")
 
@@ -113,7 +115,7 @@ class Attention:
 def attention(module, params, tokens: np.ndarray, tokenizer, pad_id: int | None,
               chunk: int = 16) -> list[Attention]:
     """Per example, its attention maps (captured with sow from the model's own attention) and
-    their rollout, cropped to the tokens before its padding. A scanned GPT is unscanned first."""
+    their rollout, cropped to the tokens before its padding. A scanned model is unscanned first."""
     module, params = attn.unscanned(module, params)
     maps_fn = jax.jit(lambda p, x: _maps_and_rollout(module, p, x))
     out = []

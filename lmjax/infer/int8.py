@@ -1,12 +1,14 @@
 """Post-training int8 weight quantization with qwix, and the int8 export directory.
 
-qwix rewrites the model's matrix products: every Dense kernel (attention qkv and output, MLP
-fc and proj) is stored as int8 with one float32 scale per output channel (absmax), and
-qwix multiplies by converting it to float first: on XLA:CPU that conversion is not fused into
-the product, so int8 saves memory and disk, not decoding time (docs/serving.md measures why).
-A scanned model is quantized as its unrolled twin (`unrolled`). The tied token embedding stays in its training dtype: it is also read by a
-gather, which qwix's post-training rules do not intercept. Norms, biases and position
-embeddings are vectors and stay as they are.
+Models: the GPT and the decoder families (Llama, Qwen, Mistral, Gemma: lmjax/models/decoder.py).
+qwix rewrites the model's matrix products: every Dense kernel (the GPT's attention qkv and
+output, MLP fc and proj; the decoder's q, k, v, o, gate, up, down and an untied lm_head) is
+stored as int8 with one float32 scale per output channel (absmax), and qwix multiplies by
+converting it to float first: on XLA:CPU that conversion is not fused into the product, so
+int8 saves memory and disk, not decoding time (docs/serving.md measures why). A scanned model
+is quantized as its unrolled twin (`unrolled`). A tied token embedding stays in its training
+dtype: it is also read by a gather, which qwix's post-training rules do not intercept. Norms,
+biases and position embeddings are vectors and stay as they are.
 
 An export is a run directory (lmjax/rundir.py) whose run.json says `"weights": "int8"`, with
 the run's tokenizer.json and `params/` (an Orbax checkpoint of the quantized parameters).
@@ -27,10 +29,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lmjax import rundir
-from lmjax.models.gpt import GPT, GPTConfig, unstack_layers
+from lmjax.models import gpt
+from lmjax.models.decoder import Decoder
+from lmjax.models.gpt import GPT, unstack_layers
+from lmjax.tasks.lm import model_family
 
-# qwix module paths of the GPT's Dense layers (also under nn.scan: blocks/block/attn/qkv).
-DENSE_LAYERS = r".*/(qkv|out|fc|proj)$"
+# qwix module paths of the Dense layers, e.g. block_0/attn/qkv: the GPT's (qkv, out, fc, proj)
+# and the decoder's (q, k, v, o, gate, up, down, and lm_head at the top when it is untied).
+DENSE_LAYERS = r"(.*/)?(qkv|out|fc|proj|q|k|v|o|gate|up|down|lm_head)$"
 OLD_META = "quantized.json"  # the export format before run directories
 
 
@@ -39,11 +45,10 @@ def unrolled(model: nn.Module) -> nn.Module:
     ([layers, in, out]) would span the layers, so a scanned model is quantized, exported and
     decoded as its unrolled twin (same parameters, block_0 ... block_N; decoding gains nothing
     from the scan)."""
-    if not isinstance(getattr(model, "cfg", None), GPTConfig):
-        raise ValueError("int8 quantization covers GPT models (their Dense layers).")
-    if not model.cfg.scan_layers:
-        return model
-    return GPT(dataclasses.replace(model.cfg, scan_layers=False, remat="none"))
+    if not isinstance(model, (GPT, Decoder)):
+        raise ValueError("int8 quantization covers the GPT and the decoder families (their "
+                         f"Dense layers), not a {type(model).__name__}.")
+    return gpt.unrolled(model)
 
 
 def quantized_model(model: nn.Module) -> nn.Module:
@@ -87,10 +92,11 @@ def is_old_export(path: str) -> bool:
 
 
 def load_export(path: str, assets: rundir.Assets):
-    """(qwix-wrapped GPT, int8 parameters on one device) of an export directory."""
+    """(qwix-wrapped model, int8 parameters on one device) of an export directory."""
     import qwix  # noqa: lazy, optional extra
 
-    model = unrolled(GPT(GPTConfig(**assets.model)))
+    family = model_family(assets.model)
+    model = unrolled(family.module(family.config(**assets.model)))
     float_params = nn.meta.unbox(jax.eval_shape(
         model.init, jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32))["params"])
     qmodel = quantized_model(model)

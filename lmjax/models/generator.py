@@ -21,7 +21,7 @@ import numpy as np
 
 from lmjax.models import decoding as dec
 from lmjax.models.decoder import Decoder
-from lmjax.models.gpt import GPT, unstack_layers
+from lmjax.models.gpt import GPT, unrolled, unstack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +68,7 @@ def inference_model(model, params):
         return model, params
     cfg = model.cfg
     if cfg.scan_layers:
-        params = unstack_layers(params, cfg.num_layers)
-        model = type(model)(cfg.replace(scan_layers=False))
+        params, model = unstack_layers(params, cfg.num_layers), unrolled(model)
     dtype = jnp.dtype(cfg.dtype)
     if dtype.itemsize < 4:
         params = jax.tree.map(lambda x: x.astype(dtype) if x.ndim >= 2 and jnp.issubdtype(

@@ -175,7 +175,7 @@ class GPT(nn.Module):
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                         ("vocab", "embed")), name="wte")
         wpe = self.param("wpe", nn.with_logical_partitioning(nn.initializers.normal(0.01),
-                                                              ("length", "embed")),
+                                                             ("length", "embed")),
                          (cfg.block_size, cfg.d_model), cfg.param_dtype)
         if cache is not None:
             chex.assert_shape(positions, (batch, length))
@@ -194,8 +194,8 @@ class GPT(nn.Module):
         if cfg.scan_layers:
             # One compiled block applied num_layers times: compile time stays flat in depth.
             x, _ = nn.scan(
-                _remat(ScannedBlock, cfg), variable_axes={"params": 0}, split_rngs={"params": True,
-                                                                      "dropout": True},
+                _remat(ScannedBlock, cfg), variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
                 in_axes=nn.broadcast, length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="blocks")(
                     x, deterministic, mask)
@@ -293,3 +293,14 @@ def stack_layers(params: dict, num_layers: int) -> dict:
     rest = {k: v for k, v in params.items() if not k.startswith("block_")}
     blocks = [params[f"block_{i}"] for i in range(num_layers)]
     return {**rest, "blocks": {"block": jax.tree.map(lambda *x: jnp.stack(x), *blocks)}}
+
+
+def unrolled(model: nn.Module) -> nn.Module:
+    """A model of this layout (the GPT, a decoder family's `Decoder`) trained with scan_layers,
+    as its twin with one block per layer, whose parameters `unstack_layers` gives: the same
+    function, for what the scan gets in the way of (decoding, int8's per-layer scales, sown
+    attention maps). Any other model is returned as it is."""
+    cfg = getattr(model, "cfg", None)
+    if not getattr(cfg, "scan_layers", False):
+        return model
+    return type(model)(cfg.replace(scan_layers=False, remat="none"))

@@ -16,6 +16,7 @@ from lmjax.data.tokenizers import WordPieceTokenizer
 from lmjax.cli.explain import run_kind
 from lmjax.explain import sequences
 from lmjax.models import bert, gpt
+from lmjax.models.decoder import Decoder
 from lmjax.tasks.base import CLASSES, IMAGES
 from lmjax.tasks.lm import LanguageModelTask
 from lmjax.tasks.mlm import MaskedLMTask
@@ -114,7 +115,7 @@ def test_command_explains_a_text_classifier(classifier_run, tmp_path, run_module
     assert r.returncode == 2 and "lmjax: error: --baseline is for image runs" in r.stderr
 
 
-def test_each_kind_of_run_names_its_methods(gpt_config):
+def test_each_kind_of_run_names_its_methods(gpt_config, decoder_config):
     classes = {"classify": frozenset({IMAGES, CLASSES}),  # an image classifier's
                "text_classify": TextClassificationTask.capabilities,
                "mlm": MaskedLMTask.capabilities, "lm": LanguageModelTask.capabilities}
@@ -125,15 +126,16 @@ def test_each_kind_of_run_names_its_methods(gpt_config):
 
     assert kind("classify") == "image"
     assert kind("text_classify") == "text" and kind("mlm") == "mlm"
-    assert kind("lm", gpt.GPT(gpt_config())) == "gpt"
+    assert kind("lm", gpt.GPT(gpt_config())) == "lm"
+    assert kind("lm", Decoder(decoder_config("llama"))) == "lm"
     with pytest.raises(ValueError, match="'lm' runs \\(LSTM\\) have nothing here to explain"):
         kind("lm", type("LSTM", (), {})())
     for k, method, message in [
             ("image", "attention", "--method=attention: r is an image classifier, and attention "
-             "maps are for GPT and BERT runs: use one of saliency"),
+             "maps are for language model and BERT runs: use one of saliency"),
             ("text", "gradcam", "--method=gradcam explains image classifiers; r is a BERT text "
              "classifier: use --method=ig, lime or attention."),
-            ("gpt", "lime", "--method=lime: r is a GPT language model run, whose predictions "
+            ("lm", "lime", "--method=lime: r is a language model run, whose predictions "
              "are not classes: use --method=attention.")]:
         with pytest.raises(ValueError) as e:
             sequences.check_method(k, method, "r")
