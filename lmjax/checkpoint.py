@@ -73,14 +73,33 @@ def json_digest(obj, algorithm: str) -> str:
     return HASHES[algorithm](text.encode())
 
 
+def _uncompressed() -> ocp.StandardCheckpointHandler:
+    """The handler of StandardSave / StandardRestore, writing arrays without zstd. Compressed,
+    Orbax holds the compressed bytes in memory until an OCDBT data file (2 GiB) is written:
+    saving a 2.4 GB float32 state of random weights took 1.8 GB more memory, uncompressed
+    0.04 GB (tensorstore writes from the arrays themselves; benchmarks/import_memory.py).
+    Float weights compress by a few per cent. Reading is the same either way (each array's
+    metadata names its codec)."""
+    handler = ocp.StandardCheckpointHandler()
+    # The PyTree handler it wraps (orbax 0.12), with its arguments but compression; a subclass
+    # would not be the handler Orbax registers for StandardSave. Were the attribute renamed,
+    # the compressed one would remain.
+    handler._impl = ocp.PyTreeCheckpointHandler(save_concurrent_gb=96, restore_concurrent_gb=96,
+                                                use_compression=False)
+    return handler
+
+
 class Checkpointer:
-    def __init__(self, directory: str, keep: int = 3):
+    def __init__(self, directory: str, keep: int = 3, compress: bool = True):
+        """`compress=False` writes the state's arrays uncompressed (`_uncompressed`): for
+        states that must be saved in about their own size of memory (imported checkpoints)."""
         _ECHOES.install()
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_names=("state", "config", "progress"))
+            item_names=("state", "config", "progress"),
+            item_handlers=None if compress else {"state": _uncompressed()})
         self._in_flight = None  # the step of an asynchronous save not yet waited for
 
     def __enter__(self) -> "Checkpointer":

@@ -281,7 +281,8 @@ def _from_hf_decoder(source: str, workdir: str, cfg, tokenizer: str, log) -> str
     state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), s.shardings.step),
                        params=params, opt_state=opt_state, model_state={})
     rundir.write(workdir, s.task.run_assets())
-    with Checkpointer(rundir.checkpoint_dir(workdir)) as ckpt:
+    # uncompressed: Orbax would hold the compressed weights in memory until written
+    with Checkpointer(rundir.checkpoint_dir(workdir), compress=False) as ckpt:
         ckpt.save(0, state, cfg.to_dict(), force=True)
     return (f"lmjax train --config=configs/llama.py:finetune --config.init_from={workdir} "
             "--workdir=<new dir>")

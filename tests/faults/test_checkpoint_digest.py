@@ -147,3 +147,20 @@ def test_set_aside_renames_later_steps_and_deletes_nothing(tmp_path):
         ckpt.save(2, state, {}, force=True)  # the resumed run saves its own step 2
     assert sorted(os.listdir(tmp_path)) == ["1", "2", "2.set-aside", "3.set-aside",
                                             "3.set-aside-2"]
+
+
+def test_an_uncompressed_save_restores_as_any_checkpoint(tmp_path):
+    """compress=False (imports: Orbax would hold the compressed bytes in memory) writes the
+    arrays' own bytes, which a default Checkpointer restores and verifies."""
+    state = {**_state(), "ones": jnp.ones((512, 512))}  # 1 MB that zstd makes a few bytes
+    sizes = {}
+    for compress in (True, False):
+        with Checkpointer(str(tmp_path / str(compress)), compress=compress) as ckpt:
+            ckpt.save(1, state, {}, force=True)
+        sizes[compress] = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in
+                              os.walk(tmp_path / str(compress) / "1" / "state") for f in fs)
+    assert sizes[True] < 2**19 < 2**20 < sizes[False]
+    with Checkpointer(str(tmp_path / "False")) as ckpt:
+        restored = _restore(ckpt, 1, state)
+    for k in state:
+        np.testing.assert_array_equal(restored[k], state[k])
