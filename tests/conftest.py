@@ -133,10 +133,13 @@ def hf_decoder():
     with random weights, built offline and saved to `directory` (save_pretrained). Tiny by
     default: hidden 64, 4 layers, 4 heads over 2 key/value heads of 16, 97 tokens, windows of
     16 where the family slides (Gemma 3: local and global layers alternate). Weights are drawn
-    10x wider than at initialisation and norms and biases moved off their starting values,
-    so every part shows in the logits. Keywords override the Hugging Face config."""
+    with a standard deviation of 1.6 / sqrt(hidden size) (0.2 at the tiny width, 10x the usual
+    initialisation: logits of the same scale at any width) and norms and biases moved off
+    their starting values, so every part shows in the logits. Keywords override the Hugging
+    Face config (at real widths: tests/convert/test_decoders.py's real_widths)."""
     import torch
     import transformers as t
+    from transformers.initialization import no_init_weights
 
     families = {
         "llama": (t.LlamaConfig, t.LlamaForCausalLM, {}),
@@ -153,8 +156,11 @@ def hf_decoder():
         torch.manual_seed(0)
         fields = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                      max_position_embeddings=512, initializer_range=0.2)
-        model = model_cls(config_cls(**{**fields, **extra, **config})).eval()
+                      max_position_embeddings=512)
+        fields["initializer_range"] = 1.6 / config.get("hidden_size", 64) ** 0.5
+        with no_init_weights():  # torch's own initialisation, which transformers' replaces
+            model = model_cls(config_cls(**{**fields, **extra, **config})).eval()
+        model.init_weights()  # one pass of random numbers: 2.5x faster at real widths
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "norm" in name or name.endswith("bias"):
