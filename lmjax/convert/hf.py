@@ -29,6 +29,16 @@ from lmjax.train.setup import setup
 from lmjax.train.state import TrainState
 
 
+# What writes a language model's weights as Hugging Face's, by its config's type.
+LM_WRITERS = {GPTConfig: gpt2.write_hf, DecoderConfig: decoders.write_hf}
+
+
+def write_lm(out: str, params: dict, model, tokenizer=None) -> None:
+    """A GPT (as GPT2LMHeadModel) or a decoder family's model (as its class) with `params`,
+    scanned or not, written to `out`: what to_hf writes, and bench_generate --hf_compare."""
+    LM_WRITERS[type(model)](out, unstack_layers(params, model.num_layers), model, tokenizer)
+
+
 def to_hf(workdir: str, out: str, best: bool = False) -> str:
     """Writes a Hugging Face directory for the run in `workdir`: a GPT as GPT2LMHeadModel, a
     decoder family's model as its class (LlamaForCausalLM, ...; LoRA merged), a BERT masked LM
@@ -41,10 +51,8 @@ def to_hf(workdir: str, out: str, best: bool = False) -> str:
     cfg, task = s.cfg, s.task
     model = task.model_config
     _, params = task.plain_model(jax.device_get(state.params))  # LoRA merged
-    if isinstance(model, GPTConfig):
-        gpt2.write_hf(out, unstack_layers(params, model.num_layers), model, task.tokenizer)
-    elif isinstance(model, DecoderConfig):
-        decoders.write_hf(out, unstack_layers(params, model.num_layers), model, task.tokenizer)
+    if type(model) in LM_WRITERS:
+        write_lm(out, params, model, task.tokenizer)
     elif MASKED_LM in task.capabilities:
         bert.write_hf(out, params, model, task.tokenizer)
     elif TEXT_CLASSES in task.capabilities:

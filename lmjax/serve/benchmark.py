@@ -21,16 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax.convert import decoders, gpt2
+from lmjax.convert import hf as convert_hf
 from lmjax.infer import int8
-from lmjax.models.decoder import DecoderConfig
 from lmjax.models.generator import Request
-from lmjax.models.gpt import GPTConfig, unstack_layers
 from lmjax.serve.batcher import warm_up
 from lmjax.tasks.lm import GPT, model_family
-
-# What writes a model's weights as Hugging Face's (lmjax convert to_hf), by its config's type.
-HF_WRITERS = {GPTConfig: gpt2.write_hf, DecoderConfig: decoders.write_hf}
 
 
 class _NoTokenizer:
@@ -140,16 +135,15 @@ def hf_model(model_cfg, params):
     import torch  # noqa: lazy, optional
     import transformers  # noqa: lazy, optional
 
-    writer = HF_WRITERS.get(type(model_cfg))
-    if writer is None:
+    if type(model_cfg) not in convert_hf.LM_WRITERS:
         raise ValueError(f"--hf_compare: a {type(model_cfg).__name__.replace('Config', '')} "
                          "model has no Hugging Face class here (GPT and the decoder families).")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, jnp.dtype(model_cfg.dtype).name) if device == "cuda" else \
         torch.float32
-    params = unstack_layers(jax.device_get(params), model_cfg.num_layers)
     with tempfile.TemporaryDirectory() as tmp:
-        writer(tmp, jax.tree.map(lambda x: np.asarray(x, np.float32), params), model_cfg)
+        convert_hf.write_lm(tmp, jax.tree.map(lambda x: np.asarray(x, np.float32),
+                                              jax.device_get(params)), model_cfg)
         hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype)
     return hf.to(device).eval()
 
